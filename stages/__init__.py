@@ -1,0 +1,1 @@
+"""The study's stage scripts (one per DVC stage) and the small modules they share."""

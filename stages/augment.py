@@ -1,0 +1,40 @@
+"""Batched image ops on the device: crops by per-example offsets, flips, normalisation.
+
+Everything takes whole batches (N x C x H x W) and per-example random numbers, so one call does the work
+of a DataLoader full of PIL transforms without leaving the device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Cut an (height x width) window at (top[i], left[i]) from each image i, by one gather."""
+    n = images.shape[0]
+    rows = top.view(n, 1) + torch.arange(height, device=images.device)
+    cols = left.view(n, 1) + torch.arange(width, device=images.device)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1)
+    out = images.permute(0, 2, 3, 1)[batch, rows.view(n, height, 1), cols.view(n, 1, width)]
+    return out.permute(0, 3, 1, 2)
+
+
+def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard CIFAR augmentation: reflect-pad by `pad`, random crop back to size, random horizontal flip.
+
+    `generator` must live on the images' device (random numbers are drawn there: no host sync)."""
+    n, _, h, w = images.shape
+    dev = images.device
+    if pad > 0:
+        padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+        top = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+        left = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=dev)
+        images = crop(padded, top, left, h, w)
+    flip = torch.rand(n, generator=generator, device=dev) < 0.5
+    return torch.where(flip.view(n, 1, 1, 1), images.flip(3), images)
+
+
+def normalize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float, scaled to [0, 1] and standardised per channel."""
+    return (images_uint8.float().div_(255.0) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

@@ -1,0 +1,136 @@
+"""The one training engine shared by pretraining and fine-tuning.
+
+A `Trainer` owns a model, its optimiser and a per-step learning-rate schedule. `train_epoch` consumes
+(inputs, targets) batches that are already on the device, sums loss and hits on the device (no host sync
+per step), and reports images/s through tqdm; `predict` runs large no-grad batches. On CUDA it uses bf16
+autocast and channels_last. A loss that turns NaN or Inf stops the run with a message, not garbage.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+from torch import nn
+from tqdm import tqdm
+
+from stages.common import UserError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then cosine decay to zero at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def sgd(model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    """Nesterov SGD; no weight decay on biases and normalisation weights."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}],
+                           lr=lr, momentum=momentum, nesterov=True)
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
+                 warmup_steps: int, device: torch.device, label_smoothing: float = 0.0):
+        self.device = device
+        self.model = model.to(device)
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = optimizer
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
+        self.label_smoothing = label_smoothing
+
+    def autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cuda" and x.ndim == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train_epoch(self, batches: Iterable[Batch], steps: int, desc: str) -> dict[str, float]:
+        """One pass over `batches` (`steps` of them). Returns mean loss, accuracy, seconds, images/s, lr."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        hits = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        lr = self.optimizer.param_groups[0]["lr"]
+        start = time.perf_counter()
+        with tqdm(total=steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True) as bar:
+            for inputs, targets in batches:
+                with self.autocast():
+                    logits = self.model(self._layout(inputs))
+                    loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                loss_sum += loss.detach() * len(targets)
+                hits += (logits.detach().argmax(1) == targets).sum()
+                seen += len(targets)
+                bar.update(1)
+                bar.set_postfix_str(f"{seen / (time.perf_counter() - start):.0f} img/s", refresh=False)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        mean_loss = (loss_sum / max(seen, 1)).item()
+        if not math.isfinite(mean_loss):
+            raise UserError(f"{desc}: the training loss became {mean_loss}; the learning rate is likely too "
+                            f"high (lower it) or the precision too low")
+        return {"loss": mean_loss, "accuracy": hits.item() / max(seen, 1), "seconds": seconds,
+                "images_per_s": seen / seconds, "lr": lr}
+
+    @torch.no_grad()
+    def predict(self, inputs: Iterable[torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
+        """Outputs of `model` (default: the trained one) for every batch, concatenated on the CPU as float."""
+        model = model or self.model
+        model.eval()
+        outs = []
+        with self.autocast():
+            for x in inputs:
+                outs.append(model(self._layout(x)).float())
+        return torch.cat(outs).cpu()
+
+
+def classification_metrics(logits: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
+    """Loss, accuracy and macro precision/recall/F1 (scikit-learn) of logits against labels."""
+    preds = logits.argmax(1).numpy()
+    loss = F.cross_entropy(logits, torch.as_tensor(labels)).item()
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, preds, average="macro", zero_division=0)
+    return {"loss": loss, "accuracy": float(accuracy_score(labels, preds)), "precision_macro": float(precision),
+            "recall_macro": float(recall), "f1_macro": float(f1)}
+
+
+def index_batches(n: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterable[torch.Tensor]:
+    """`steps` batches of indices into range(n), on the generator's device: shuffled passes chained, the
+    last partial batch of a pass topped up from the next, so every step has min(batch_size, n) examples."""
+    size = min(batch_size, n)
+    buffer = torch.empty(0, dtype=torch.long, device=generator.device)
+    for _ in range(steps):
+        while len(buffer) < size:
+            buffer = torch.cat([buffer, torch.randperm(n, generator=generator, device=generator.device)])
+        yield buffer[:size]
+        buffer = buffer[size:]
+
+
+def chunks(images: torch.Tensor, batch_size: int, transform: Callable[[torch.Tensor], torch.Tensor]
+           ) -> Iterable[torch.Tensor]:
+    for i in range(0, len(images), batch_size):
+        yield transform(images[i:i + batch_size])

@@ -1,0 +1,125 @@
+"""Stage `finetune@{scratch,pretrained}`: train the classifier on the labelled fraction.
+
+Both inits use the same classifier, recipe, seed and number of optimiser steps; only the extractor's
+initial weights (models/init/<init>.pt) differ. An "epoch" is the number of steps of one pass over the
+full (100 %) labelled pool, whatever the fraction, so smaller fractions make more passes and every
+fraction trains for the same number of steps. Validation picks the best epoch; test is only reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from dvclive import Live
+
+from stages.augment import normalize, random_crop_flip
+from stages.common import (atomic_path, device_from_params, device_generator, load_params, param, run_stage,
+                           save_torch, seed_everything)
+from stages.data import load_dataset
+from stages.engine import Trainer, chunks, classification_metrics, index_batches, sgd
+from stages.models import Classifier, load_extractor
+
+INITS = ("scratch", "pretrained")
+
+
+def outputs(init: str) -> tuple[Path, Path]:
+    return Path(f"models/finetune/{init}.pt"), Path(f"metrics/finetune/{init}")
+
+
+def write_predictions(path: Path, indices: np.ndarray, labels: np.ndarray, preds: np.ndarray,
+                      classes: list[str]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "actual", "predicted"])
+        writer.writerows((int(i), classes[a], classes[p]) for i, a, p in zip(indices, labels, preds))
+
+
+def main(init: str) -> None:
+    params = load_params()
+    seed = param(params, "seed", int)
+    device = device_from_params(params)
+    epochs = param(params, "finetune.epochs", int, low=1)
+    batch_size = param(params, "finetune.batch_size", int, low=2)
+    lr = param(params, "finetune.lr", float, low=0, low_open=True)
+    weight_decay = param(params, "finetune.weight_decay", float, low=0)
+    warmup = param(params, "finetune.warmup_epochs", (int, float), low=0)
+    smoothing = param(params, "finetune.label_smoothing", float, low=0, high=0.5)
+    pad = param(params, "finetune.crop_padding", int, low=0)
+    eval_batch = param(params, "finetune.eval_batch_size", int, low=1)
+    arch, stem = param(params, "model.arch", str), param(params, "model.stem", str)
+    model_path, live_dir = outputs(init)
+
+    seed_everything(seed)
+    dataset, meta = load_dataset(Path("data/dataset"))
+    validation = np.load("data/splits/validation.npy")
+    labelled = np.load("data/splits/labelled.npy")
+    extractor, feat_dim = load_extractor(Path(f"models/init/{init}.pt"), arch, stem)
+    torch.manual_seed(seed)  # the head starts identical for both inits
+    model = Classifier(extractor, feat_dim, len(dataset.classes))
+
+    mean = torch.tensor(meta["mean"], device=device)
+    std = torch.tensor(meta["std"], device=device)
+    train_x = torch.from_numpy(dataset.train_images[labelled]).to(device)
+    train_y = torch.from_numpy(dataset.train_labels[labelled]).to(device)
+    val_x = torch.from_numpy(dataset.train_images[validation]).to(device)
+    val_y = dataset.train_labels[validation]
+    test_x = torch.from_numpy(dataset.test_images).to(device)
+    test_y = dataset.test_labels
+
+    pool_size = len(dataset.train_labels) - len(validation)
+    steps = math.ceil(pool_size / batch_size)
+    trainer = Trainer(model, sgd(model, lr, weight_decay), epochs * steps, int(warmup * steps), device,
+                      label_smoothing=smoothing)
+    gen = device_generator(seed, device)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, mean, std)
+
+    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    best: dict = {"val_f1": -1.0}
+    elapsed = 0.0
+    for epoch in range(1, epochs + 1):
+        batches = ((norm(random_crop_flip(train_x[i], pad, gen)), train_y[i])
+                   for i in index_batches(len(train_x), batch_size, steps, gen))
+        stats = trainer.train_epoch(batches, steps, f"finetune@{init} {epoch}/{epochs}")
+        elapsed += stats["seconds"]
+        val = classification_metrics(trainer.predict(chunks(val_x, eval_batch, norm)), val_y)
+        test_logits = trainer.predict(chunks(test_x, eval_batch, norm))
+        test = classification_metrics(test_logits, test_y)
+        live.log_metric("train/loss", stats["loss"])
+        live.log_metric("train/accuracy", stats["accuracy"])
+        for split, values in (("val", val), ("test", test)):
+            for key, value in values.items():
+                live.log_metric(f"{split}/{key}", value)
+        live.log_metric("lr", stats["lr"])
+        live.log_metric("epoch_seconds", stats["seconds"])
+        live.log_metric("images_per_s", stats["images_per_s"])
+        print(f"finetune@{init} {epoch}/{epochs}: train loss {stats['loss']:.3f}, val F1 {val['f1_macro']:.3f}, "
+              f"test F1 {test['f1_macro']:.3f}, {stats['images_per_s']:.0f} img/s")
+        if val["f1_macro"] > best["val_f1"]:
+            best = {"val_f1": val["f1_macro"], "epoch": epoch, "test": test, "val": val,
+                    "preds": test_logits.argmax(1).numpy(),
+                    "state": copy.deepcopy({k: v.cpu() for k, v in trainer.model.state_dict().items()})}
+        live.next_step()
+
+    live.summary["best"] = {"epoch": best["epoch"], "val": best["val"], "test": best["test"],
+                            "train_seconds": elapsed, "steps": epochs * steps,
+                            "labelled_size": int(len(labelled))}
+    live.end()
+    write_predictions(live_dir / "predictions.csv", np.arange(len(test_y)), test_y, best["preds"],
+                      dataset.classes)
+    save_torch({"arch": arch, "stem": stem, "init": init, "epoch": best["epoch"], "classes": dataset.classes,
+                "state_dict": best["state"]}, model_path)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--init", choices=INITS, required=True)
+    args = parser.parse_args()
+    run_stage(lambda: main(args.init), outputs=outputs(args.init))
