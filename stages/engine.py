@@ -9,6 +9,7 @@ autocast and channels_last. A loss that turns NaN or Inf stops the run with a me
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -73,7 +74,9 @@ class Trainer:
         seen = 0
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
-        with tqdm(total=steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True) as bar:
+        # in a log (no terminal) redraw every 10 s, not every step
+        interval = 0.1 if sys.stderr.isatty() else 10.0
+        with tqdm(total=steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=interval) as bar:
             for inputs, targets in batches:
                 with self.autocast():
                     logits = self.model(self._layout(inputs))
@@ -96,6 +99,20 @@ class Trainer:
                             f"high (lower it) or the precision too low")
         return {"loss": mean_loss, "accuracy": hits.item() / max(seen, 1), "seconds": seconds,
                 "images_per_s": seen / seconds, "lr": lr}
+
+    @torch.no_grad()
+    def recalibrate_bn(self, model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
+        """Re-estimate BatchNorm running statistics of `model` on `inputs` (a plain average over them)."""
+        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if not norms:
+            return
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        with self.autocast():
+            for x in inputs:
+                model(self._layout(x))
 
     @torch.no_grad()
     def predict(self, inputs: Iterable[torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:

@@ -7,6 +7,7 @@ linear probe of the extractor on labelled validation images, the number that say
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -66,8 +67,12 @@ def main() -> None:
     std = torch.tensor(meta["std"], device=device)
 
     def probe() -> float:
-        feats = trainer.predict(chunks(probe_images, eval_batch, lambda x: normalize(x, mean, std)),
-                                model=trainer.model.extractor)
+        # The extractor's BatchNorm statistics describe gray, per-patch-normalised patches; re-estimate
+        # them on the probe images (labels unused) in a copy, as fine-tuning in train mode would.
+        extractor = copy.deepcopy(trainer.model.extractor)
+        batches = lambda: chunks(probe_images, eval_batch, lambda x: normalize(x, mean, std))  # noqa: E731
+        trainer.recalibrate_bn(extractor, batches())
+        feats = trainer.predict(batches(), model=extractor)
         return linear_probe_accuracy(feats.numpy(), probe_labels, seed)
 
     def heldout_pretext_accuracy() -> float:

@@ -1,0 +1,60 @@
+"""dvc.yaml tells the truth: every stage depends on every module it imports and declares the params it reads."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+HARDWARE = {"device"}  # read, deliberately not declared: a hardware knob must not invalidate results
+
+
+def local_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
+    seen = set() if seen is None else seen
+    for node in ast.walk(ast.parse(module.read_text())):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names if a.name.startswith("stages")]
+        for name in names:
+            path = ROOT / (name.replace(".", "/") + ".py")
+            if path.exists() and path not in seen:
+                seen.add(path)
+                local_imports(path, seen)
+    return seen
+
+
+def read_keys(modules: set[Path]) -> set[str]:
+    keys = set()
+    for m in modules:
+        keys |= set(re.findall(r'param\(params,\s*"([\w.]+)"', m.read_text()))
+    return keys
+
+
+def stages():
+    for name, stage in DVC["stages"].items():
+        script = ROOT / re.search(r"python -m (stages\.\w+)", stage["cmd"]).group(1).replace(".", "/")
+        yield name, stage, Path(f"{script}.py")
+
+
+def test_every_imported_module_is_a_dep():
+    for name, stage, script in stages():
+        deps = set(stage["deps"])
+        modules = {script} | local_imports(script)
+        missing = {m.relative_to(ROOT).as_posix() for m in modules} - deps - {"stages/__init__.py"}
+        assert not missing, f"stage {name} imports {missing} but does not list them as deps"
+
+
+def test_declared_params_are_exactly_those_read():
+    for name, stage, script in stages():
+        declared = set(stage.get("params", []))
+        read = read_keys({script} | local_imports(script)) - HARDWARE
+        covered = {k for k in read if any(k == d or k.startswith(d + ".") for d in declared)}
+        assert covered == read, f"stage {name} reads {read - covered} without declaring them"
+        unused = {d for d in declared if not any(k == d or k.startswith(d + ".") for k in read)}
+        assert not unused, f"stage {name} declares {unused} but never reads them"

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+from torch import nn
+
+from stages.augment import crop, random_crop_flip
+from stages.common import UserError
+from stages.engine import Trainer, chunks, classification_metrics, index_batches, sgd, warmup_cosine
+
+
+def test_classification_metrics_known_values():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    preds = np.array([0, 1, 1, 1, 2, 0])
+    logits = torch.nn.functional.one_hot(torch.as_tensor(preds), 3).float() * 5
+    m = classification_metrics(logits, labels)
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["f1_macro"] == pytest.approx(f1_score(labels, preds, average="macro"))
+    # class 0: P=1/2 R=1/2; class 1: P=2/3 R=1; class 2: P=1 R=1/2
+    assert m["precision_macro"] == pytest.approx((1 / 2 + 2 / 3 + 1) / 3)
+    assert m["recall_macro"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+
+
+def test_collapsed_prediction_gives_chance_recall():
+    labels = np.arange(100) % 10
+    m = classification_metrics(torch.zeros(100, 10).index_fill_(1, torch.tensor([3]), 1.0), labels)
+    assert m["recall_macro"] == pytest.approx(0.1)
+
+
+def test_index_batches_cover_every_example_once_per_pass():
+    g = torch.Generator().manual_seed(0)
+    batches = list(index_batches(10, 4, 5, g))
+    assert all(len(b) == 4 for b in batches)
+    flat = torch.cat(batches)
+    assert sorted(flat[:10].tolist()) == list(range(10))
+    assert len(list(index_batches(3, 8, 2, g))[0]) == 3
+
+
+def test_warmup_cosine_shape():
+    f = warmup_cosine(100, 10)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+
+
+def test_crop_and_flip():
+    img = torch.arange(2 * 3 * 6 * 6).view(2, 3, 6, 6)
+    out = crop(img, torch.tensor([0, 2]), torch.tensor([1, 3]), 3, 2)
+    assert torch.equal(out[0], img[0, :, 0:3, 1:3]) and torch.equal(out[1], img[1, :, 2:5, 3:5])
+    aug = random_crop_flip(img.float(), 0, torch.Generator().manual_seed(0))
+    for a, b in zip(aug, img.float()):
+        assert torch.equal(a, b) or torch.equal(a, b.flip(2))
+
+
+def _toy(n=256):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 8, generator=g)
+    y = (x[:, 0] > 0).long()
+    return x, y
+
+
+def test_trainer_learns_a_separable_problem():
+    torch.manual_seed(0)
+    x, y = _toy()
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    trainer = Trainer(model, sgd(model, 0.1, 0.0), 200, 10, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        stats = trainer.train_epoch(((x[i], y[i]) for i in index_batches(len(x), 32, 40, g)), 40, "toy")
+    assert stats["accuracy"] > 0.9 and stats["images_per_s"] > 0
+    logits = trainer.predict(chunks(x, 100, lambda b: b))
+    assert classification_metrics(logits, y.numpy())["accuracy"] > 0.9
+
+
+def test_nan_loss_stops_with_a_message():
+    x, y = _toy(32)
+    model = nn.Linear(8, 2)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    trainer = Trainer(model, sgd(model, 0.1, 0.0), 10, 0, torch.device("cpu"))
+    with pytest.raises(UserError, match="learning rate"):
+        trainer.train_epoch([(x, y)], 1, "toy")

@@ -1,0 +1,69 @@
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from stages.common import UserError
+from stages.models import Classifier, build_extractor, load_extractor, save_extractor
+
+
+@pytest.mark.parametrize("arch,dim", [("resnet18", 512), ("mobilenet_v3_small", 1024)])
+def test_extractor_returns_features(arch, dim):
+    extractor, feat_dim = build_extractor(arch, "cifar")
+    assert feat_dim == dim
+    extractor.eval()
+    assert extractor(torch.randn(2, 3, 32, 32)).shape == (2, dim)
+
+
+def test_cifar_stem_keeps_resolution():
+    extractor, _ = build_extractor("resnet18", "cifar")
+    assert extractor.conv1.stride == (1, 1) and extractor.conv1.kernel_size == (3, 3)
+    assert isinstance(extractor.maxpool, nn.Identity)
+    imagenet, _ = build_extractor("resnet18", "imagenet")
+    assert imagenet.conv1.stride == (2, 2)
+
+
+def test_unknown_arch_lists_supported():
+    with pytest.raises(UserError, match="model.arch.*resnet18"):
+        build_extractor("resnet19", "cifar")
+
+
+def test_pretrained_weights_arrive_in_classifier(tmp_path):
+    torch.manual_seed(0)
+    extractor, dim = build_extractor("resnet18", "imagenet")
+    with torch.no_grad():
+        for p in extractor.parameters():
+            p.add_(1.0)  # something a fresh init would never produce
+    save_extractor(extractor, "resnet18", "imagenet", dim, tmp_path / "e.pt")
+    loaded, _ = load_extractor(tmp_path / "e.pt", "resnet18", "imagenet")
+    model = Classifier(loaded, dim, 10)
+    for (name, a), b in zip(extractor.state_dict().items(), model.features.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_for_other_arch_says_so(tmp_path):
+    extractor, dim = build_extractor("resnet18", "imagenet")
+    save_extractor(extractor, "resnet18", "imagenet", dim, tmp_path / "e.pt")
+    with pytest.raises(UserError, match="model.arch=resnet18"):
+        load_extractor(tmp_path / "e.pt", "resnet18", "cifar")
+
+
+def test_missing_and_corrupt_checkpoints(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_extractor(tmp_path / "none.pt", "resnet18", "cifar")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="could not be loaded"):
+        load_extractor(tmp_path / "bad.pt", "resnet18", "cifar")
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_crafted_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": _Exploit()}, path, pickle_protocol=pickle.DEFAULT_PROTOCOL)
+    with pytest.raises(UserError, match="could not be loaded safely"):
+        load_extractor(path, "resnet18", "cifar")

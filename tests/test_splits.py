@@ -1,0 +1,45 @@
+import numpy as np
+
+from stages.splits import split_indices
+
+
+def labels():
+    rng = np.random.default_rng(0)
+    return rng.permutation(np.repeat(np.arange(10), [500, 400, 300, 300, 300, 300, 300, 300, 300, 200]))
+
+
+def test_validation_is_disjoint_from_labelled_and_fixed_across_fractions():
+    y = labels()
+    vals = []
+    for fraction in (1.0, 0.5, 0.1):
+        val, lab = split_indices(y, 0, 0.1, fraction)
+        assert not set(val) & set(lab)
+        vals.append(val)
+    assert all(np.array_equal(vals[0], v) for v in vals)
+
+
+def test_fractions_are_nested():
+    y = labels()
+    _, full = split_indices(y, 0, 0.1, 1.0)
+    _, half = split_indices(y, 0, 0.1, 0.5)
+    _, tenth = split_indices(y, 0, 0.1, 0.1)
+    assert set(tenth) < set(half) < set(full)
+    assert len(full) + len(split_indices(y, 0, 0.1, 1.0)[0]) == len(y)
+
+
+def test_every_split_is_stratified():
+    y = labels()
+    counts = np.bincount(y)
+    val, lab = split_indices(y, 0, 0.1, 0.1)
+    assert np.array_equal(np.bincount(y[val]), np.round(counts * 0.1).astype(int))
+    pool = counts - np.bincount(y[val])
+    assert np.array_equal(np.bincount(y[lab]), np.round(pool * 0.1).astype(int))
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    y = labels()
+    a = split_indices(y, 3, 0.1, 0.5)
+    b = split_indices(y, 3, 0.1, 0.5)
+    c = split_indices(y, 4, 0.1, 0.5)
+    assert all(np.array_equal(x, z) for x, z in zip(a, b))
+    assert not np.array_equal(a[1], c[1])
