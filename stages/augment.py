@@ -1,4 +1,5 @@
-"""Batched image ops on the device: crops by per-example offsets, flips, normalisation.
+"""Batched image ops on the device (crops by per-example offsets, flips, normalisation) and the
+fine-tuning batch stream built from them.
 
 Everything takes whole batches (N x C x H x W) and per-example random numbers, so one call does the work
 of a DataLoader full of PIL transforms without leaving the device.
@@ -6,8 +7,13 @@ of a DataLoader full of PIL transforms without leaving the device.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
+
+from stages.distributed import Dist
+from stages.engine import Batch, index_batches
 
 
 def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -38,3 +44,14 @@ def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator 
 def normalize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """uint8 -> float, scaled to [0, 1] and standardised per channel."""
     return (images_uint8.float().div_(255.0) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def labelled_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, steps: int, pad: int,
+                     mean: torch.Tensor, std: torch.Tensor, generator: torch.Generator, dist: Dist = Dist()
+                     ) -> Iterator[Batch]:
+    """Fine-tuning batches: random crop (reflect padding `pad`) and flip, then per-channel normalisation.
+
+    Each step draws a global batch, augments all of it on the device, and yields this rank's share."""
+    for idx in index_batches(len(images), batch_size, steps, generator):
+        x = normalize(random_crop_flip(images[idx], pad, generator), mean, std)
+        yield dist.take(x), dist.take(labels[idx])

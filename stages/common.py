@@ -140,12 +140,17 @@ def run_stage(main: Callable[[], None], outputs: Iterable[Path | str] = ()) -> N
     try:
         main()
     except UserError as e:
-        remove_outputs(outputs)
+        _remove_on_rank0(outputs)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except BaseException:
-        remove_outputs(outputs)
+        _remove_on_rank0(outputs)
         raise
+
+
+def _remove_on_rank0(outputs: list[Path | str]) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 owns the outputs
+        remove_outputs(outputs)
 
 
 def device_generator(seed: int, device: torch.device) -> torch.Generator:

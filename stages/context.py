@@ -16,6 +16,7 @@ shortcuts the paper found, and the ones 32x32 JPEG-re-encoded data adds, are clo
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,8 @@ from torch import nn
 
 from stages.augment import crop
 from stages.common import UserError, param
+from stages.distributed import Dist
+from stages.engine import Batch, index_batches
 
 # (row, column) offset of each neighbour from the centre, in grid cells; the label is the index here.
 OFFSETS = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
@@ -137,3 +140,11 @@ class ContextNet(nn.Module):
         n = pairs.shape[0]
         feats = self.extractor(pairs.flatten(0, 1)).view(n, -1)
         return self.head(feats)
+
+
+def pretext_batches(images: torch.Tensor, geo: Geometry, batch_size: int, steps: int,
+                    generator: torch.Generator, dist: Dist = Dist()) -> Iterator[Batch]:
+    """Context-prediction batches: (centre, neighbour) patch pairs and the neighbour's position (0..7)."""
+    for idx in index_batches(len(images), batch_size, steps, generator):
+        pairs, positions = make_pairs(images[idx], geo, generator)
+        yield dist.take(pairs), dist.take(positions)

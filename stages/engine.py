@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from stages.common import UserError
+from stages.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -46,12 +48,25 @@ def sgd(model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9)
 
 
 class Trainer:
+    """Trains `model` in place. With `dist.world > 1` (torchrun) the model is wrapped in
+    DistributedDataParallel with synced BatchNorm, and every batch it receives is this rank's share. With
+    `compile=True` the training forward runs through torch.compile."""
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
-                 warmup_steps: int, device: torch.device, label_smoothing: float = 0.0):
+                 warmup_steps: int, device: torch.device, label_smoothing: float = 0.0,
+                 dist: Dist = Dist(), compile: bool = False):
         self.device = device
+        self.dist = dist
         self.model = model.to(device)
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.train_model: nn.Module = self.model
+        if dist.world > 1:
+            self.model = sync_batchnorm(self.model, device)
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        if compile:
+            self.train_model = torch.compile(self.train_model)
         self.optimizer = optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
         self.label_smoothing = label_smoothing
@@ -67,8 +82,9 @@ class Trainer:
         return x
 
     def train_epoch(self, batches: Iterable[Batch], steps: int, desc: str) -> dict[str, float]:
-        """One pass over `batches` (`steps` of them). Returns mean loss, accuracy, seconds, images/s, lr."""
-        self.model.train()
+        """One pass over `batches` (`steps` of them). Returns mean loss, accuracy, seconds, images/s, lr,
+        over all ranks."""
+        self.train_model.train()
         loss_sum = torch.zeros((), device=self.device)
         hits = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
@@ -76,10 +92,11 @@ class Trainer:
         start = time.perf_counter()
         # in a log (no terminal) redraw every 10 s, not every step
         interval = 0.1 if sys.stderr.isatty() else 10.0
-        with tqdm(total=steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=interval) as bar:
+        with tqdm(total=steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=interval,
+                  disable=not self.dist.main) as bar:
             for inputs, targets in batches:
                 with self.autocast():
-                    logits = self.model(self._layout(inputs))
+                    logits = self.train_model(self._layout(inputs))
                     loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -89,16 +106,18 @@ class Trainer:
                 hits += (logits.detach().argmax(1) == targets).sum()
                 seen += len(targets)
                 bar.update(1)
-                bar.set_postfix_str(f"{seen / (time.perf_counter() - start):.0f} img/s", refresh=False)
+                bar.set_postfix_str(f"{seen * self.dist.world / (time.perf_counter() - start):.0f} img/s",
+                                    refresh=False)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        mean_loss = (loss_sum / max(seen, 1)).item()
+        loss_total, hit_total, seen_total = all_sum([loss_sum, hits, seen], self.dist, self.device)
+        mean_loss = loss_total / max(seen_total, 1)
         if not math.isfinite(mean_loss):
             raise UserError(f"{desc}: the training loss became {mean_loss}; the learning rate is likely too "
                             f"high (lower it) or the precision too low")
-        return {"loss": mean_loss, "accuracy": hits.item() / max(seen, 1), "seconds": seconds,
-                "images_per_s": seen / seconds, "lr": lr}
+        return {"loss": mean_loss, "accuracy": hit_total / max(seen_total, 1), "seconds": seconds,
+                "images_per_s": seen_total / seconds, "lr": lr}
 
     @torch.no_grad()
     def recalibrate_bn(self, model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
@@ -116,14 +135,16 @@ class Trainer:
 
     @torch.no_grad()
     def predict(self, inputs: Iterable[torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
-        """Outputs of `model` (default: the trained one) for every batch, concatenated on the CPU as float."""
+        """Outputs of `model` (default: the trained one) for every batch, concatenated on the CPU as float.
+        Under torchrun the batches are dealt round-robin over the ranks and gathered back in order."""
         model = model or self.model
         model.eval()
         outs = []
         with self.autocast():
-            for x in inputs:
-                outs.append(model(self._layout(x)).float())
-        return torch.cat(outs).cpu()
+            for i, x in enumerate(inputs):
+                if i % self.dist.world == self.dist.rank:
+                    outs.append(model(self._layout(x)).float())
+        return torch.cat(gather_in_order(outs, self.dist)).cpu()
 
 
 def classification_metrics(logits: torch.Tensor, labels: np.ndarray) -> dict[str, float]:

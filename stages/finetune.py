@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from dvclive import Live
 
-from stages.augment import normalize, random_crop_flip
-from stages.common import (atomic_path, device_from_params, device_generator, load_params, param, run_stage,
-                           save_torch, seed_everything)
+from stages.augment import labelled_batches, normalize
+from stages.common import atomic_path, device_from_params, device_generator, load_params, param, save_torch, seed_everything
 from stages.data import load_dataset
-from stages.engine import Trainer, chunks, classification_metrics, index_batches, sgd
+from stages.distributed import NullLive, run_parallel_stage, setup
+from stages.engine import Trainer, chunks, classification_metrics, sgd
 from stages.models import Classifier, load_extractor
 
 INITS = ("scratch", "pretrained")
@@ -43,7 +43,8 @@ def write_predictions(path: Path, indices: np.ndarray, labels: np.ndarray, preds
 def main(init: str) -> None:
     params = load_params()
     seed = param(params, "seed", int)
-    device = device_from_params(params)
+    dist, device = setup(device_from_params(params))
+    compile_model = param(params, "compile", bool)
     epochs = param(params, "finetune.epochs", int, low=1)
     batch_size = param(params, "finetune.batch_size", int, low=2)
     lr = param(params, "finetune.lr", float, low=0, low_open=True)
@@ -75,18 +76,17 @@ def main(init: str) -> None:
     pool_size = len(dataset.train_labels) - len(validation)
     steps = math.ceil(pool_size / batch_size)
     trainer = Trainer(model, sgd(model, lr, weight_decay), epochs * steps, int(warmup * steps), device,
-                      label_smoothing=smoothing)
+                      label_smoothing=smoothing, dist=dist, compile=compile_model)
     gen = device_generator(seed, device)
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         return normalize(x, mean, std)
 
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if dist.main else NullLive()
     best: dict = {"val_f1": -1.0}
     elapsed = 0.0
     for epoch in range(1, epochs + 1):
-        batches = ((norm(random_crop_flip(train_x[i], pad, gen)), train_y[i])
-                   for i in index_batches(len(train_x), batch_size, steps, gen))
+        batches = labelled_batches(train_x, train_y, batch_size, steps, pad, mean, std, gen, dist)
         stats = trainer.train_epoch(batches, steps, f"finetune@{init} {epoch}/{epochs}")
         elapsed += stats["seconds"]
         val = classification_metrics(trainer.predict(chunks(val_x, eval_batch, norm)), val_y)
@@ -100,8 +100,9 @@ def main(init: str) -> None:
         live.log_metric("lr", stats["lr"])
         live.log_metric("epoch_seconds", stats["seconds"])
         live.log_metric("images_per_s", stats["images_per_s"])
-        print(f"finetune@{init} {epoch}/{epochs}: train loss {stats['loss']:.3f}, val F1 {val['f1_macro']:.3f}, "
-              f"test F1 {test['f1_macro']:.3f}, {stats['images_per_s']:.0f} img/s")
+        if dist.main:
+            print(f"finetune@{init} {epoch}/{epochs}: train loss {stats['loss']:.3f}, val F1 {val['f1_macro']:.3f}, "
+                  f"test F1 {test['f1_macro']:.3f}, {stats['images_per_s']:.0f} img/s")
         if val["f1_macro"] > best["val_f1"]:
             best = {"val_f1": val["f1_macro"], "epoch": epoch, "test": test, "val": val,
                     "preds": test_logits.argmax(1).numpy(),
@@ -112,6 +113,8 @@ def main(init: str) -> None:
                             "train_seconds": elapsed, "steps": epochs * steps,
                             "labelled_size": int(len(labelled))}
     live.end()
+    if not dist.main:
+        return
     write_predictions(live_dir / "predictions.csv", np.arange(len(test_y)), test_y, best["preds"],
                       dataset.classes)
     save_torch({"arch": arch, "stem": stem, "init": init, "epoch": best["epoch"], "classes": dataset.classes,
@@ -122,4 +125,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--init", choices=INITS, required=True)
     args = parser.parse_args()
-    run_stage(lambda: main(args.init), outputs=outputs(args.init))
+    run_parallel_stage(lambda: main(args.init), outputs=outputs(args.init))

@@ -16,11 +16,11 @@ import torch
 from dvclive import Live
 
 from stages.augment import normalize
-from stages.common import (UserError, device_from_params, device_generator, load_params, param, run_stage,
-                           seed_everything)
-from stages.context import ContextNet, Geometry, make_pairs
+from stages.common import UserError, device_from_params, device_generator, load_params, param, seed_everything
+from stages.context import ContextNet, Geometry, make_pairs, pretext_batches
 from stages.data import load_dataset
-from stages.engine import Trainer, chunks, index_batches, sgd
+from stages.distributed import NullLive, run_parallel_stage, setup
+from stages.engine import Trainer, chunks, sgd
 from stages.models import load_extractor, save_extractor
 from stages.probe import linear_probe_accuracy
 
@@ -33,7 +33,8 @@ TASKS = ("context",)
 def main() -> None:
     params = load_params()
     seed = param(params, "seed", int)
-    device = device_from_params(params)
+    dist, device = setup(device_from_params(params))
+    compile_model = param(params, "compile", bool)
     param(params, "pretext.task", str, choices=TASKS)
     epochs = param(params, "pretext.epochs", int, low=1)
     batch_size = param(params, "pretext.batch_size", int, low=2)
@@ -57,7 +58,8 @@ def main() -> None:
     gen = device_generator(seed, device)
     images = torch.from_numpy(dataset.train_images).to(device)  # all training images; labels unused
     steps = math.ceil(len(images) / batch_size)
-    trainer = Trainer(net, sgd(net, lr, weight_decay), epochs * steps, int(warmup * steps), device)
+    trainer = Trainer(net, sgd(net, lr, weight_decay), epochs * steps, int(warmup * steps), device, dist=dist,
+                      compile=compile_model)
 
     rng = np.random.default_rng(seed)
     probe_idx = np.sort(rng.choice(validation, size=min(probe_size, len(validation)), replace=False))
@@ -83,12 +85,12 @@ def main() -> None:
         targets = torch.cat([t for _, t in pairs]).cpu()
         return (logits.argmax(1) == targets).float().mean().item()
 
-    live = Live(str(LIVE), dvcyaml=False, save_dvc_exp=False, report=None)
+    live = Live(str(LIVE), dvcyaml=False, save_dvc_exp=False, report=None) if dist.main else NullLive()
     live.log_metric("probe/linear_accuracy", probe())
     live.log_metric("val/pretext_accuracy", heldout_pretext_accuracy())
     live.next_step()
     for epoch in range(1, epochs + 1):
-        batches = (make_pairs(images[idx], geo, gen) for idx in index_batches(len(images), batch_size, steps, gen))
+        batches = pretext_batches(images, geo, batch_size, steps, gen, dist)
         stats = trainer.train_epoch(batches, steps, f"pretrain {epoch}/{epochs}")
         accuracy = probe()
         for key in ("loss", "accuracy"):
@@ -98,12 +100,14 @@ def main() -> None:
         live.log_metric("lr", stats["lr"])
         live.log_metric("epoch_seconds", stats["seconds"])
         live.log_metric("pairs_per_s", stats["images_per_s"])
-        print(f"pretrain {epoch}/{epochs}: pretext loss {stats['loss']:.3f} acc {stats['accuracy']:.3f}, "
-              f"probe {accuracy:.3f}, {stats['images_per_s']:.0f} pairs/s")
+        if dist.main:
+            print(f"pretrain {epoch}/{epochs}: pretext loss {stats['loss']:.3f} acc {stats['accuracy']:.3f}, "
+                  f"probe {accuracy:.3f}, {stats['images_per_s']:.0f} pairs/s")
         live.next_step()
     live.end()
-    save_extractor(trainer.model.extractor, arch, stem, feat_dim, OUT, pretext="context")
+    if dist.main:
+        save_extractor(trainer.model.extractor, arch, stem, feat_dim, OUT, pretext="context")
 
 
 if __name__ == "__main__":
-    run_stage(main, outputs=[OUT, LIVE])
+    run_parallel_stage(main, outputs=[OUT, LIVE])

@@ -10,7 +10,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-HARDWARE = {"device"}  # read, deliberately not declared: a hardware knob must not invalidate results
+HARDWARE = {"device", "nproc", "compile"}  # read, deliberately not declared: a hardware knob must not invalidate results
 
 
 def local_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
