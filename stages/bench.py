@@ -1,0 +1,233 @@
+"""Benchmark: how close the training path comes to the model's own speed, and to what most CIFAR code does.
+
+    python -m stages.bench --arch resnet18 --stem cifar --batch-size 256 --json bench.json
+
+In one run, on one device, for the fine-tune step (images/s) and the pretext step (pairs/s):
+- model-only: forward+backward+step on one fixed batch already on the device: the limit;
+- ours: the real engine (`Trainer.train_epoch`) on the real batch streams of the stages (uint8 dataset
+  tensors on the device, augmentation batched there);
+- usual (fine-tune only): a torchvision-style `Dataset` of PIL images, `DataLoader` workers and PIL
+  transforms (random crop with padding, flip, to-tensor, normalise), batches copied to the device.
+All three feed the same `Trainer`, so the differences are the data path alone. The paths are measured in
+turn, `--repeats` times, and the median is reported, with the memory each data path adds (proportional set
+size of this process and its DataLoader workers, and GPU memory). Not a DVC stage: it writes nothing but
+the optional JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+from torchvision import transforms
+
+from stages.augment import labelled_batches
+from stages.common import UserError, device_generator, load_params, resolve_device, run_stage, seed_everything
+from stages.context import ContextNet, Geometry, pretext_batches
+from stages.data import load_dataset
+from stages.engine import Batch, Trainer, sgd
+from stages.models import Classifier, build_extractor
+
+
+class PILDataset(torch.utils.data.Dataset):
+    """What torchvision.datasets.CIFAR10 does per item: a PIL image from the array, then the transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable):
+        self.images = images.transpose(0, 2, 3, 1)  # HWC for PIL, a view
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def memory_mb() -> float:
+    """Proportional set size of this process and its children (shared pages counted once), in MB."""
+    total = 0
+    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            pass
+    return total / 2 ** 20
+
+
+def repeat(batch: Batch) -> Iterator[Batch]:
+    while True:
+        yield batch
+
+
+def from_loader(loader: DataLoader, device: torch.device) -> Iterator[Batch]:
+    while True:
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+class DataPath:
+    """One data path: a stream of batches and the memory it holds while running."""
+
+    def __init__(self, name: str, stream: Iterator[Batch]):
+        self.name, self.stream, self.rates, self.memory = name, stream, [], []
+
+
+def measure(trainer: Trainer, paths: list[DataPath], steps: int, warmup: int, repeats: int, device: torch.device,
+            unit: str) -> dict:
+    results: dict = {}
+    base_memory = 0.0
+    for p in paths:  # warm-up: first batches, worker start-up, cudnn autotuning, compilation
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        trainer.train_epoch((next(p.stream) for _ in range(warmup)), warmup, f"{p.name} warm-up")
+        results[p.name] = {"warmup_seconds": time.perf_counter() - start}
+        if p.name == "model_only":  # the model, its optimiser state and activations: not the data path's
+            base_memory = memory_mb()
+    for r in range(repeats):
+        for p in paths:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            stats = trainer.train_epoch((next(p.stream) for _ in range(steps)), steps, f"{p.name} {r + 1}/{repeats}")
+            p.rates.append(stats["images_per_s"])
+            p.memory.append(memory_mb() - base_memory)
+            if device.type == "cuda":
+                results[p.name]["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    for p in paths:
+        results[p.name].update({f"{unit}_per_s": statistics.median(p.rates), f"{unit}_per_s_runs": p.rates,
+                                "added_memory_mb": max(p.memory)})
+    limit = results["model_only"][f"{unit}_per_s"]
+    for p in paths:
+        results[p.name]["ratio_to_model_only"] = results[p.name][f"{unit}_per_s"] / limit
+    if "usual" in results:
+        results["ours"]["ratio_to_usual"] = results["ours"][f"{unit}_per_s"] / results["usual"][f"{unit}_per_s"]
+    if device.type == "cuda":
+        for p in paths:
+            results[p.name]["gpu_added_mb"] = results[p.name]["gpu_peak_mb"] - results["model_only"]["gpu_peak_mb"]
+    return results
+
+
+def bench(args: argparse.Namespace) -> dict:
+    params = load_params(Path(args.params))
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    seed_everything(0)
+    dataset, meta = load_dataset(Path(args.dataset))
+    mean = torch.tensor(meta["mean"], device=device)
+    std = torch.tensor(meta["std"], device=device)
+    gen = device_generator(0, device)
+    bs = args.batch_size
+    pad = params["finetune"]["crop_padding"]
+    report: dict = {"arch": args.arch, "stem": args.stem, "batch_size": bs, "device": str(device),
+                    "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+                    or platform.machine(), "cpu_threads": torch.get_num_threads(), "compile": args.compile,
+                    "torch": torch.__version__, "dataset": str(args.dataset), "train_size": len(dataset.train_labels),
+                    "steps": args.steps, "repeats": args.repeats, "commit": commit()}
+
+    # ---- fine-tune step
+    extractor, feat_dim = build_extractor(args.arch, args.stem)
+    model = Classifier(extractor, feat_dim, len(dataset.classes))
+    trainer = Trainer(model, sgd(model, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile)
+    images = torch.from_numpy(dataset.train_images).to(device)
+    labels = torch.from_numpy(dataset.train_labels).to(device)
+    fixed = next(labelled_batches(images, labels, bs, 1, pad, mean, std, gen))
+    fixed = (fixed[0].clone(), fixed[1].clone())
+    usual = transforms.Compose([transforms.RandomCrop(dataset.train_images.shape[-1], padding=pad,
+                                                      padding_mode="reflect"),
+                                transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+                                transforms.Normalize(meta["mean"], meta["std"])])
+    loader = DataLoader(PILDataset(dataset.train_images, dataset.train_labels, usual), batch_size=bs,
+                        shuffle=True, drop_last=True, num_workers=args.workers, pin_memory=device.type == "cuda",
+                        persistent_workers=args.workers > 0)
+    steps = math.ceil(len(images) / bs)
+    paths = [DataPath("model_only", repeat(fixed)),
+             DataPath("ours", labelled_batches(images, labels, bs, 10 ** 9, pad, mean, std, gen)),
+             DataPath("usual", from_loader(loader, device))]
+    report["finetune"] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "images")
+    report["finetune"]["usual"]["workers"] = args.workers
+    report["finetune"]["epoch_steps"] = steps
+    report["dataset_on_device_mb"] = (images.numel() + labels.numel() * 8) / 2 ** 20  # ours keeps it there
+    del paths, loader
+
+    # ---- pretext step
+    geo = Geometry.from_params(params)
+    extractor, feat_dim = build_extractor(args.arch, args.stem)
+    net = ContextNet(extractor, feat_dim)
+    trainer = Trainer(net, sgd(net, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile)
+    stream = pretext_batches(images, geo, bs, 10 ** 9, gen)
+    fixed = next(stream)
+    fixed = (fixed[0].clone(), fixed[1].clone())
+    paths = [DataPath("model_only", repeat(fixed)), DataPath("ours", stream)]
+    report["pretext"] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "pairs")
+    return report
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def table(report: dict) -> str:
+    lines = [f"{report['arch']} ({report['stem']} stem), batch {report['batch_size']}, {report['device']} "
+             f"({report['device_name']}, {report['cpu_threads']} threads), compile={report['compile']}"]
+    for step, unit in (("finetune", "images"), ("pretext", "pairs")):
+        lines.append(f"  {step:<9}{'path':<12}{unit + '/s':>10}{'/model-only':>13}{'/usual':>8}"
+                     f"{'+memory MB':>12}{'+GPU MB':>9}{'warm-up s':>11}")
+        for name in ("model_only", "ours", "usual"):
+            r = report[step].get(name)
+            if r is None:
+                continue
+            usual = f"{r['ratio_to_usual']:.2f}" if "ratio_to_usual" in r else ""
+            gpu = f"{r['gpu_added_mb']:.0f}" if "gpu_added_mb" in r else ""
+            lines.append(f"  {'':<9}{name:<12}{r[unit + '_per_s']:>10.0f}{r['ratio_to_model_only']:>13.3f}"
+                         f"{usual:>8}{r['added_memory_mb']:>12.0f}{gpu:>9}{r['warmup_seconds']:>11.1f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="resnet18")
+    parser.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per path and repeat")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per path first")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over the paths; the median is reported")
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="DataLoader workers of the usual path")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    parser.add_argument("--dataset", default="data/dataset", help="a directory written by the download stage")
+    parser.add_argument("--params", default="params.yaml", help="for the patch geometry and crop padding")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    if min(args.batch_size, args.steps, args.repeats) < 1 or args.warmup < 0 or args.workers < 0:
+        raise UserError("--batch-size, --steps and --repeats must be >= 1; --warmup and --workers >= 0")
+    report = bench(args)
+    print(table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    run_stage(main)

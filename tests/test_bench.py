@@ -1,0 +1,48 @@
+"""The benchmark runs all three data paths through the engine and reports comparable figures."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from stages.data import Dataset, save_dataset
+from tests.synthetic import CLASSES, images
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_reports_every_path(tmp_path):
+    labels = np.arange(64) % 10
+    save_dataset(Dataset(images(labels, 0), labels, images(labels[:20], 1), labels[:20], CLASSES), tmp_path / "ds",
+                 "synthetic")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "stages.bench", "--arch", "resnet18", "--stem", "imagenet",
+                           "--batch-size", "16", "--steps", "2", "--warmup", "1", "--repeats", "2", "--workers", "1",
+                           "--device", "cpu", "--dataset", str(tmp_path / "ds"), "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["finetune"]) >= {"model_only", "ours", "usual"}
+    assert set(report["pretext"]) >= {"model_only", "ours"}
+    for step, unit in (("finetune", "images"), ("pretext", "pairs")):
+        limit = report[step]["model_only"]
+        assert limit["ratio_to_model_only"] == 1.0
+        assert len(limit[f"{unit}_per_s_runs"]) == 2
+        for name, r in report[step].items():
+            if isinstance(r, dict):
+                assert r[f"{unit}_per_s"] > 0, (step, name)
+    ours = report["finetune"]["ours"]
+    assert ours["ratio_to_usual"] == ours["images_per_s"] / report["finetune"]["usual"]["images_per_s"]
+    assert "ours" in proc.stdout and "usual" in proc.stdout  # the table
+
+
+def test_bench_refuses_bad_arguments():
+    proc = subprocess.run([sys.executable, "-m", "stages.bench", "--steps", "0"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["error: --batch-size, --steps and --repeats must be >= 1; "
+                                                "--warmup and --workers >= 0"]
