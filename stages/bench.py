@@ -9,9 +9,11 @@ In one run, on one device, for the fine-tune step (images/s) and the pretext ste
 - usual (fine-tune only): a torchvision-style `Dataset` of PIL images, `DataLoader` workers and PIL
   transforms (random crop with padding, flip, to-tensor, normalise), batches copied to the device.
 All three feed the same `Trainer`, so the differences are the data path alone. The paths are measured in
-turn, `--repeats` times, and the median is reported, with the memory each data path adds (proportional set
-size of this process and its DataLoader workers, and GPU memory). Not a DVC stage: it writes nothing but
-the optional JSON.
+turn, `--repeats` times, and the median is reported, with the memory each data path adds: host memory of
+the DataLoader worker processes (proportional set size) for the usual path; ours adds none on the host
+beyond the uint8 arrays every path loads (`torch.from_numpy` shares them), and on a GPU holds the uint8
+dataset there (`dataset_on_device_mb`); GPU peak memory above model-only for each path.
+Not a DVC stage: it writes nothing but the optional JSON.
 """
 
 from __future__ import annotations
@@ -58,12 +60,12 @@ class PILDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def memory_mb() -> float:
-    """Proportional set size of this process and its children (shared pages counted once), in MB."""
+def workers_memory_mb() -> float:
+    """Proportional set size (shared pages counted once) of this process's children: DataLoader workers."""
     total = 0
-    for p in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+    for child in psutil.Process().children(recursive=True):
         try:
-            info = p.memory_full_info()
+            info = child.memory_full_info()
             total += getattr(info, "pss", info.rss)
         except psutil.Error:
             pass
@@ -91,22 +93,19 @@ class DataPath:
 def measure(trainer: Trainer, paths: list[DataPath], steps: int, warmup: int, repeats: int, device: torch.device,
             unit: str) -> dict:
     results: dict = {}
-    base_memory = 0.0
     for p in paths:  # warm-up: first batches, worker start-up, cudnn autotuning, compilation
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         trainer.train_epoch((next(p.stream) for _ in range(warmup)), warmup, f"{p.name} warm-up")
         results[p.name] = {"warmup_seconds": time.perf_counter() - start}
-        if p.name == "model_only":  # the model, its optimiser state and activations: not the data path's
-            base_memory = memory_mb()
     for r in range(repeats):
-        for p in paths:
+        for p in paths if r % 2 == 0 else paths[::-1]:  # alternate the order: drift cancels out
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             stats = trainer.train_epoch((next(p.stream) for _ in range(steps)), steps, f"{p.name} {r + 1}/{repeats}")
             p.rates.append(stats["images_per_s"])
-            p.memory.append(memory_mb() - base_memory)
+            p.memory.append(workers_memory_mb() if p.name == "usual" else 0.0)
             if device.type == "cuda":
                 results[p.name]["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     for p in paths:
@@ -192,7 +191,7 @@ def table(report: dict) -> str:
              f"({report['device_name']}, {report['cpu_threads']} threads), compile={report['compile']}"]
     for step, unit in (("finetune", "images"), ("pretext", "pairs")):
         lines.append(f"  {step:<9}{'path':<12}{unit + '/s':>10}{'/model-only':>13}{'/usual':>8}"
-                     f"{'+memory MB':>12}{'+GPU MB':>9}{'warm-up s':>11}")
+                     f"{'+host MB':>12}{'+GPU MB':>9}{'warm-up s':>11}")
         for name in ("model_only", "ours", "usual"):
             r = report[step].get(name)
             if r is None:

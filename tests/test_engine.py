@@ -79,3 +79,18 @@ def test_nan_loss_stops_with_a_message():
     trainer = Trainer(model, sgd(model, 0.1, 0.0), 10, 0, torch.device("cpu"))
     with pytest.raises(UserError, match="learning rate"):
         trainer.train_epoch([(x, y)], 1, "toy")
+
+
+def test_compiled_training_gives_the_eager_result():
+    def run(compile: bool) -> list[float]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+        trainer = Trainer(model, sgd(model, 0.1, 0.0), 20, 0, torch.device("cpu"), compile=compile)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(64, 8, generator=g)
+        y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+        return [trainer.train_epoch(((x, y) for _ in range(5)), 5, "t")["loss"] for _ in range(4)]
+
+    eager = run(False)
+    assert eager[-1] < eager[0]
+    assert run(True) == pytest.approx(eager, rel=1e-4)
