@@ -38,7 +38,8 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from stages.augment import labelled_batches
-from stages.common import UserError, device_generator, load_params, resolve_device, run_stage, seed_everything
+from stages.common import (UserError, configure_device, device_generator, load_params, resolve_device, run_stage,
+                           seed_everything)
 from stages.context import ContextNet, Geometry, pretext_batches
 from stages.data import load_dataset
 from stages.engine import Batch, Trainer, sgd
@@ -94,8 +95,6 @@ def measure(trainer: Trainer, paths: list[DataPath], steps: int, warmup: int, re
             unit: str) -> dict:
     results: dict = {}
     for p in paths:  # warm-up: first batches, worker start-up, cudnn autotuning, compilation
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         trainer.train_epoch((next(p.stream) for _ in range(warmup)), warmup, f"{p.name} warm-up")
         results[p.name] = {"warmup_seconds": time.perf_counter() - start}
@@ -124,9 +123,7 @@ def measure(trainer: Trainer, paths: list[DataPath], steps: int, warmup: int, re
 
 def bench(args: argparse.Namespace) -> dict:
     params = load_params(Path(args.params))
-    device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    device = configure_device(resolve_device(args.device))  # the stages' settings
     seed_everything(0)
     dataset, meta = load_dataset(Path(args.dataset))
     mean = torch.tensor(meta["mean"], device=device)
@@ -147,7 +144,6 @@ def bench(args: argparse.Namespace) -> dict:
     images = torch.from_numpy(dataset.train_images).to(device)
     labels = torch.from_numpy(dataset.train_labels).to(device)
     fixed = next(labelled_batches(images, labels, bs, 1, pad, mean, std, gen))
-    fixed = (fixed[0].clone(), fixed[1].clone())
     usual = transforms.Compose([transforms.RandomCrop(dataset.train_images.shape[-1], padding=pad,
                                                       padding_mode="reflect"),
                                 transforms.RandomHorizontalFlip(), transforms.ToTensor(),
@@ -171,9 +167,7 @@ def bench(args: argparse.Namespace) -> dict:
     net = ContextNet(extractor, feat_dim)
     trainer = Trainer(net, sgd(net, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile)
     stream = pretext_batches(images, geo, bs, 10 ** 9, gen)
-    fixed = next(stream)
-    fixed = (fixed[0].clone(), fixed[1].clone())
-    paths = [DataPath("model_only", repeat(fixed)), DataPath("ours", stream)]
+    paths = [DataPath("model_only", repeat(next(stream))), DataPath("ours", stream)]
     report["pretext"] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "pairs")
     return report
 

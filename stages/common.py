@@ -78,13 +78,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def device_from_params(params: dict[str, Any]) -> torch.device:
-    device = resolve_device(param(params, "device", str, choices=["auto", "cpu", "cuda", "mps"]))
+def configure_device(device: torch.device) -> torch.device:
+    """The backend settings every training run uses: on CUDA, cuDNN autotuning and TF32 matmuls."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return device
+
+
+def device_from_params(params: dict[str, Any]) -> torch.device:
+    return configure_device(resolve_device(param(params, "device", str, choices=["auto", "cpu", "cuda", "mps"])))
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -57,8 +57,9 @@ def workspace(tmp_path_factory) -> Path:
     return ws
 
 
-def run_both(ws: Path, module: str, args: tuple[str, ...], outputs: list[str]) -> tuple[Path, Path]:
+def run_both(ws: Path, module: str, args: tuple[str, ...], outputs: list[str]) -> list[Path]:
     """Run a stage with nproc=1 and nproc=2; return copies of its outputs from each."""
+    copies = []
     for nproc in (1, 2):
         set_params(ws, nproc=nproc)
         proc = stage(ws, module, *args)
@@ -69,8 +70,9 @@ def run_both(ws: Path, module: str, args: tuple[str, ...], outputs: list[str]) -
             src = ws / out
             (dest / out).parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest / out)
+        copies.append(dest)
     set_params(ws, nproc=1)
-    return ws.parent / f"{module}-{'-'.join(args)}-1", ws.parent / f"{module}-{'-'.join(args)}-2"
+    return copies
 
 
 def history(live_dir: Path, key: str) -> list[float]:
