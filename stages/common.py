@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import random
 import shutil
 import sys
@@ -85,6 +86,21 @@ def configure_device(device: torch.device) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return device
+
+
+def describe_device(device: torch.device) -> str:
+    """One line for reports: the GPU's name, or the CPU's model and the threads torch uses."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{device.type}: {model}, {torch.get_num_threads()} threads"
 
 
 def device_from_params(params: dict[str, Any]) -> torch.device:

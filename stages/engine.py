@@ -72,14 +72,10 @@ class Trainer:
         self.label_smoothing = label_smoothing
 
     def autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        return autocast(self.device)
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type == "cuda" and x.ndim == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+        return to_layout(x, self.device)
 
     def train_epoch(self, batches: Iterable[Batch], steps: int, desc: str) -> dict[str, float]:
         """One pass over `batches` (`steps` of them). Returns mean loss, accuracy, seconds, images/s, lr,
@@ -119,32 +115,55 @@ class Trainer:
         return {"loss": mean_loss, "accuracy": hit_total / max(seen_total, 1), "seconds": seconds,
                 "images_per_s": seen_total / seconds, "lr": lr}
 
-    @torch.no_grad()
     def recalibrate_bn(self, model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
-        """Re-estimate BatchNorm running statistics of `model` on `inputs` (a plain average over them)."""
-        norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        if not norms:
-            return
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None
-        model.train()
-        with self.autocast():
-            for x in inputs:
-                model(self._layout(x))
+        recalibrate_bn(model, inputs, self.device)
 
-    @torch.no_grad()
     def predict(self, inputs: Iterable[torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
-        """Outputs of `model` (default: the trained one) for every batch, concatenated on the CPU as float.
-        Under torchrun the batches are dealt round-robin over the ranks and gathered back in order."""
-        model = model or self.model
-        model.eval()
-        outs = []
-        with self.autocast():
-            for i, x in enumerate(inputs):
-                if i % self.dist.world == self.dist.rank:
-                    outs.append(model(self._layout(x)).float())
-        return torch.cat(gather_in_order(outs, self.dist)).cpu()
+        """Outputs of `model` (default: the trained one); see `predict`."""
+        return predict(model or self.model, inputs, self.device, self.dist)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, nothing elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def to_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """channels_last image batches on CUDA."""
+    if device.type == "cuda" and x.ndim == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device) -> None:
+    """Re-estimate BatchNorm running statistics of `model` on `inputs` (a plain average over them)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with autocast(device):
+        for x in inputs:
+            model(to_layout(x, device))
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device, dist: Dist = Dist()
+            ) -> torch.Tensor:
+    """Outputs of `model` in eval mode for every batch, concatenated on the CPU as float. Under torchrun the
+    batches are dealt round-robin over the ranks and gathered back in order."""
+    model.eval()
+    outs = []
+    with autocast(device):
+        for i, x in enumerate(inputs):
+            if i % dist.world == dist.rank:
+                outs.append(model(to_layout(x, device)).float())
+    return torch.cat(gather_in_order(outs, dist)).cpu()
 
 
 def classification_metrics(logits: torch.Tensor, labels: np.ndarray) -> dict[str, float]:

@@ -24,19 +24,29 @@ def _save(fig: plt.Figure, path: Path) -> None:
     plt.close(fig)
 
 
-def curves(histories: dict[str, dict[str, np.ndarray]], threshold: float, path: Path) -> None:
-    """Validation (solid) and test (dotted) curves per quantity, scratch vs pretrained on one axis each."""
+def _mean_band(ax, runs: list[np.ndarray], color: str, label: str, ls: str = "-") -> None:
+    """The mean over seeds as a line, the range over seeds as a band."""
+    n = min(len(r) for r in runs)
+    stack = np.array([r[:n] for r in runs])
+    epochs = np.arange(1, n + 1)
+    ax.plot(epochs, stack.mean(0), color=color, ls=ls, label=label)
+    if len(runs) > 1:
+        ax.fill_between(epochs, stack.min(0), stack.max(0), color=color, alpha=0.15, lw=0)
+
+
+def curves(histories: dict[str, list[dict[str, np.ndarray]]], threshold: float, path: Path) -> None:
+    """Validation (solid) and test (dotted) curves per quantity, scratch vs pretrained on one axis each: the
+    mean over seeds, with the range over seeds shaded."""
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.4))
     for ax, (key, title) in zip(axes, CURVES):
-        for init, hist in histories.items():
-            epochs = np.arange(1, len(hist[f"val/{key}"]) + 1)
-            ax.plot(epochs, hist[f"val/{key}"], color=COLORS[init], label=f"{init} val")
+        for init, runs in histories.items():
+            _mean_band(ax, [h[f"val/{key}"] for h in runs], COLORS[init], f"{init} val")
             if key == "loss":
-                ax.plot(epochs, hist["train/loss"], color=COLORS[init], ls="--", label=f"{init} train")
+                _mean_band(ax, [h["train/loss"] for h in runs], COLORS[init], f"{init} train", "--")
             else:
-                ax.plot(epochs, hist[f"test/{key}"], color=COLORS[init], ls=":", label=f"{init} test")
+                _mean_band(ax, [h[f"test/{key}"] for h in runs], COLORS[init], f"{init} test", ":")
         if key == "f1_macro":
-            ax.axhline(threshold, color="gray", lw=0.8, ls="-.", label="plateau threshold")
+            ax.axhline(threshold, color="gray", lw=0.8, ls="-.", label="convergence threshold")
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -77,10 +87,11 @@ def examples(images: np.ndarray, actual: list[str], predicted: dict[str, list[st
     _save(fig, path)
 
 
-def confusions(actual: np.ndarray, predicted: dict[str, np.ndarray], classes: list[str], path: Path) -> None:
+def confusions(actual: np.ndarray, predicted: dict[str, list[np.ndarray]], classes: list[str], path: Path) -> None:
+    """One confusion matrix per init, summed over seeds (each seed predicts the same test images)."""
     fig, axes = plt.subplots(1, len(predicted), figsize=(5.5 * len(predicted), 5))
-    for ax, (init, preds) in zip(np.atleast_1d(axes), predicted.items()):
-        cm = confusion_matrix(actual, preds, labels=np.arange(len(classes)))
+    for ax, (init, runs) in zip(np.atleast_1d(axes), predicted.items()):
+        cm = sum(confusion_matrix(actual, preds, labels=np.arange(len(classes))) for preds in runs)
         ax.imshow(cm, cmap="Blues")
         for (r, c), v in np.ndenumerate(cm):
             ax.text(c, r, str(v), ha="center", va="center", fontsize=6,
@@ -89,5 +100,40 @@ def confusions(actual: np.ndarray, predicted: dict[str, np.ndarray], classes: li
         ax.set_yticks(range(len(classes)), classes, fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(f"{init} (test, best epoch)")
+        ax.set_title(f"{init} (test, best epoch, {len(runs)} seeds summed)")
+    _save(fig, path)
+
+
+def label_efficiency(fractions: list[float], stats: dict[str, list[dict]], path: Path,
+                     ylabel: str = "test macro-F1") -> None:
+    """A metric against the label fraction, per init: the mean over seeds with its confidence interval."""
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for i, (init, points) in enumerate(stats.items()):
+        x = np.array(fractions) * (1 + 0.03 * (i - 0.5))  # a little apart so the bars do not overlap
+        mean = np.array([p["mean"] for p in points])
+        low = np.array([p["ci_low"] if p["ci_low"] is not None else p["mean"] for p in points])
+        high = np.array([p["ci_high"] if p["ci_high"] is not None else p["mean"] for p in points])
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], color=COLORS.get(init), marker="o", capsize=4,
+                    label=init)
+    ax.set_xscale("log")
+    ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("share of the labels")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def fraction_curves(curves: dict[float, dict[str, list]], path: Path) -> None:
+    """Validation macro-F1 per epoch (mean over seeds), one panel per label fraction."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
+    for ax, (fraction, columns) in zip(axes[0], sorted(curves.items(), reverse=True)):
+        for init, color in COLORS.items():
+            ax.plot(columns["epoch"], columns[f"{init}_val_f1_macro"], color=color, label=init)
+        ax.set_title(f"{fraction:.0%} of the labels")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation macro-F1 (mean over seeds)")
+    axes[0][0].legend(fontsize=7)
     _save(fig, path)

@@ -1,7 +1,9 @@
 """Stage `finetune@{scratch,pretrained}`: train the classifier on the labelled fraction.
 
-Both inits use the same classifier, recipe, seed and number of optimiser steps; only the extractor's
-initial weights (models/init/<init>.pt) differ. An "epoch" is the number of steps of one pass over the
+Run once per seed in `seeds` (`--seed`). Both inits use the same classifier, recipe, seed and number of
+optimiser steps; only the extractor's initial weights differ: `scratch` draws them from the seed,
+`pretrained` loads models/pretrained.pt. The head is drawn from the seed after that, so it starts
+identical for both inits of a seed (a paired comparison). An "epoch" is the number of steps of one pass over the
 full (100 %) labelled pool, whatever the fraction, so smaller fractions make more passes and every
 fraction trains for the same number of steps. Validation picks the best epoch; test is only reported.
 """
@@ -12,6 +14,7 @@ import argparse
 import copy
 import csv
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +22,19 @@ import torch
 from dvclive import Live
 
 from stages.augment import labelled_batches, normalize
-from stages.common import atomic_path, device_from_params, device_generator, load_params, param, save_torch, seed_everything
+from stages.common import (atomic_path, describe_device, device_from_params, device_generator, load_params, param,
+                           save_torch, seed_everything)
 from stages.data import load_dataset
 from stages.distributed import NullLive, run_parallel_stage, setup
 from stages.engine import Trainer, chunks, classification_metrics, sgd
-from stages.models import Classifier, load_extractor
+from stages.models import Classifier, build_extractor, load_extractor
 
 INITS = ("scratch", "pretrained")
+PRETRAINED = Path("models/pretrained.pt")
 
 
-def outputs(init: str) -> tuple[Path, Path]:
-    return Path(f"models/finetune/{init}.pt"), Path(f"metrics/finetune/{init}")
+def outputs(init: str, seed: int) -> tuple[Path, Path]:
+    return Path(f"models/finetune/{init}/seed{seed}.pt"), Path(f"metrics/finetune/{init}/seed{seed}")
 
 
 def write_predictions(path: Path, indices: np.ndarray, labels: np.ndarray, preds: np.ndarray,
@@ -40,9 +45,9 @@ def write_predictions(path: Path, indices: np.ndarray, labels: np.ndarray, preds
         writer.writerows((int(i), classes[a], classes[p]) for i, a, p in zip(indices, labels, preds))
 
 
-def main(init: str) -> None:
+def main(init: str, seed: int) -> None:
+    wall_start = time.perf_counter()
     params = load_params()
-    seed = param(params, "seed", int)
     dist, device = setup(device_from_params(params))
     compile_model = param(params, "compile", bool)
     epochs = param(params, "finetune.epochs", int, low=1)
@@ -54,13 +59,16 @@ def main(init: str) -> None:
     pad = param(params, "finetune.crop_padding", int, low=0)
     eval_batch = param(params, "finetune.eval_batch_size", int, low=1)
     arch, stem = param(params, "model.arch", str), param(params, "model.stem", str)
-    model_path, live_dir = outputs(init)
+    model_path, live_dir = outputs(init, seed)
 
     seed_everything(seed)
     dataset, meta = load_dataset(Path("data/dataset"))
     validation = np.load("data/splits/validation.npy")
     labelled = np.load("data/splits/labelled.npy")
-    extractor, feat_dim = load_extractor(Path(f"models/init/{init}.pt"), arch, stem)
+    if init == "scratch":
+        extractor, feat_dim = build_extractor(arch, stem)
+    else:
+        extractor, feat_dim = load_extractor(PRETRAINED, arch, stem)
     torch.manual_seed(seed)  # the head starts identical for both inits
     model = Classifier(extractor, feat_dim, len(dataset.classes))
 
@@ -87,7 +95,7 @@ def main(init: str) -> None:
     elapsed = 0.0
     for epoch in range(1, epochs + 1):
         batches = labelled_batches(train_x, train_y, batch_size, steps, pad, mean, std, gen, dist)
-        stats = trainer.train_epoch(batches, steps, f"finetune@{init} {epoch}/{epochs}")
+        stats = trainer.train_epoch(batches, steps, f"finetune@{init}-{seed} {epoch}/{epochs}")
         elapsed += stats["seconds"]
         val = classification_metrics(trainer.predict(chunks(val_x, eval_batch, norm)), val_y)
         test_logits = trainer.predict(chunks(test_x, eval_batch, norm))
@@ -101,7 +109,7 @@ def main(init: str) -> None:
         live.log_metric("epoch_seconds", stats["seconds"])
         live.log_metric("images_per_s", stats["images_per_s"])
         if dist.main:
-            print(f"finetune@{init} {epoch}/{epochs}: train loss {stats['loss']:.3f}, val F1 {val['f1_macro']:.3f}, "
+            print(f"finetune@{init}-{seed} {epoch}/{epochs}: train loss {stats['loss']:.3f}, val F1 {val['f1_macro']:.3f}, "
                   f"test F1 {test['f1_macro']:.3f}, {stats['images_per_s']:.0f} img/s")
         if val["f1_macro"] > best["val_f1"]:
             best = {"val_f1": val["f1_macro"], "epoch": epoch, "test": test, "val": val,
@@ -110,8 +118,9 @@ def main(init: str) -> None:
         live.next_step()
 
     live.summary["best"] = {"epoch": best["epoch"], "val": best["val"], "test": best["test"],
-                            "train_seconds": elapsed, "steps": epochs * steps,
-                            "labelled_size": int(len(labelled))}
+                            "train_seconds": elapsed, "steps": epochs * steps, "steps_per_epoch": steps,
+                            "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
+                            "processes": dist.world, "wall_seconds": time.perf_counter() - wall_start}
     live.end()
     if not dist.main:
         return
@@ -124,5 +133,6 @@ def main(init: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--init", choices=INITS, required=True)
+    parser.add_argument("--seed", type=int, required=True, help="one of the `seeds` param (dvc.yaml passes each)")
     args = parser.parse_args()
-    run_parallel_stage(lambda: main(args.init), outputs=outputs(args.init))
+    run_parallel_stage(lambda: main(args.init, args.seed), outputs=outputs(args.init, args.seed))

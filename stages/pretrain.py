@@ -1,4 +1,4 @@
-"""Stage `pretrain`: train the scratch extractor on the pretext task, without labels.
+"""Stage `pretrain`: train a randomly initialised extractor (seeded by `seed`) on the pretext task, without labels.
 
 Uses every training image (labels unused). After each epoch (and once before training: the random
 extractor) it logs the pretext loss/accuracy, the pretext accuracy on held-out validation images, and a
@@ -7,8 +7,8 @@ linear probe of the extractor on labelled validation images, the number that say
 
 from __future__ import annotations
 
-import copy
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +16,22 @@ import torch
 from dvclive import Live
 
 from stages.augment import normalize
-from stages.common import UserError, device_from_params, device_generator, load_params, param, seed_everything
+from stages.common import (UserError, describe_device, device_from_params, device_generator, load_params, param,
+                           seed_everything)
 from stages.context import ContextNet, Geometry, make_pairs, pretext_batches
 from stages.data import load_dataset
 from stages.distributed import NullLive, run_parallel_stage, setup
-from stages.engine import Trainer, chunks, sgd
-from stages.models import load_extractor, save_extractor
-from stages.probe import linear_probe_accuracy
+from stages.engine import Trainer, sgd
+from stages.models import build_extractor, save_extractor
+from stages.probe import frozen_features, linear_probe_accuracy
 
-INIT = Path("models/init/scratch.pt")
-OUT = Path("models/init/pretrained.pt")
+OUT = Path("models/pretrained.pt")
 LIVE = Path("metrics/pretrain")
 TASKS = ("context",)
 
 
 def main() -> None:
+    wall_start = time.perf_counter()
     params = load_params()
     seed = param(params, "seed", int)
     dist, device = setup(device_from_params(params))
@@ -52,7 +53,7 @@ def main() -> None:
     validation = np.load("data/splits/validation.npy")
     if len(validation) < 20:
         raise UserError("the validation split has fewer than 20 images: raise split.val_fraction")
-    extractor, feat_dim = load_extractor(INIT, arch, stem)
+    extractor, feat_dim = build_extractor(arch, stem)
     net = ContextNet(extractor, feat_dim)
 
     gen = device_generator(seed, device)
@@ -69,13 +70,11 @@ def main() -> None:
     std = torch.tensor(meta["std"], device=device)
 
     def probe() -> float:
-        # The extractor's BatchNorm statistics describe gray, per-patch-normalised patches; re-estimate
-        # them on the probe images (labels unused) in a copy, as fine-tuning in train mode would.
-        extractor = copy.deepcopy(trainer.model.extractor)
-        batches = lambda: chunks(probe_images, eval_batch, lambda x: normalize(x, mean, std))  # noqa: E731
-        trainer.recalibrate_bn(extractor, batches())
-        feats = trainer.predict(batches(), model=extractor)
-        return linear_probe_accuracy(feats.numpy(), probe_labels, seed)
+        # The extractor's BatchNorm statistics describe gray, per-patch-normalised patches: the probe
+        # re-estimates them on the probe images (labels unused) in a copy, as fine-tuning in train mode would.
+        feats, = frozen_features(trainer.model.extractor, [probe_images], probe_images, eval_batch,
+                                 lambda x: normalize(x, mean, std), device)
+        return linear_probe_accuracy(feats, probe_labels, seed)
 
     def heldout_pretext_accuracy() -> float:
         fixed = device_generator(seed + 1, device)  # the same held-out pairs every epoch
@@ -104,6 +103,9 @@ def main() -> None:
             print(f"pretrain {epoch}/{epochs}: pretext loss {stats['loss']:.3f} acc {stats['accuracy']:.3f}, "
                   f"probe {accuracy:.3f}, {stats['images_per_s']:.0f} pairs/s")
         live.next_step()
+    live.summary["device"] = describe_device(device)
+    live.summary["processes"] = dist.world
+    live.summary["wall_seconds"] = time.perf_counter() - wall_start
     live.end()
     if dist.main:
         save_extractor(trainer.model.extractor, arch, stem, feat_dim, OUT, pretext="context")

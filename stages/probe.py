@@ -1,19 +1,27 @@
-"""A cheap linear probe of a feature extractor: logistic regression on frozen features of labelled images.
+"""Linear probes of a feature extractor: logistic regression on frozen features of labelled images.
 
 The pretext accuracy says little about transfer (a network can solve the pretext through a shortcut and
-learn nothing useful), so pretraining logs this probe every epoch, on validation images only.
+learn nothing useful), so pretraining logs a cheap probe every epoch, on validation images only, and the
+`linear_probe` stage runs the standard evaluation: fit on the labelled fraction, choose the regularisation
+on validation, score on test.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from stages.engine import chunks, classification_metrics, predict, recalibrate_bn
 
 
 def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
@@ -26,3 +34,44 @@ def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x_fit, y_fit)
     return float(clf.score(x_eval, y_eval))
+
+
+def frozen_features(extractor: nn.Module, images: Sequence[torch.Tensor], calibration: torch.Tensor,
+                    batch_size: int, transform: Callable[[torch.Tensor], torch.Tensor],
+                    device: torch.device) -> list[np.ndarray]:
+    """Features of each uint8 image tensor in `images` from a copy of `extractor` whose BatchNorm statistics
+    are re-estimated on `calibration` images first (labels unused): a pretext extractor's statistics
+    describe its pretext inputs, a random one's describe nothing."""
+    model = copy.deepcopy(extractor).to(device)
+    recalibrate_bn(model, chunks(calibration, batch_size, transform), device)
+    return [predict(model, chunks(x, batch_size, transform), device).numpy() for x in images]
+
+
+def _fit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=c))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, y)
+    return clf
+
+
+def _logits(clf, x: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Log-probabilities for all classes, also for classes the fit never saw."""
+    out = np.full((len(x), n_classes), -1e9, dtype=np.float64)
+    out[:, clf.classes_] = clf.predict_log_proba(x)
+    return torch.from_numpy(out)
+
+
+def linear_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                 test: tuple[np.ndarray, np.ndarray], cs: Sequence[float], n_classes: int,
+                 max_iter: int = 300) -> dict:
+    """Fit one probe per inverse regularisation strength in `cs` on `train`, keep the one with the best
+    validation macro-F1, and return its C and its validation and test metrics."""
+    best: dict = {}
+    for c in cs:
+        clf = _fit(*train, c, max_iter)
+        val_metrics = classification_metrics(_logits(clf, val[0], n_classes), val[1])
+        if not best or val_metrics["f1_macro"] > best["val"]["f1_macro"]:
+            best = {"C": float(c), "val": val_metrics, "clf": clf}
+    best["test"] = classification_metrics(_logits(best.pop("clf"), test[0], n_classes), test[1])
+    return best

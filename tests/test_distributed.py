@@ -39,7 +39,7 @@ def set_params(workspace: Path, **top) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """The stage scripts and a tiny dataset, split and random extractor, ready for pretrain/finetune."""
+    """The stage scripts and a tiny dataset and split, ready for pretrain/finetune."""
     tmp = tmp_path_factory.mktemp("ddp")
     archive = tmp / "tiny.tar.gz"
     md5 = cifar_archive(archive, n_train=300, n_test=100)
@@ -52,7 +52,7 @@ def workspace(tmp_path_factory) -> Path:
     params["pretext"].update(epochs=1, batch_size=64, lr=0.01, probe_size=40, eval_batch_size=64)
     params["finetune"].update(epochs=2, batch_size=32, lr=0.002, eval_batch_size=64)
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    for name in ("download", "split", "init"):
+    for name in ("download", "split"):
         stage(ws, f"stages.{name}")
     return ws
 
@@ -81,9 +81,9 @@ def history(live_dir: Path, key: str) -> list[float]:
 
 
 def test_finetune_on_two_processes_matches_one(workspace):
-    single, double = run_both(workspace, "stages.finetune", ("--init", "scratch"),
-                              ["metrics/finetune/scratch", "models/finetune/scratch.pt"])
-    live = Path("metrics/finetune/scratch")
+    single, double = run_both(workspace, "stages.finetune", ("--init", "scratch", "--seed", "0"),
+                              ["metrics/finetune/scratch/seed0", "models/finetune/scratch/seed0.pt"])
+    live = Path("metrics/finetune/scratch/seed0")
     # The same steps on the same global batches. Float sums in another order (two half batches, synced
     # BatchNorm) differ by ~1e-4 at first, and training amplifies that, as two thread counts already do:
     # so tight on the first epoch, looser after.
@@ -102,7 +102,7 @@ def test_finetune_on_two_processes_matches_one(workspace):
     # one set of outputs: no per-rank copies, no leftover temporary files
     leftovers = [p.name for p in (workspace / "metrics" / "finetune").rglob("*") if "tmp" in p.name]
     assert not leftovers
-    assert sorted(p.name for p in (workspace / "models" / "finetune").iterdir()) == ["scratch.pt"]
+    assert sorted(p.name for p in (workspace / "models" / "finetune" / "scratch").iterdir()) == ["seed0.pt"]
 
 
 def test_pretrain_on_two_processes_matches_one(workspace):
@@ -113,7 +113,7 @@ def test_pretrain_on_two_processes_matches_one(workspace):
     assert history(double / live, "val/pretext_accuracy") == pytest.approx(
         history(single / live, "val/pretext_accuracy"), abs=0.1)
     assert (double / "metrics/pretrain/metrics.json").exists()
-    assert (workspace / "models/init/pretrained.pt").exists()
+    assert (workspace / "models/pretrained.pt").exists()
 
 
 def _sync_bn_worker(rank: int, port: int, x: torch.Tensor, queue) -> None:

@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY_PROFILE = """# @package _global_
 profile_name: tiny
+seeds: [0, 1]
+probe:
+  C: [0.1, 1.0]
 model:
   stem: imagenet
 pretext:
@@ -76,27 +79,51 @@ def study(tmp_path_factory):
 
 def test_exp_run_produces_metrics_plots_and_figures(study):
     repo, first = study
-    for stage in ("download", "split", "init", "pretrain", "finetune@scratch", "finetune@pretrained", "compare"):
+    for stage in ("download", "split", "pretrain", "finetune_scratch@0", "finetune_scratch@1",
+                  "finetune_pretrained@0", "finetune_pretrained@1", "linear_probe", "compare"):
         assert f"Running stage '{stage}'" in first.stdout
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
+    assert compare["seeds"] == [0, 1]
     for init in ("scratch", "pretrained"):
-        run_ = compare[init]
-        assert 1 <= run_["best_epoch"] <= 3
-        for key in ("best_f1_macro", "best_precision_macro", "best_recall_macro", "best_accuracy"):
-            assert 0.0 <= run_[key] <= 1.0
-        assert run_["train_seconds"] > 0
-        # the synthetic classes are easy: both runs learn beyond chance (0.1)
-        assert run_["best_accuracy"] > 0.3, run_
-        summary = json.loads((repo / "metrics" / "finetune" / init / "metrics.json").read_text())
-        assert summary["best"]["epoch"] == run_["best_epoch"]
-        assert summary["best"]["test"]["f1_macro"] == pytest.approx(run_["best_f1_macro"])
-        rows = (repo / "metrics" / "finetune" / init / "predictions.csv").read_text().splitlines()
-        assert rows[0] == "index,actual,predicted" and len(rows) == 101
-    assert compare["pretrained_minus_scratch"]["best_f1_macro"] == pytest.approx(
-        compare["pretrained"]["best_f1_macro"] - compare["scratch"]["best_f1_macro"])
+        for seed, run_ in zip((0, 1), compare["runs"][init]):
+            assert 1 <= run_["best_epoch"] <= 3
+            for key in ("best_f1_macro", "best_precision_macro", "best_recall_macro", "best_accuracy",
+                        "probe_f1_macro", "val_f1_auc"):
+                assert 0.0 <= run_[key] <= 1.0
+            assert run_["train_seconds"] > 0 and len(run_["per_class_f1"]) == 10
+            # the synthetic classes are easy: every run learns beyond chance (0.1)
+            assert run_["best_accuracy"] > 0.3, run_
+            live = repo / "metrics" / "finetune" / init / f"seed{seed}"
+            summary = json.loads((live / "metrics.json").read_text())
+            assert summary["best"]["epoch"] == run_["best_epoch"] and summary["best"]["seed"] == seed
+            assert summary["best"]["test"]["f1_macro"] == pytest.approx(run_["best_f1_macro"])
+            rows = (live / "predictions.csv").read_text().splitlines()
+            assert rows[0] == "index,actual,predicted" and len(rows) == 101
+            if run_["steps_to_threshold"] is not None:
+                assert run_["steps_to_threshold"] == run_["epochs_to_threshold"] * summary["best"]["steps_per_epoch"]
+    # the seeds differ (the scratch runs start from different weights)
+    assert compare["runs"]["scratch"][0]["val_f1_auc"] != compare["runs"]["scratch"][1]["val_f1_auc"]
+    primary = compare["tests"]["best_f1_macro"]
+    values = {init: [r["best_f1_macro"] for r in compare["runs"][init]] for init in ("scratch", "pretrained")}
+    assert primary["scratch"]["mean"] == pytest.approx(sum(values["scratch"]) / 2)
+    assert primary["difference"]["mean"] == pytest.approx(primary["pretrained"]["mean"] - primary["scratch"]["mean"])
+    assert primary["difference"]["df"] == 1 and 0 <= primary["difference"]["p"] <= 1
+    for key in ("best_accuracy", "probe_f1_macro"):
+        d = compare["tests"][key]["difference"]
+        assert d["p_holm"] is None or d["p_holm"] >= d["p"]
+    probe = json.loads((repo / "metrics" / "linear_probe.json").read_text())
+    assert [r["seed"] for r in probe["scratch"]] == [0, 1] and probe["scratch"][0]["C"] in (0.1, 1.0)
+    assert probe["scratch"][0]["test"]["accuracy"] > 0.3  # even random features separate the toy classes
+    fair = compare["convergence"]["pretrained"]
+    if fair["seconds"] is not None:
+        assert fair["seconds_with_pretraining"] == pytest.approx(
+            fair["seconds"] + compare["convergence"]["pretrain_seconds"] / 3)
     assert 0 <= compare["pretext"]["probe_random_extractor"] <= 1
     for png in ("curves", "pretext", "examples", "confusion"):
         assert (repo / "plots" / f"{png}.png").stat().st_size > 5000
+    curves = (repo / "metrics" / "compare" / "curves.csv").read_text().splitlines()
+    assert curves[0].startswith("epoch,scratch_val_f1_macro") and len(curves) == 4
+    assert len((repo / "metrics" / "compare" / "predictions_scratch.csv").read_text().splitlines()) == 201
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["profile_name"] == "tiny" and params["model"]["stem"] == "imagenet"
 
@@ -115,9 +142,9 @@ def test_second_repro_is_a_no_op_and_shows_plots(study):
 def test_new_fraction_skips_download_and_pretrain(study):
     repo, _ = study
     out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.5"], repo).stdout
-    for stage in ("download", "init", "pretrain"):
+    for stage in ("download", "pretrain"):
         assert f"Running stage '{stage}'" not in out, out
-    for stage in ("split", "finetune@scratch", "finetune@pretrained", "compare"):
+    for stage in ("split", "finetune_scratch@0", "finetune_pretrained@1", "linear_probe", "compare"):
         assert f"Running stage '{stage}'" in out, out
     split = json.loads((repo / "metrics" / "split.json").read_text())
     assert split["fraction"] == 0.5 and split["labelled_size"] == pytest.approx(split["pool_size"] / 2, abs=10)
@@ -127,8 +154,8 @@ def test_changing_a_pretext_param_keeps_scratch(study):
     repo, _ = study
     out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.5", "-S", "pretext.jitter=2"],
               repo).stdout
-    assert "Running stage 'pretrain'" in out and "Running stage 'finetune@pretrained'" in out
-    assert "Running stage 'finetune@scratch'" not in out and "Running stage 'split'" not in out
+    assert "Running stage 'pretrain'" in out and "Running stage 'finetune_pretrained@0'" in out
+    assert "Running stage 'finetune_scratch@" not in out and "Running stage 'split'" not in out
 
 
 def test_bad_param_fails_in_one_line_and_writes_nothing(study):

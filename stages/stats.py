@@ -1,0 +1,63 @@
+"""The statistics of the study: t confidence intervals over seeds, the paired t test, Holm's correction.
+
+With a handful of seeds a rank test (Wilcoxon) cannot reach significance at all (3 pairs: the smallest
+two-sided p is 0.25), so pretrained vs scratch is a paired t test: the per-seed differences (same seed =
+same head init, batch order and augmentation for both inits) are assumed roughly normal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict[str, float | int | None]:
+    """Mean, sample standard deviation and the two-sided t confidence interval of the mean.
+    With one value the spread and interval are unknown (None)."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n == 0:
+        raise ValueError("mean_ci needs at least one value")
+    mean = float(x.mean())
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": None, "ci_low": None, "ci_high": None}
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def paired_t(treated: Sequence[float], control: Sequence[float], confidence: float = 0.95) -> dict:
+    """Paired t test of treated - control (two-sided) with the t interval of the mean difference.
+    Identical differences give p = 0 for a non-zero difference and p = 1 for none."""
+    a, b = np.asarray(treated, dtype=float), np.asarray(control, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError("paired_t needs two sequences of the same length")
+    diff = a - b
+    out = mean_ci(diff, confidence)
+    n = len(diff)
+    if n < 2:
+        out.update({"t": None, "df": None, "p": None})
+        return out
+    std = out["std"]
+    if std == 0:
+        t, p = (math.inf if out["mean"] != 0 else 0.0), (0.0 if out["mean"] != 0 else 1.0)
+    else:
+        t = out["mean"] / (std / math.sqrt(n))
+        p = float(2 * stats.t.sf(abs(t), n - 1))
+    out.update({"t": float(t), "df": n - 1, "p": p})
+    return out
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None stays None and is not counted)."""
+    known = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+    m = len(known)
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(sorted(known)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
