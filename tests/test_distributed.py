@@ -126,7 +126,9 @@ def _sync_bn_worker(rank: int, port: int, x: torch.Tensor, queue) -> None:
     part = Dist(rank, 2).take(x).clone().requires_grad_(True)
     y = bn(part)
     (y * torch.arange(y.numel()).view_as(y).float().sin()).sum().backward()
-    queue.put((rank, y.detach(), part.grad, bn.weight.grad.clone(), bn.running_var.clone()))
+    # numpy arrays travel by value: torch tensors would travel as shared-memory handles, which break
+    # when this process exits before the parent reads them
+    queue.put((rank, *(t.detach().numpy().copy() for t in (y, part.grad, bn.weight.grad, bn.running_var))))
     dist.destroy_process_group()
 
 
@@ -139,7 +141,7 @@ def test_cpu_sync_batchnorm_equals_batchnorm_on_the_whole_batch():
     procs = [ctx.Process(target=_sync_bn_worker, args=(r, port, x, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict((r[0], r[1:]) for r in (queue.get(timeout=120) for _ in procs))
+    results = {r[0]: [torch.from_numpy(a) for a in r[1:]] for r in (queue.get(timeout=120) for _ in procs)}
     for p in procs:
         p.join(timeout=60)
 

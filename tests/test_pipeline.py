@@ -164,3 +164,29 @@ def test_bad_param_fails_in_one_line_and_writes_nothing(study):
     assert proc.returncode != 0
     assert "error: param 'fraction' is 1.5: must be <= 1" in proc.stderr + proc.stdout
     assert not (repo / "data" / "splits").exists()
+
+
+def test_report_collects_the_fractions_into_the_readme(study):
+    repo, _ = study
+    # named runs of the same study at two fractions; both restore every stage from DVC's run-cache
+    for name, fraction in (("tiny-full", "1.0"), ("tiny-half", "0.5")):
+        out = run(["dvc", "exp", "run", "-n", name, "-S", "profile=tiny", "-S", f"fraction={fraction}"], repo).stdout
+        assert "Running stage" not in out, out
+    # the baseline also holds the jitter=2 experiment: not the same study, so the default refuses
+    refused = run([sys.executable, "-m", "stages.report"], repo, check=False)
+    assert refused.returncode == 1 and "differ in pretext.jitter" in refused.stderr
+    run([sys.executable, "-m", "stages.report", "--exp", "tiny-full", "tiny-half"], repo)
+    study_json = json.loads((repo / "metrics" / "study.json").read_text())
+    assert [f["fraction"] for f in study_json["fractions"]] == [1.0, 0.5]
+    assert study_json["experiments"] == ["tiny-full", "tiny-half"] and study_json["seeds"] == [0, 1]
+    half = study_json["fractions"][1]
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], repo).stdout.split()
+    ref = next(r for r in refs if r.endswith("/tiny-half"))
+    compare = json.loads(run(["git", "show", f"{ref}:metrics/compare.json"], repo).stdout)
+    assert half["tests"] == compare["tests"] and half["labelled_size"] == compare["labelled_size"]
+    readme = (repo / "README.md").read_text()
+    from stages.report import readme_section, render
+    assert readme_section(readme) == render(study_json)
+    assert "| 50% | " in readme and "test macro-F1 (primary)" in readme
+    for png in ("label_efficiency", "fraction_curves"):
+        assert (repo / "plots" / f"{png}.png").stat().st_size > 5000

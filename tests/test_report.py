@@ -1,0 +1,28 @@
+"""The README's results section is exactly what metrics/study.json (written by `python -m stages.report`) holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stages.report import BEGIN, END, readme_section, render, splice
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_results_match_the_committed_study():
+    study = json.loads((ROOT / "metrics" / "study.json").read_text())
+    assert readme_section((ROOT / "README.md").read_text()) == render(study), \
+        "README.md's results differ from metrics/study.json: run `python -m stages.report`"
+    for fraction in study["fractions"]:
+        for init in ("scratch", "pretrained"):
+            assert fraction["tests"]["best_f1_macro"][init]["n"] == len(study["seeds"])
+
+
+def test_splice_replaces_only_the_section():
+    readme = f"intro\n{BEGIN}\nold\n{END}\nrest\n"
+    assert splice(readme, "new\n") == f"intro\n{BEGIN}\nnew\n{END}\nrest\n"
+    with pytest.raises(Exception, match="markers"):
+        splice("no markers", "x")
