@@ -16,12 +16,14 @@ from stages.distributed import Dist
 from stages.engine import Batch, index_batches
 
 
-def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Cut an (height x width) window at (top[i], left[i]) from each image i, by one gather."""
-    n = images.shape[0]
+def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int,
+         source: torch.Tensor | None = None) -> torch.Tensor:
+    """Cut an (height x width) window at (top[i], left[i]) from image source[i] (default: image i), by one
+    gather; several windows may come from one image."""
+    n = top.shape[0]
     rows = top.view(n, 1) + torch.arange(height, device=images.device)
     cols = left.view(n, 1) + torch.arange(width, device=images.device)
-    batch = torch.arange(n, device=images.device).view(n, 1, 1)
+    batch = (torch.arange(n, device=images.device) if source is None else source).view(n, 1, 1)
     out = images.permute(0, 2, 3, 1)[batch, rows.view(n, height, 1), cols.view(n, 1, width)]
     return out.permute(0, 3, 1, 2)
 
@@ -42,8 +44,10 @@ def random_crop_flip(images: torch.Tensor, pad: int, generator: torch.Generator 
 
 
 def normalize(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 -> float, scaled to [0, 1] and standardised per channel."""
-    return (images_uint8.float().div_(255.0) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    """uint8 (or float in 0..255) -> float, scaled to [0, 1] and standardised per channel; the input is
+    never modified."""
+    x = images_uint8.float().div_(255.0) if images_uint8.dtype == torch.uint8 else images_uint8 / 255.0
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
 
 
 def labelled_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, steps: int, pad: int,

@@ -2,7 +2,8 @@
 
     python -m stages.bench --arch resnet18 --stem cifar --batch-size 256 --json bench.json
 
-In one run, on one device, for the fine-tune step (images/s) and the pretext step (pairs/s):
+In one run, on one device, for the fine-tune step (images/s) and the pretext step of each task in
+`--pretext` (examples/s: images, or for context pairs of patches, for jigsaw 9-tile puzzles):
 - model-only: forward+backward+step on one fixed batch already on the device: the limit;
 - ours: the real engine (`Trainer.train_epoch`) on the real batch streams of the stages (uint8 dataset
   tensors on the device, augmentation batched there);
@@ -40,10 +41,10 @@ from torchvision import transforms
 from stages.augment import labelled_batches
 from stages.common import (UserError, configure_device, device_generator, load_params, resolve_device, run_stage,
                            seed_everything)
-from stages.context import ContextNet, Geometry, pretext_batches
 from stages.data import load_dataset
 from stages.engine import Batch, Trainer, sgd
 from stages.models import Classifier, build_extractor
+from stages.pretexts import TASKS, build_task, pretext_batches
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -161,14 +162,17 @@ def bench(args: argparse.Namespace) -> dict:
     report["dataset_on_device_mb"] = (images.numel() + labels.numel() * 8) / 2 ** 20  # ours keeps it there
     del paths, loader
 
-    # ---- pretext step
-    geo = Geometry.from_params(params)
-    extractor, feat_dim = build_extractor(args.arch, args.stem)
-    net = ContextNet(extractor, feat_dim)
-    trainer = Trainer(net, sgd(net, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile)
-    stream = pretext_batches(images, geo, bs, 10 ** 9, gen)
-    paths = [DataPath("model_only", repeat(next(stream))), DataPath("ours", stream)]
-    report["pretext"] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "pairs")
+    # ---- pretext steps, one per task asked for
+    report["pretext"] = {}
+    for name in args.pretext or [params["pretext"]["task"]]:
+        task = build_task({**params, "pretext": {**params["pretext"], "task": name}}, meta["image_size"], mean, std)
+        extractor, feat_dim = build_extractor(args.arch, args.stem)
+        net = task.network(extractor, feat_dim)
+        trainer = Trainer(net, sgd(net, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile,
+                          criterion=task.criterion)
+        stream = pretext_batches(task, images, bs, 10 ** 9, gen)
+        paths = [DataPath("model_only", repeat(next(stream))), DataPath("ours", stream)]
+        report["pretext"][name] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "examples")
     return report
 
 
@@ -183,11 +187,13 @@ def commit() -> str:
 def table(report: dict) -> str:
     lines = [f"{report['arch']} ({report['stem']} stem), batch {report['batch_size']}, {report['device']} "
              f"({report['device_name']}, {report['cpu_threads']} threads), compile={report['compile']}"]
-    for step, unit in (("finetune", "images"), ("pretext", "pairs")):
+    steps = [("finetune", report["finetune"], "images")] if "finetune" in report else []
+    steps += [(f"pretext {task}", r, "examples") for task, r in report["pretext"].items()]
+    for step, result, unit in steps:
         lines.append(f"  {step:<9}{'path':<12}{unit + '/s':>10}{'/model-only':>13}{'/usual':>8}"
                      f"{'+host MB':>12}{'+GPU MB':>9}{'warm-up s':>11}")
         for name in ("model_only", "ours", "usual"):
-            r = report[step].get(name)
+            r = result.get(name)
             if r is None:
                 continue
             usual = f"{r['ratio_to_usual']:.2f}" if "ratio_to_usual" in r else ""
@@ -209,6 +215,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers of the usual path")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    parser.add_argument("--pretext", nargs="+", choices=sorted(TASKS),
+                        help="pretext tasks to measure (default: params' pretext.task); examples/s = images/s")
     parser.add_argument("--dataset", default="data/dataset", help="a directory written by the download stage")
     parser.add_argument("--params", default="params.yaml", help="for the patch geometry and crop padding")
     parser.add_argument("--json", help="also write the figures to this JSON file")

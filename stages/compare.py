@@ -181,6 +181,7 @@ def main() -> None:
     pre = read_history(PRETRAIN)
     pre_summary = read_summary(PRETRAIN)
     pretrain_seconds = float(pre["epoch_seconds"].sum())
+    task = {k: pre_summary.get("pretext", {}).get(k) for k in ("task", "metric", "chance")}
     probe_history = pre.get("probe/linear_accuracy", np.array([np.nan]))
     curves = write_curves(histories, CURVES_CSV)
     wall = (pre_summary.get("wall_seconds", 0.0) + probe.get("wall_seconds", 0.0)
@@ -201,8 +202,9 @@ def main() -> None:
         "classes": classes,
         "curves": {k: v for k, v in curves.items() if "val_f1_macro" in k or k == "epoch"},
         "pretext": {
-            "final_train_accuracy": float(pre["train/pretext_accuracy"][-1]),
-            "final_heldout_accuracy": float(pre["val/pretext_accuracy"][-1]),
+            **task,
+            "final_train": float(pre[f"train/pretext_{task['metric']}"][-1]),
+            "final_heldout": float(pre[f"val/pretext_{task['metric']}"][-1]),
             "probe_random_extractor": float(probe_history[0]),
             "probe_pretrained_extractor": float(probe_history[-1]),
             "train_seconds": pretrain_seconds,
@@ -218,7 +220,7 @@ def main() -> None:
         write_predictions(PREDICTIONS[init], [(s, classes[a], classes[p]) for s, (actual, pred) in
                                               zip(seeds, predictions[init]) for a, p in zip(actual, pred)])
     figures.curves(histories, threshold, FIGURES[0])
-    figures.pretext(pre, FIGURES[1])
+    figures.pretext(pre, task, FIGURES[1])
     # one test image per class where possible (the first of each), so the grid is the same every run
     picks = [int(np.flatnonzero(first_actual == c)[0]) for c in range(len(classes)) if (first_actual == c).any()][:10]
     figures.examples(dataset.test_images[picks], [classes[first_actual[i]] for i in picks],

@@ -1,9 +1,12 @@
-"""Getting images in: fetch and verify an archive, read CIFAR batches or an image folder, store uint8 arrays.
+"""Getting images in: fetch and verify an archive, read CIFAR-10/100 batches, STL-10 binaries or an image
+folder, store uint8 arrays; and hand them to pretraining whole on the device or streamed.
 
 A dataset on disk is a directory with `train_images.npy` / `test_images.npy` (uint8, N x 3 x H x W),
-`train_labels.npy` / `test_labels.npy` (int64) and `meta.json` (class names, per-channel mean and std).
-Archives are read member by member in memory, so nothing from a user-supplied archive is ever extracted
-to disk; members that would escape a target directory, links and devices are refused all the same.
+`train_labels.npy` / `test_labels.npy` (int64), optionally `unlabeled_images.npy` (images without labels,
+for pretraining only) and `meta.json` (class names, per-channel mean and std). Archives are read member by
+member in memory (STL-10's 2.7 GB unlabeled member in chunks, straight into a memory-mapped array), so
+nothing from a user-supplied archive is ever extracted to disk; members that would escape a target
+directory, links and devices are refused all the same.
 """
 
 from __future__ import annotations
@@ -16,17 +19,30 @@ import re
 import tarfile
 import urllib.parse
 import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.utils import download_url
 
-from stages.common import UserError, save_json, save_npy
+from stages.common import UserError, atomic_path, save_json, save_npy
 
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+# The official archives: (URL, md5), used when data.url is empty.
+OFFICIAL = {
+    "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+    "stl10": ("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", "91f7769df0f17e558f3565bffb0c7dfb"),
+}
+CIFAR10_URL, CIFAR10_MD5 = OFFICIAL["cifar10"]
+SOURCES = (*OFFICIAL, "folder")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -37,6 +53,7 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: list[str]
+    unlabeled_images: np.ndarray | None = None  # uint8, M x 3 x H x W, for pretraining only
 
 
 # ---------------------------------------------------------------- fetching
@@ -91,10 +108,19 @@ def _check_member_name(name: str, archive: Path) -> None:
         raise UserError(f"archive {archive} has a member that escapes its directory: {name!r}; refusing it")
 
 
-def read_archive(path: Path) -> dict[str, bytes]:
-    """All regular files of a .tar(.gz/.bz2/.xz) or .zip archive, by member name; unsafe members are refused."""
-    files: dict[str, bytes] = {}
+@contextmanager
+def archive_errors(path: Path):
+    """Reading a truncated or corrupt archive raises many kinds of errors: make them one UserError."""
     try:
+        yield
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        raise UserError(f"{path} is not a readable archive ({e}): it may be truncated; download it again") from e
+
+
+def iter_archive(path: Path) -> Iterator[tuple[str, int, IO[bytes]]]:
+    """(name, size, file object) of every regular file of a .tar(.gz/.bz2/.xz) or .zip archive, in archive
+    order, read lazily (read them inside `archive_errors`); unsafe members are refused."""
+    with archive_errors(path):
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
                 for info in zf.infolist():
@@ -103,8 +129,9 @@ def read_archive(path: Path) -> dict[str, bytes]:
                         continue
                     if (info.external_attr >> 16) & 0o170000 == 0o120000:
                         raise UserError(f"archive {path} has a symbolic link {info.filename!r}; refusing it")
-                    files[info.filename] = zf.read(info)
-            return files
+                    with zf.open(info) as f:
+                        yield info.filename, info.file_size, f
+            return
         with tarfile.open(path) as tf:
             for member in tf:
                 _check_member_name(member.name, path)
@@ -114,10 +141,13 @@ def read_archive(path: Path) -> dict[str, bytes]:
                     raise UserError(f"archive {path} has a link or device member {member.name!r}; refusing it")
                 f = tf.extractfile(member)
                 assert f is not None
-                files[member.name] = f.read()
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise UserError(f"{path} is not a readable archive ({e}): it may be truncated; download it again") from e
-    return files
+                yield member.name, member.size, f
+
+
+def read_archive(path: Path) -> dict[str, bytes]:
+    """All regular files of an archive (see iter_archive), by member name, in memory."""
+    with archive_errors(path):
+        return {name: f.read() for name, _, f in iter_archive(path)}
 
 
 # ---------------------------------------------------------------- CIFAR batches
@@ -178,6 +208,98 @@ def read_cifar10(files: dict[str, bytes], archive: Path) -> Dataset:
     return Dataset(train_x, train_y, test_x, test_y, classes)
 
 
+def read_cifar100(files: dict[str, bytes], archive: Path) -> Dataset:
+    """The CIFAR-100 python layout: `train`, `test` and `meta` members; the 100 fine labels are used."""
+    by_base = {PurePosixPath(n).name: n for n in files}
+    if "train" not in by_base or "test" not in by_base:
+        raise UserError(f"{archive} is not a CIFAR-100 python archive (no train / test members)")
+    train_x, train_y = _batch_arrays(load_batch(files[by_base["train"]], "train"), "train")
+    test_x, test_y = _batch_arrays(load_batch(files[by_base["test"]], "test"), "test")
+    classes = [f"class_{i}" for i in range(100)]
+    if "meta" in by_base:
+        meta = load_batch(files[by_base["meta"]], "meta")
+        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta.get("fine_label_names", classes)]
+    _check_labels(np.concatenate([train_y, test_y]), len(classes), archive)
+    return Dataset(train_x, train_y, test_x, test_y, classes)
+
+
+# ---------------------------------------------------------------- STL-10
+
+
+STL_SIDE = 96
+STL_BYTES = 3 * STL_SIDE * STL_SIDE
+STL_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+
+
+def resize_batch(images: np.ndarray, size: int | None) -> np.ndarray:
+    """uint8 N x 3 x H x W -> N x 3 x size x size (antialiased bilinear); unchanged when size is None or
+    already the images' size."""
+    if size is None or images.shape[-1] == size == images.shape[-2]:
+        return np.ascontiguousarray(images)
+    x = torch.from_numpy(np.ascontiguousarray(images)).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def _stl_images(blob: bytes, name: str, size: int | None) -> np.ndarray:
+    if len(blob) % STL_BYTES:
+        raise UserError(f"STL-10 member {name} is {len(blob)} bytes, not a multiple of 3x96x96: corrupt archive")
+    # stored column-major: each image is 3 x 96 x 96 with rows and columns swapped
+    images = np.frombuffer(blob, dtype=np.uint8).reshape(-1, 3, STL_SIDE, STL_SIDE).transpose(0, 1, 3, 2)
+    return resize_batch(images, size)
+
+
+def _stl_unlabeled(f: IO[bytes], length: int, name: str, size: int | None, out: Path,
+                   chunk: int = 2000) -> np.ndarray:
+    """Stream the unlabeled member into a memory-mapped `out` (.npy), `chunk` images at a time."""
+    if length % STL_BYTES:
+        raise UserError(f"STL-10 member {name} is {length} bytes, not a multiple of 3x96x96: corrupt archive")
+    n, side = length // STL_BYTES, size or STL_SIDE
+    with atomic_path(out) as tmp:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, 3, side, side))
+        for start in range(0, n, chunk):
+            count = min(chunk, n - start)
+            blob = f.read(count * STL_BYTES)
+            if len(blob) != count * STL_BYTES:
+                raise UserError(f"STL-10 member {name} ended early: the archive is truncated; download it again")
+            array[start:start + count] = _stl_images(blob, name, size)
+        array.flush()
+        del array
+    return np.load(out, mmap_mode="r")
+
+
+def _read_stl_members(path: Path, size: int | None, unlabeled_out: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    arrays: dict[str, np.ndarray] = {}
+    classes = STL_CLASSES
+    for name, length, f in iter_archive(path):
+        base = PurePosixPath(name).name
+        if base in ("train_X.bin", "test_X.bin"):
+            arrays[base] = _stl_images(f.read(), name, size)
+        elif base in ("train_y.bin", "test_y.bin"):
+            arrays[base] = np.frombuffer(f.read(), dtype=np.uint8).astype(np.int64) - 1  # labels are 1..10
+        elif base == "class_names.txt":
+            classes = [c.strip() for c in f.read().decode().splitlines() if c.strip()]
+        elif base == "unlabeled_X.bin":
+            arrays[base] = _stl_unlabeled(f, length, name, size, unlabeled_out)
+    return arrays, classes
+
+
+def read_stl10(path: Path, size: int | None, unlabeled_out: Path) -> Dataset:
+    """The STL-10 binary archive (`stl10_binary/`): train 5,000 and test 8,000 labelled 96x96 images and
+    100,000 unlabeled ones, written straight to `unlabeled_out` as they stream from the archive."""
+    with archive_errors(path):
+        arrays, classes = _read_stl_members(path, size, unlabeled_out)
+    needed = ("train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin")
+    if not all(k in arrays for k in needed):
+        raise UserError(f"{path} is not an STL-10 binary archive (needs {', '.join(needed)})")
+    for split in ("train", "test"):
+        if len(arrays[f"{split}_X.bin"]) != len(arrays[f"{split}_y.bin"]):
+            raise UserError(f"{path}: {split}_X.bin and {split}_y.bin hold different numbers of images")
+    _check_labels(np.concatenate([arrays["train_y.bin"], arrays["test_y.bin"]]), len(classes), path)
+    return Dataset(arrays["train_X.bin"], arrays["train_y.bin"], arrays["test_X.bin"], arrays["test_y.bin"],
+                   classes, arrays.get("unlabeled_X.bin"))
+
+
 def _check_labels(labels: np.ndarray, n_classes: int, source: Path) -> None:
     if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
         raise UserError(f"{source} has labels outside 0..{n_classes - 1}: not a matching dataset")
@@ -186,26 +308,45 @@ def _check_labels(labels: np.ndarray, n_classes: int, source: Path) -> None:
 # ---------------------------------------------------------------- image folders
 
 
-def _decode_image(blob: bytes, name: str, size: int) -> np.ndarray:
+def _decode_image(blob: bytes, name: str, size: int | None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(blob)) as img:
             img = img.convert("RGB")  # grayscale, palette and RGBA images become RGB
-            if img.size != (size, size):
+            if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError) as e:
         raise UserError(f"{name} is not a readable image ({e}): remove it or replace it") from e
 
 
-def read_image_folder(files: dict[str, bytes], source: Path, size: int) -> Dataset:
-    """`train/<class>/*` and `test/<class>/*` (optionally under one top directory); classes sorted by name."""
+def _stack(images: list[np.ndarray], source: Path) -> np.ndarray:
+    sizes = {im.shape for im in images}
+    if len(sizes) > 1:
+        shown = ", ".join(f"{w}x{h}" for _, h, w in sorted(sizes)[:4])
+        raise UserError(f"{source} has images of different sizes ({shown}...): set data.image_size to resize "
+                        f"them all to one square size")
+    if images[0].shape[1] != images[0].shape[2]:
+        raise UserError(f"{source} has non-square images ({images[0].shape[2]}x{images[0].shape[1]}): set "
+                        f"data.image_size to resize them to a square size")
+    return np.stack(images)
+
+
+def read_image_folder(files: dict[str, bytes], source: Path, size: int | None) -> Dataset:
+    """`train/<class>/*` and `test/<class>/*`, and optionally `unlabeled/**` (images without labels, for
+    pretraining only), all optionally under one top directory; classes sorted by name. Images are resized
+    to `size` x `size`, or kept as they are when `size` is None (they must then share one square size)."""
     splits: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
+    unlabeled: list[str] = []
     for name in sorted(files):
         parts = PurePosixPath(name).parts
-        for i, part in enumerate(parts[:-2]):
+        if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        for i, part in enumerate(parts[:-1]):
             if part in splits and len(parts) - i == 3:
-                if PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES:
-                    splits[part].setdefault(parts[i + 1], []).append(name)
+                splits[part].setdefault(parts[i + 1], []).append(name)
+                break
+            if part == "unlabeled":
+                unlabeled.append(name)
                 break
     classes = sorted(splits["train"])
     if not classes:
@@ -225,11 +366,18 @@ def read_image_folder(files: dict[str, bytes], source: Path, size: int) -> Datas
             labels += [label] * len(names)
         if not images:
             raise UserError(f"{source} has no images under {split}/")
-        return np.stack(images), np.asarray(labels, dtype=np.int64)
+        return _stack(images, source), np.asarray(labels, dtype=np.int64)
 
     train_x, train_y = arrays("train")
     test_x, test_y = arrays("test")
-    return Dataset(train_x, train_y, test_x, test_y, classes)
+    extra = _stack([_decode_image(files[n], n, size) for n in unlabeled], source) if unlabeled else None
+    if extra is not None and extra.shape[1:] != train_x.shape[1:]:
+        raise UserError(f"{source}: unlabeled/ images are {extra.shape[-1]}px, train/ images "
+                        f"{train_x.shape[-1]}px: set data.image_size to resize them all")
+    if test_x.shape[1:] != train_x.shape[1:]:
+        raise UserError(f"{source}: test/ images are {test_x.shape[-1]}px, train/ images {train_x.shape[-1]}px: "
+                        f"set data.image_size to resize them all")
+    return Dataset(train_x, train_y, test_x, test_y, classes, extra)
 
 
 def folder_files(path: Path) -> dict[str, bytes]:
@@ -244,28 +392,108 @@ def folder_files(path: Path) -> dict[str, bytes]:
 # ---------------------------------------------------------------- storage
 
 
+def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of uint8 images in [0, 1] units, a chunk at a time."""
+    total = np.zeros(images.shape[1])
+    squares = np.zeros(images.shape[1])
+    for i in range(0, len(images), chunk):
+        x = images[i:i + chunk].astype(np.float64) / 255.0
+        total += x.sum(axis=(0, 2, 3))
+        squares += (x * x).sum(axis=(0, 2, 3))
+    count = len(images) * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
 def save_dataset(ds: Dataset, out: Path, source: str) -> None:
-    x = ds.train_images.astype(np.float64) / 255.0
+    mean, std = channel_stats(ds.train_images)
     meta = {
         "classes": ds.classes,
         "source": source,
         "image_size": int(ds.train_images.shape[-1]),
-        "mean": [round(float(v), 6) for v in x.mean(axis=(0, 2, 3))],
-        "std": [round(float(v), 6) for v in x.std(axis=(0, 2, 3))],
+        "mean": mean,
+        "std": std,
         "train_size": int(len(ds.train_labels)),
         "test_size": int(len(ds.test_labels)),
+        "unlabeled_size": 0 if ds.unlabeled_images is None else int(len(ds.unlabeled_images)),
     }
     out.mkdir(parents=True, exist_ok=True)
     for name in ("train_images", "train_labels", "test_images", "test_labels"):
         save_npy(np.ascontiguousarray(getattr(ds, name)), out / f"{name}.npy")
+    unlabeled = out / "unlabeled_images.npy"
+    if ds.unlabeled_images is not None and not (isinstance(ds.unlabeled_images, np.memmap)
+                                                and Path(ds.unlabeled_images.filename).resolve() == unlabeled.resolve()):
+        save_npy(np.ascontiguousarray(ds.unlabeled_images), unlabeled)
     save_json(meta, out / "meta.json")
 
 
 def load_dataset(directory: Path) -> tuple[Dataset, dict]:
+    """The arrays of a stored dataset; the unlabeled images, if any, memory-mapped (they can be large)."""
     meta_path = directory / "meta.json"
     if not meta_path.exists():
         raise UserError(f"{meta_path} not found: run `dvc repro download` first")
     meta = json.loads(meta_path.read_text())
     arrays = {n: np.load(directory / f"{n}.npy", allow_pickle=False)
               for n in ("train_images", "train_labels", "test_images", "test_labels")}
-    return Dataset(**arrays, classes=meta["classes"]), meta
+    unlabeled = directory / "unlabeled_images.npy"
+    extra = np.load(unlabeled, mmap_mode="r", allow_pickle=False) if unlabeled.exists() else None
+    return Dataset(**arrays, classes=meta["classes"], unlabeled_images=extra), meta
+
+
+# ---------------------------------------------------------------- pretraining images
+
+
+class ImageStore:
+    """The uint8 images pretraining draws from, concatenated from several arrays (training images, unlabeled
+    images): held whole on the device, or, when `stream`, left in their (memory-mapped) arrays and copied
+    to the device a batch at a time. Both give the same batches: `take` sorts the indices either way."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], device: torch.device, stream: bool):
+        self.arrays = [a for a in arrays if len(a)]
+        self.bounds = np.cumsum([0] + [len(a) for a in self.arrays])
+        self.device = device
+        self.stream = stream
+        self.data = None if stream else torch.cat([torch.from_numpy(np.array(a))  # a copy: memmaps are read-only
+                                                   for a in self.arrays]).to(device)
+
+    def __len__(self) -> int:
+        return int(self.bounds[-1])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        idx = torch.sort(idx).values
+        if self.data is not None:
+            return self.data[idx.to(self.device)]
+        flat = idx.cpu().numpy()
+        parts = []
+        for array, low, high in zip(self.arrays, self.bounds[:-1], self.bounds[1:]):
+            chosen = flat[(flat >= low) & (flat < high)] - low
+            if len(chosen):
+                parts.append(array[chosen])
+        batch = torch.from_numpy(np.concatenate(parts))
+        if self.device.type == "cuda":
+            return batch.pin_memory().to(self.device, non_blocking=True)
+        return batch.to(self.device)
+
+    def __getitem__(self, idx) -> torch.Tensor:
+        """A contiguous slice or an index tensor, as a uint8 tensor on the device."""
+        if isinstance(idx, slice):
+            idx = torch.arange(len(self))[idx]
+        return self.take(torch.as_tensor(idx))
+
+
+def should_stream(mode: str, arrays: Sequence[np.ndarray], device: torch.device, share: float = 0.5) -> bool:
+    """Param `stream`: `always`, `never`, or `auto`: stream when the images would take more than `share` of
+    the device's free memory (GPU memory on CUDA, available RAM otherwise)."""
+    if mode != "auto":
+        return mode == "always"
+    size = sum(a.nbytes for a in arrays)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = psutil.virtual_memory().available
+    return size > share * free

@@ -1,11 +1,17 @@
-"""Stage `download`: fetch the dataset, verify it, store it as uint8 arrays in data/dataset/."""
+"""Stage `download`: fetch the dataset, verify it, store it as uint8 arrays in data/dataset/.
+
+`data.source` picks the reader: cifar10, cifar100 or stl10 from their official archives (`data.url` empty:
+the official URL and md5; or a local copy, with `data.md5`), or `folder`, the user's own images at
+`data.path`. `data.image_size` resizes every image to that square size; empty keeps the source's own.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from stages.common import UserError, load_params, param, run_stage
-from stages.data import fetch, folder_files, read_archive, read_cifar10, read_image_folder, save_dataset
+from stages.data import (OFFICIAL, SOURCES, fetch, folder_files, read_archive, read_cifar10, read_cifar100,
+                         read_image_folder, read_stl10, resize_batch, save_dataset)
 
 OUT = Path("data/dataset")
 RAW = Path("data/raw")
@@ -13,25 +19,37 @@ RAW = Path("data/raw")
 
 def main() -> None:
     params = load_params()
-    source = param(params, "data.source", str, choices=["cifar10", "folder"])
-    if source == "cifar10":
-        url = param(params, "data.url", str)
-        md5 = param(params, "data.md5", (str, type(None)))
-        archive = fetch(url, md5, RAW)
-        dataset = read_cifar10(read_archive(archive), archive)
-        origin = url
-    else:
+    source = param(params, "data.source", str, choices=SOURCES)
+    size = param(params, "data.image_size", (int, type(None)))
+    if size is not None and size < 8:
+        raise UserError(f"param 'data.image_size' is {size}: must be >= 8, or empty for the source's own size")
+    if source == "folder":
         raw_path = param(params, "data.path", str)
         if not raw_path:
             raise UserError("param 'data.path' is empty: with data.source=folder, set it to a directory or "
-                            "archive holding train/<class>/ and test/<class>/")
-        size = param(params, "data.image_size", int, low=8)
+                            "archive holding train/<class>/ and test/<class>/ (and optionally unlabeled/)")
         path = Path(raw_path).expanduser()
         dataset = read_image_folder(folder_files(path), path, size)
         origin = str(path)
+    else:
+        url = param(params, "data.url", (str, type(None))) or ""
+        md5 = param(params, "data.md5", (str, type(None))) or None
+        if not url:
+            url, md5 = OFFICIAL[source]
+        archive = fetch(url, md5, RAW)
+        if source == "stl10":
+            OUT.mkdir(parents=True, exist_ok=True)
+            dataset = read_stl10(archive, size, OUT / "unlabeled_images.npy")
+        else:
+            reader = read_cifar10 if source == "cifar10" else read_cifar100
+            dataset = reader(read_archive(archive), archive)
+            dataset.train_images = resize_batch(dataset.train_images, size)
+            dataset.test_images = resize_batch(dataset.test_images, size)
+        origin = url
     save_dataset(dataset, OUT, origin)
-    print(f"download: {len(dataset.train_labels)} train and {len(dataset.test_labels)} test images, "
-          f"{len(dataset.classes)} classes -> {OUT}")
+    extra = f", {len(dataset.unlabeled_images)} unlabeled" if dataset.unlabeled_images is not None else ""
+    print(f"download: {len(dataset.train_labels)} train and {len(dataset.test_labels)} test images{extra}, "
+          f"{len(dataset.classes)} classes, {dataset.train_images.shape[-1]}px -> {OUT}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The one training engine shared by pretraining and fine-tuning.
 
-A `Trainer` owns a model, its optimiser and a per-step learning-rate schedule. `train_epoch` consumes
-(inputs, targets) batches that are already on the device, sums loss and hits on the device (no host sync
-per step), and reports images/s through tqdm; `predict` runs large no-grad batches. On CUDA it uses bf16
+A `Trainer` owns a model, its optimiser, a per-step learning-rate schedule and a criterion (outputs,
+targets) -> (mean loss, summed score): cross-entropy and hits by default, a pretext task's own otherwise.
+`train_epoch` consumes (inputs, targets) batches that are already on the device, sums loss and score on the
+device (no host sync per step), and reports images/s through tqdm; `predict` runs large no-grad batches. On CUDA it uses bf16
 autocast and channels_last. A loss that turns NaN or Inf stops the run with a message, not garbage.
 """
 
@@ -26,6 +27,15 @@ from stages.common import UserError
 from stages.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+Criterion = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def classification_criterion(label_smoothing: float = 0.0) -> Criterion:
+    """Cross-entropy (mean over the batch) and the number of correct top-1 predictions."""
+    def criterion(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
+        return loss, (logits.detach().argmax(1) == targets).sum()
+    return criterion
 
 
 def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -50,11 +60,12 @@ def sgd(model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9)
 class Trainer:
     """Trains `model` in place. With `dist.world > 1` (torchrun) the model is wrapped in
     DistributedDataParallel with synced BatchNorm, and every batch it receives is this rank's share. With
-    `compile=True` the training forward runs through torch.compile."""
+    `compile=True` the training forward runs through torch.compile. `criterion` defaults to cross-entropy
+    (with `label_smoothing`) scored by top-1 hits."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
                  warmup_steps: int, device: torch.device, label_smoothing: float = 0.0,
-                 dist: Dist = Dist(), compile: bool = False):
+                 dist: Dist = Dist(), compile: bool = False, criterion: Criterion | None = None):
         self.device = device
         self.dist = dist
         self.model = model.to(device)
@@ -69,7 +80,7 @@ class Trainer:
             self.train_model = torch.compile(self.train_model)
         self.optimizer = optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
-        self.label_smoothing = label_smoothing
+        self.criterion = criterion or classification_criterion(label_smoothing)
 
     def autocast(self):
         return autocast(self.device)
@@ -78,11 +89,11 @@ class Trainer:
         return to_layout(x, self.device)
 
     def train_epoch(self, batches: Iterable[Batch], steps: int, desc: str) -> dict[str, float]:
-        """One pass over `batches` (`steps` of them). Returns mean loss, accuracy, seconds, images/s, lr,
-        over all ranks."""
+        """One pass over `batches` (`steps` of them). Returns the mean loss, the mean score (accuracy for
+        the default criterion), seconds, examples/s and the lr, over all ranks."""
         self.train_model.train()
         loss_sum = torch.zeros((), device=self.device)
-        hits = torch.zeros((), device=self.device, dtype=torch.long)
+        score_sum = torch.zeros((), device=self.device)
         seen = 0
         lr = self.optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
@@ -92,14 +103,14 @@ class Trainer:
                   disable=not self.dist.main) as bar:
             for inputs, targets in batches:
                 with self.autocast():
-                    logits = self.train_model(self._layout(inputs))
-                    loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+                    outputs = self.train_model(self._layout(inputs))
+                    loss, score = self.criterion(outputs, targets)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 self.scheduler.step()
                 loss_sum += loss.detach() * len(targets)
-                hits += (logits.detach().argmax(1) == targets).sum()
+                score_sum += score.detach().float()
                 seen += len(targets)
                 bar.update(1)
                 bar.set_postfix_str(f"{seen * self.dist.world / (time.perf_counter() - start):.0f} img/s",
@@ -107,12 +118,12 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        loss_total, hit_total, seen_total = all_sum([loss_sum, hits, seen], self.dist, self.device)
+        loss_total, score_total, seen_total = all_sum([loss_sum, score_sum, seen], self.dist, self.device)
         mean_loss = loss_total / max(seen_total, 1)
         if not math.isfinite(mean_loss):
             raise UserError(f"{desc}: the training loss became {mean_loss}; the learning rate is likely too "
                             f"high (lower it) or the precision too low")
-        return {"loss": mean_loss, "accuracy": hit_total / max(seen_total, 1), "seconds": seconds,
+        return {"loss": mean_loss, "score": score_total / max(seen_total, 1), "seconds": seconds,
                 "images_per_s": seen_total / seconds, "lr": lr}
 
     def recalibrate_bn(self, model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:

@@ -54,17 +54,20 @@ def curves(histories: dict[str, list[dict[str, np.ndarray]]], threshold: float, 
     _save(fig, path)
 
 
-def pretext(history: dict[str, np.ndarray], path: Path) -> None:
+def pretext(history: dict[str, np.ndarray], task: dict, path: Path) -> None:
+    """Pretext loss, the task's metric (train and held-out, with chance where it has one), linear probe."""
+    metric = task["metric"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     loss = history.get("train/pretext_loss", np.array([]))
     axes[0].plot(np.arange(1, len(loss) + 1), loss)
-    axes[0].set_title("Pretext training loss")
-    acc = history.get("train/pretext_accuracy", np.array([]))
+    axes[0].set_title(f"Pretext ({task['task']}) training loss")
+    acc = history.get(f"train/pretext_{metric}", np.array([]))
     axes[1].plot(np.arange(1, len(acc) + 1), acc, label="train")
-    held = history.get("val/pretext_accuracy", np.array([]))
+    held = history.get(f"val/pretext_{metric}", np.array([]))
     axes[1].plot(np.arange(len(held)), held, label="held-out (val images)")
-    axes[1].axhline(1 / 8, color="gray", lw=0.8, ls="-.", label="chance")
-    axes[1].set_title("Pretext accuracy (8 positions)")
+    if task.get("chance"):
+        axes[1].axhline(task["chance"], color="gray", lw=0.8, ls="-.", label="chance")
+    axes[1].set_title(f"Pretext {metric}")
     axes[1].legend(fontsize=7)
     probe = history.get("probe/linear_accuracy", np.array([]))
     axes[2].plot(np.arange(len(probe)), probe, marker="o", ms=3)

@@ -101,7 +101,7 @@ def main(init: str, seed: int) -> None:
         test_logits = trainer.predict(chunks(test_x, eval_batch, norm))
         test = classification_metrics(test_logits, test_y)
         live.log_metric("train/loss", stats["loss"])
-        live.log_metric("train/accuracy", stats["accuracy"])
+        live.log_metric("train/accuracy", stats["score"])
         for split, values in (("val", val), ("test", test)):
             for key, value in values.items():
                 live.log_metric(f"{split}/{key}", value)

@@ -1,13 +1,19 @@
-"""Backbones from torchvision, split into a feature extractor and a linear head.
+"""Backbones, split into a feature extractor and a linear head.
 
-`model.arch` names any torchvision classification model. The head is the model's last `nn.Linear`; replacing
-it by `nn.Identity` leaves the feature extractor, so the same split works for ResNets, MobileNets,
-EfficientNets, VGG, ConvNeXt and more. `model.stem: cifar` makes the first strided convolution a 3x3 stride-1
-one and drops the first max-pool, the usual change for 32x32 images.
+`model.arch` names any torchvision classification model, or `module:function` for your own network (a
+function of no arguments, in an importable module, e.g. `nets.small_cnn:build` from nets/ in this
+repository, which the training stages depend on). The head is the model's last `nn.Linear`; replacing it
+by `nn.Identity` leaves the feature extractor, so the same split works for ResNets, MobileNets,
+EfficientNets, VGG, ConvNeXt and your own networks built the same way. `model.stem: cifar` makes the first
+strided convolution a 3x3 stride-1 one and drops the first max-pool, the usual change for 32x32 images;
+`imagenet` keeps the network as built. A network that cannot take the dataset's image size (vision
+transformers want 224 px) is refused with a message before training starts.
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 from pathlib import Path
 
 import torch
@@ -17,10 +23,40 @@ from torchvision import models as tvm
 from stages.common import UserError, save_torch
 
 STEMS = ("cifar", "imagenet")
+# Tested with both stems (tests/test_models.py); any other torchvision classification model is tried.
+TESTED = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
+CUSTOM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def classification_models() -> list[str]:
     return sorted(tvm.list_models(module=tvm))
+
+
+def _supported() -> str:
+    others = [m for m in classification_models() if m not in TESTED]
+    return (f"tested: {', '.join(TESTED)}; also any torchvision classification model ({', '.join(others)}); "
+            f"or module:function for your own network (see README, 'Backbones')")
+
+
+def _construct(arch: str) -> nn.Module:
+    if CUSTOM.match(arch):
+        module_name, function = arch.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise UserError(f"param 'model.arch' is {arch!r}: cannot import {module_name} ({e}); put it under "
+                            f"nets/ and write nets.<file>:<function>") from e
+        build = getattr(module, function, None)
+        if not callable(build):
+            raise UserError(f"param 'model.arch' is {arch!r}: {module_name} has no function {function}")
+        model = build()
+        if not isinstance(model, nn.Module):
+            raise UserError(f"param 'model.arch' is {arch!r}: {function}() returned {type(model).__name__}, "
+                            f"not a torch.nn.Module")
+        return model
+    if arch not in classification_models():
+        raise UserError(f"param 'model.arch' is {arch!r}: not a torchvision classification model; {_supported()}")
+    return tvm.get_model(arch, weights=None)
 
 
 def _parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -32,34 +68,52 @@ def _parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 
 def _cifar_stem(model: nn.Module) -> None:
+    """A strided first convolution becomes 3x3 stride 1, and the max-pool that follows such a stem goes."""
     conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-    if conv is not None and max(conv[1].stride) > 1:
-        name, old = conv
-        parent, leaf = _parent(model, name)
-        setattr(parent, leaf, nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=old.bias is not None))
+    if conv is None or max(conv[1].stride) == 1:
+        return  # already full resolution (VGG-like, or your own network): nothing to change
+    name, old = conv
+    parent, leaf = _parent(model, name)
+    setattr(parent, leaf, nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=old.bias is not None))
     pool = next((n for n, m in model.named_modules() if isinstance(m, nn.MaxPool2d)), None)
     if pool is not None:
         parent, leaf = _parent(model, pool)
         setattr(parent, leaf, nn.Identity())
 
 
-def build_extractor(arch: str, stem: str) -> tuple[nn.Module, int]:
-    """A randomly initialised feature extractor and the size of the features it returns."""
-    if arch not in classification_models():
-        raise UserError(f"param 'model.arch' is {arch!r}: not a torchvision classification model; "
-                        f"choose one of {', '.join(classification_models())}")
+def build_extractor(arch: str, stem: str, image_size: int | None = None) -> tuple[nn.Module, int]:
+    """A randomly initialised feature extractor and the size of the features it returns. With `image_size`,
+    one forward pass of two such images checks that the network takes them and returns flat features."""
     if stem not in STEMS:
         raise UserError(f"param 'model.stem' is {stem!r}: choose one of {', '.join(STEMS)}")
-    model = tvm.get_model(arch, weights=None)
+    model = _construct(arch)
     if stem == "cifar":
         _cifar_stem(model)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise UserError(f"param 'model.arch' is {arch!r}: it has no final nn.Linear head to replace")
+        raise UserError(f"param 'model.arch' is {arch!r}: it has no final nn.Linear head to split off; {_supported()}")
     parent, leaf = _parent(model, linears[-1])
     feat_dim = getattr(parent, leaf).in_features
     setattr(parent, leaf, nn.Identity())
+    if image_size is not None:
+        _check_input(model, arch, feat_dim, image_size)
     return model, feat_dim
+
+
+@torch.no_grad()
+def _check_input(model: nn.Module, arch: str, feat_dim: int, image_size: int) -> None:
+    model.eval()
+    try:
+        out = model(torch.zeros(2, 3, image_size, image_size))
+    except Exception as e:  # whatever the network raises on a wrong size
+        raise UserError(f"param 'model.arch' is {arch!r}: it cannot take {image_size}px images "
+                        f"({str(e).splitlines()[0][:120]}); choose another or set data.image_size") from e
+    finally:
+        model.train()
+    if not (isinstance(out, torch.Tensor) and out.shape == (2, feat_dim)):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise UserError(f"param 'model.arch' is {arch!r}: its features come out as {shape}, not (N, {feat_dim}); "
+                        f"the last nn.Linear must be the head, applied to flat features")
 
 
 class Classifier(nn.Module):

@@ -1,8 +1,11 @@
-"""Stage `pretrain`: train a randomly initialised extractor (seeded by `seed`) on the pretext task, without labels.
+"""Stage `pretrain`: train a randomly initialised extractor (seeded by `seed`) on the pretext task
+`pretext.task` (see stages/pretexts/), without labels.
 
-Uses every training image (labels unused). After each epoch (and once before training: the random
-extractor) it logs the pretext loss/accuracy, the pretext accuracy on held-out validation images, and a
-linear probe of the extractor on labelled validation images, the number that says whether it transfers.
+Uses every training image and the dataset's unlabeled images if it has any (labels unused); a set too large
+for the device streams from its memory-mapped arrays (param `stream`). After each epoch (and once before
+training: the random extractor) it logs the pretext loss and metric (accuracy, or PSNR for
+reconstruction), the pretext metric on held-out validation images, and a linear probe of the extractor on
+labelled validation images, the number that says whether it transfers.
 """
 
 from __future__ import annotations
@@ -18,16 +21,15 @@ from dvclive import Live
 from stages.augment import normalize
 from stages.common import (UserError, describe_device, device_from_params, device_generator, load_params, param,
                            seed_everything)
-from stages.context import ContextNet, Geometry, make_pairs, pretext_batches
-from stages.data import load_dataset
+from stages.data import ImageStore, load_dataset, should_stream
 from stages.distributed import NullLive, run_parallel_stage, setup
 from stages.engine import Trainer, sgd
 from stages.models import build_extractor, save_extractor
+from stages.pretexts import build_task, heldout_score, pretext_batches
 from stages.probe import frozen_features, linear_probe_accuracy
 
 OUT = Path("models/pretrained.pt")
 LIVE = Path("metrics/pretrain")
-TASKS = ("context",)
 
 
 def main() -> None:
@@ -36,7 +38,6 @@ def main() -> None:
     seed = param(params, "seed", int)
     dist, device = setup(device_from_params(params))
     compile_model = param(params, "compile", bool)
-    param(params, "pretext.task", str, choices=TASKS)
     epochs = param(params, "pretext.epochs", int, low=1)
     batch_size = param(params, "pretext.batch_size", int, low=2)
     lr = param(params, "pretext.lr", float, low=0, low_open=True)
@@ -45,70 +46,71 @@ def main() -> None:
     probe_size = param(params, "pretext.probe_size", int, low=20)
     eval_batch = param(params, "pretext.eval_batch_size", int, low=1)
     arch, stem = param(params, "model.arch", str), param(params, "model.stem", str)
-    geo = Geometry.from_params(params)
+    stream = param(params, "stream", str, choices=["auto", "always", "never"])
 
     seed_everything(seed)
     dataset, meta = load_dataset(Path("data/dataset"))
-    geo.check(meta["image_size"])
+    mean = torch.tensor(meta["mean"], device=device)
+    std = torch.tensor(meta["std"], device=device)
+    task = build_task(params, meta["image_size"], mean, std)
     validation = np.load("data/splits/validation.npy")
     if len(validation) < 20:
         raise UserError("the validation split has fewer than 20 images: raise split.val_fraction")
-    extractor, feat_dim = build_extractor(arch, stem)
-    net = ContextNet(extractor, feat_dim)
+    extractor, feat_dim = build_extractor(arch, stem, meta["image_size"])
+    net = task.network(extractor, feat_dim)
 
     gen = device_generator(seed, device)
-    images = torch.from_numpy(dataset.train_images).to(device)  # all training images; labels unused
+    sources = [dataset.train_images] + ([dataset.unlabeled_images] if dataset.unlabeled_images is not None else [])
+    images = ImageStore(sources, device, should_stream(stream, sources, device))  # labels unused
     steps = math.ceil(len(images) / batch_size)
     trainer = Trainer(net, sgd(net, lr, weight_decay), epochs * steps, int(warmup * steps), device, dist=dist,
-                      compile=compile_model)
+                      compile=compile_model, criterion=task.criterion)
 
     rng = np.random.default_rng(seed)
     probe_idx = np.sort(rng.choice(validation, size=min(probe_size, len(validation)), replace=False))
     probe_images = torch.from_numpy(dataset.train_images[probe_idx]).to(device)
     probe_labels = dataset.train_labels[probe_idx]
-    mean = torch.tensor(meta["mean"], device=device)
-    std = torch.tensor(meta["std"], device=device)
 
     def probe() -> float:
-        # The extractor's BatchNorm statistics describe gray, per-patch-normalised patches: the probe
-        # re-estimates them on the probe images (labels unused) in a copy, as fine-tuning in train mode would.
+        # The extractor's BatchNorm statistics describe the pretext's inputs (gray, per-patch-normalised
+        # patches for context): the probe re-estimates them on the probe images (labels unused) in a copy,
+        # as fine-tuning in train mode would.
         feats, = frozen_features(trainer.model.extractor, [probe_images], probe_images, eval_batch,
                                  lambda x: normalize(x, mean, std), device)
         return linear_probe_accuracy(feats, probe_labels, seed)
 
-    def heldout_pretext_accuracy() -> float:
-        fixed = device_generator(seed + 1, device)  # the same held-out pairs every epoch
-        pairs = [make_pairs(probe_images[i:i + eval_batch], geo, fixed)
-                 for i in range(0, len(probe_images), eval_batch)]
-        logits = trainer.predict(p for p, _ in pairs)
-        targets = torch.cat([t for _, t in pairs]).cpu()
-        return (logits.argmax(1) == targets).float().mean().item()
+    def heldout() -> float:
+        # the same held-out examples every epoch
+        return heldout_score(task, trainer.predict, probe_images, eval_batch, device_generator(seed + 1, device))
 
     live = Live(str(LIVE), dvcyaml=False, save_dvc_exp=False, report=None) if dist.main else NullLive()
     live.log_metric("probe/linear_accuracy", probe())
-    live.log_metric("val/pretext_accuracy", heldout_pretext_accuracy())
+    metric = task.metric
+    live.log_metric(f"val/pretext_{metric}", heldout())
     live.next_step()
     for epoch in range(1, epochs + 1):
-        batches = pretext_batches(images, geo, batch_size, steps, gen, dist)
-        stats = trainer.train_epoch(batches, steps, f"pretrain {epoch}/{epochs}")
+        batches = pretext_batches(task, images, batch_size, steps, gen, dist)
+        stats = trainer.train_epoch(batches, steps, f"pretrain {task.name} {epoch}/{epochs}")
         accuracy = probe()
-        for key in ("loss", "accuracy"):
-            live.log_metric(f"train/pretext_{key}", stats[key])
-        live.log_metric("val/pretext_accuracy", heldout_pretext_accuracy())
+        live.log_metric("train/pretext_loss", stats["loss"])
+        live.log_metric(f"train/pretext_{metric}", stats["score"])
+        live.log_metric(f"val/pretext_{metric}", heldout())
         live.log_metric("probe/linear_accuracy", accuracy)
         live.log_metric("lr", stats["lr"])
         live.log_metric("epoch_seconds", stats["seconds"])
-        live.log_metric("pairs_per_s", stats["images_per_s"])
+        live.log_metric("examples_per_s", stats["images_per_s"])
         if dist.main:
-            print(f"pretrain {epoch}/{epochs}: pretext loss {stats['loss']:.3f} acc {stats['accuracy']:.3f}, "
-                  f"probe {accuracy:.3f}, {stats['images_per_s']:.0f} pairs/s")
+            print(f"pretrain {task.name} {epoch}/{epochs}: pretext loss {stats['loss']:.3f} {metric} "
+                  f"{stats['score']:.3f}, probe {accuracy:.3f}, {stats['images_per_s']:.0f} examples/s")
         live.next_step()
+    live.summary["pretext"] = {"task": task.name, "metric": metric, "chance": task.chance,
+                               "images": len(images), "streamed": images.stream}
     live.summary["device"] = describe_device(device)
     live.summary["processes"] = dist.world
     live.summary["wall_seconds"] = time.perf_counter() - wall_start
     live.end()
     if dist.main:
-        save_extractor(trainer.model.extractor, arch, stem, feat_dim, OUT, pretext="context")
+        save_extractor(trainer.model.extractor, arch, stem, feat_dim, OUT, **task.describe())
 
 
 if __name__ == "__main__":

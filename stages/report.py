@@ -221,8 +221,13 @@ def render(study: dict) -> str:
         cells = " | ".join(f"{fr['per_class_f1'][i][k]:.3f}" for fr in study["fractions"] for i in INITS)
         lines.append(f"| {cls} | {cells} |")
     pre = study["pretext"]
-    lines += ["", f"**Pretext** ({pre['task']}): final training accuracy {pre['final_train_accuracy']:.3f}, held-out "
-              f"{pre['final_heldout_accuracy']:.3f} (chance 0.125 for context); per-epoch probe on validation images: "
+    metric = pre.get("metric") or "accuracy"  # studies made before the pretext registry: context, accuracy
+    train, held = pre.get("final_train", pre.get("final_train_accuracy")), pre.get("final_heldout",
+                                                                                   pre.get("final_heldout_accuracy"))
+    chance = pre.get("chance", 1 / 8 if pre["task"] == "context" else None)
+    chance_text = f" (chance {chance:.3f})" if chance else ""
+    lines += ["", f"**Pretext** ({pre['task']}): final training {metric} {train:.3f}, held-out "
+              f"{held:.3f}{chance_text}; per-epoch probe on validation images: "
               f"random extractor {pre['probe_random_extractor']:.3f}, pretrained {pre['probe_pretrained_extractor']:.3f}.",
               "", "**What holds.** " + verdict(study), "",
               f"![label efficiency]({FIGURES['label_efficiency'].as_posix()})",

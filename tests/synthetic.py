@@ -66,3 +66,38 @@ def image_folder(root: Path, per_class: int = 4, classes: int = 3, size: int = 3
             d.mkdir(parents=True, exist_ok=True)
             Image.fromarray(img.transpose(1, 2, 0)).save(d / f"{i:04d}.png")
     return root
+
+
+def cifar100_archive(path: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> str:
+    """Write a cifar-100-python.tar.gz look-alike (train, test, meta; 100 fine labels); return its md5."""
+    train_y = np.arange(n_train) % 100
+    test_y = np.arange(n_test) % 100
+    train_x, test_x = images(train_y % 10, seed), images(test_y % 10, seed + 1)
+    names = [f"fine_{i:02d}" for i in range(100)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tf:
+        _add(tf, "cifar-100-python/meta", pickle.dumps({"fine_label_names": names,
+                                                        "coarse_label_names": [f"c{i}" for i in range(20)]}, protocol=2))
+        for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+            batch = {"data": x.reshape(len(x), -1), "fine_labels": y.tolist(), "coarse_labels": (y // 5).tolist()}
+            _add(tf, f"cifar-100-python/{split}", pickle.dumps(batch, protocol=2))
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def stl10_binary(x: np.ndarray) -> bytes:
+    """uint8 N x 3 x 96 x 96 -> STL-10's column-major binary layout."""
+    return np.ascontiguousarray(x.transpose(0, 1, 3, 2)).tobytes()
+
+
+def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: int = 30, seed: int = 0) -> str:
+    """Write a stl10_binary.tar.gz look-alike (labels 1..10 as in the original); return its md5."""
+    train_y = np.arange(n_train) % 10
+    test_y = np.arange(n_test) % 10
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz") as tf:
+        _add(tf, "stl10_binary/class_names.txt", "\n".join(CLASSES).encode() + b"\n")
+        for split, y, s in (("train", train_y, seed), ("test", test_y, seed + 1)):
+            _add(tf, f"stl10_binary/{split}_X.bin", stl10_binary(images(y, s, 96)))
+            _add(tf, f"stl10_binary/{split}_y.bin", (y + 1).astype(np.uint8).tobytes())
+        _add(tf, "stl10_binary/unlabeled_X.bin", stl10_binary(images(np.arange(n_unlabeled) % 10, seed + 2, 96)))
+    return hashlib.md5(path.read_bytes()).hexdigest()

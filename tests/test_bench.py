@@ -22,22 +22,25 @@ def test_bench_reports_every_path(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "stages.bench", "--arch", "resnet18", "--stem", "imagenet",
                            "--batch-size", "16", "--steps", "2", "--warmup", "1", "--repeats", "2", "--workers", "1",
-                           "--device", "cpu", "--dataset", str(tmp_path / "ds"), "--json", str(out)],
+                           "--device", "cpu", "--dataset", str(tmp_path / "ds"), "--json", str(out),
+                           "--pretext", "context", "rotation"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["finetune"]) >= {"model_only", "ours", "usual"}
-    assert set(report["pretext"]) >= {"model_only", "ours"}
-    for step, unit in (("finetune", "images"), ("pretext", "pairs")):
-        limit = report[step]["model_only"]
+    assert set(report["pretext"]) == {"context", "rotation"}
+    steps = [(report["finetune"], "images")] + [(r, "examples") for r in report["pretext"].values()]
+    for result, unit in steps:
+        assert set(result) >= {"model_only", "ours"}
+        limit = result["model_only"]
         assert limit["ratio_to_model_only"] == 1.0
         assert len(limit[f"{unit}_per_s_runs"]) == 2
-        for name, r in report[step].items():
+        for name, r in result.items():
             if isinstance(r, dict):
-                assert r[f"{unit}_per_s"] > 0, (step, name)
+                assert r[f"{unit}_per_s"] > 0, name
     ours = report["finetune"]["ours"]
     assert ours["ratio_to_usual"] == ours["images_per_s"] / report["finetune"]["usual"]["images_per_s"]
-    assert "ours" in proc.stdout and "usual" in proc.stdout  # the table
+    assert "ours" in proc.stdout and "usual" in proc.stdout and "pretext rotation" in proc.stdout  # the table
 
 
 def test_bench_refuses_bad_arguments():

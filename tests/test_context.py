@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from stages.common import UserError
-from stages.context import OFFSETS, ContextNet, Geometry, make_pairs, sample_positions
+from stages.pretexts.base import ClassifierHead
+from stages.pretexts.context import OFFSETS, Geometry, make_pairs, sample_positions
 from stages.models import build_extractor
 
 GEO = Geometry(upscale=4, patch_size=24, gap=8, jitter=3, rescale_prob=0.0, rescale_min=1.0)
@@ -60,7 +61,7 @@ def test_geometry_that_does_not_fit_is_a_user_error():
 
 def test_context_net_predicts_eight_positions():
     extractor, dim = build_extractor("resnet18", "imagenet")
-    net = ContextNet(extractor, dim)
+    net = ClassifierHead(extractor, dim, views=2, classes=8)
     images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
     geo = Geometry(upscale=4, patch_size=24, gap=8, jitter=3, rescale_prob=1.0, rescale_min=0.5)
     pairs, _ = make_pairs(images, geo, torch.Generator().manual_seed(0))

@@ -10,7 +10,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-HARDWARE = {"device", "nproc", "compile"}  # read, deliberately not declared: a hardware knob must not invalidate results
+# read, deliberately not declared: a hardware knob must not invalidate results
+HARDWARE = {"device", "nproc", "compile", "stream"}
 
 
 def local_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
@@ -23,6 +24,8 @@ def local_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
             names = [a.name for a in node.names if a.name.startswith("stages")]
         for name in names:
             path = ROOT / (name.replace(".", "/") + ".py")
+            if not path.exists():  # a package
+                path = ROOT / name.replace(".", "/") / "__init__.py"
             if path.exists() and path not in seen:
                 seen.add(path)
                 local_imports(path, seen)
@@ -47,6 +50,7 @@ def test_every_imported_module_is_a_dep():
         deps = set(stage["deps"])
         modules = {script} | local_imports(script)
         missing = {m.relative_to(ROOT).as_posix() for m in modules} - deps - {"stages/__init__.py"}
+        missing = {m for m in missing if not any(m.startswith(d.rstrip("/") + "/") for d in deps)}  # dep folders
         assert not missing, f"stage {name} imports {missing} but does not list them as deps"
 
 
@@ -58,3 +62,10 @@ def test_declared_params_are_exactly_those_read():
         assert covered == read, f"stage {name} reads {read - covered} without declaring them"
         unused = {d for d in declared if not any(k == d or k.startswith(d + ".") for k in read)}
         assert not unused, f"stage {name} declares {unused} but never reads them"
+
+
+def test_stages_that_build_a_backbone_depend_on_nets():
+    # model.arch may name nets.<file>:<function>: editing your network must re-run what uses it
+    for name, stage, script in stages():
+        if ROOT / "stages" / "models.py" in local_imports(script) and name != "compare":
+            assert "nets" in stage["deps"], f"stage {name} builds a backbone but does not depend on nets/"

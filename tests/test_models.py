@@ -5,7 +5,10 @@ import torch
 from torch import nn
 
 from stages.common import UserError
-from stages.models import Classifier, build_extractor, load_extractor, save_extractor
+from stages.models import TESTED, Classifier, build_extractor, load_extractor, save_extractor
+
+FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v3_large": 1280,
+            "mobilenet_v3_small": 1024, "efficientnet_b0": 1280}
 
 
 @pytest.mark.parametrize("arch,dim", [("resnet18", 512), ("mobilenet_v3_small", 1024)])
@@ -14,6 +17,35 @@ def test_extractor_returns_features(arch, dim):
     assert feat_dim == dim
     extractor.eval()
     assert extractor(torch.randn(2, 3, 32, 32)).shape == (2, dim)
+
+
+@pytest.mark.parametrize("arch", TESTED)
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_supported_backbones_split_and_take_small_images(arch, stem):
+    extractor, feat_dim = build_extractor(arch, stem, 32)  # the dry run checks 32 px inputs
+    assert feat_dim == FEATURES[arch]
+    model = Classifier(extractor, feat_dim, 10).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    first = next(m for m in extractor.modules() if isinstance(m, nn.Conv2d))
+    assert first.stride == ((1, 1) if stem == "cifar" else (2, 2))
+
+
+def test_own_network_by_module_and_function():
+    extractor, feat_dim = build_extractor("nets.small_cnn:build", "cifar", 32)
+    assert feat_dim == 128
+    assert sum(isinstance(m, nn.MaxPool2d) for m in extractor.modules()) == 3  # stride-1 stem: left as built
+    with pytest.raises(UserError, match="cannot import nets.nothing"):
+        build_extractor("nets.nothing:build", "cifar")
+    with pytest.raises(UserError, match="has no function missing"):
+        build_extractor("nets.small_cnn:missing", "cifar")
+
+
+def test_unsupported_networks_say_why():
+    with pytest.raises(UserError, match="cannot take 32px images"):
+        build_extractor("vit_b_16", "imagenet", 32)
+    with pytest.raises(UserError, match="no final nn.Linear head.*tested: resnet18"):
+        build_extractor("squeezenet1_0", "imagenet")
 
 
 def test_cifar_stem_keeps_resolution():

@@ -67,8 +67,7 @@ def study(tmp_path_factory):
     repo = fresh_copy(tmp / "repo")
     # a user behind a firewall points the composed config at a local mirror
     config = (repo / "conf" / "config.yaml").read_text()
-    config = config.replace("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", f"file://{archive}")
-    config = config.replace("c58f30108f718f92721af3b95e74349a", md5)
+    config = config.replace('  url: ""', f'  url: "file://{archive}"').replace('  md5: ""', f'  md5: "{md5}"')
     (repo / "conf" / "config.yaml").write_text(config)
     (repo / "conf" / "profile" / "tiny.yaml").write_text(TINY_PROFILE)
     run(["git", "add", "-A"], repo)
@@ -91,8 +90,8 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
                         "probe_f1_macro", "val_f1_auc"):
                 assert 0.0 <= run_[key] <= 1.0
             assert run_["train_seconds"] > 0 and len(run_["per_class_f1"]) == 10
-            # the synthetic classes are easy: every run learns beyond chance (0.1)
-            assert run_["best_accuracy"] > 0.3, run_
+            # the synthetic classes are easy: every run learns well beyond chance (0.1), even in 3 tiny epochs
+            assert run_["best_accuracy"] > 0.2, run_
             live = repo / "metrics" / "finetune" / init / f"seed{seed}"
             summary = json.loads((live / "metrics.json").read_text())
             assert summary["best"]["epoch"] == run_["best_epoch"] and summary["best"]["seed"] == seed
@@ -150,12 +149,18 @@ def test_new_fraction_skips_download_and_pretrain(study):
     assert split["fraction"] == 0.5 and split["labelled_size"] == pytest.approx(split["pool_size"] / 2, abs=10)
 
 
-def test_changing_a_pretext_param_keeps_scratch(study):
+def test_another_pretext_task_keeps_scratch(study):
     repo, _ = study
-    out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.5", "-S", "pretext.jitter=2"],
+    out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.5", "-S", "pretext.task=rotation"],
               repo).stdout
     assert "Running stage 'pretrain'" in out and "Running stage 'finetune_pretrained@0'" in out
     assert "Running stage 'finetune_scratch@" not in out and "Running stage 'split'" not in out
+    compare = json.loads((repo / "metrics" / "compare.json").read_text())
+    assert compare["pretext"]["task"] == "rotation" and compare["pretext"]["chance"] == 0.25
+    assert 0 <= compare["pretext"]["final_heldout"] <= 1
+    summary = json.loads((repo / "metrics" / "pretrain" / "metrics.json").read_text())
+    assert summary["pretext"] == {"task": "rotation", "metric": "accuracy", "chance": 0.25, "images": 300,
+                                  "streamed": False}
 
 
 def test_bad_param_fails_in_one_line_and_writes_nothing(study):
@@ -172,9 +177,9 @@ def test_report_collects_the_fractions_into_the_readme(study):
     for name, fraction in (("tiny-full", "1.0"), ("tiny-half", "0.5")):
         out = run(["dvc", "exp", "run", "-n", name, "-S", "profile=tiny", "-S", f"fraction={fraction}"], repo).stdout
         assert "Running stage" not in out, out
-    # the baseline also holds the jitter=2 experiment: not the same study, so the default refuses
+    # the baseline also holds the rotation experiment: not the same study, so the default refuses
     refused = run([sys.executable, "-m", "stages.report"], repo, check=False)
-    assert refused.returncode == 1 and "differ in pretext.jitter" in refused.stderr
+    assert refused.returncode == 1 and "differ in pretext.task" in refused.stderr
     run([sys.executable, "-m", "stages.report", "--exp", "tiny-full", "tiny-half"], repo)
     study_json = json.loads((repo / "metrics" / "study.json").read_text())
     assert [f["fraction"] for f in study_json["fractions"]] == [1.0, 0.5]

@@ -1,4 +1,4 @@
-"""Context prediction (Doersch, Gupta & Efros, 2015) on small images.
+"""Pretext `context`: context prediction (Doersch, Gupta & Efros, 2015) on small images.
 
 Each image is upscaled, a 3x3 grid of patches is laid on it at a random place, and the network sees the
 centre patch and one of its 8 neighbours, sampled per example, and predicts which of the 8 it is. The
@@ -11,13 +11,16 @@ shortcuts the paper found, and the ones 32x32 JPEG-re-encoded data adds, are clo
 - the grid stride is, by default, a multiple of 8 source pixels: 8x8 JPEG block edges sit at the same
   phase in every patch and say nothing about position;
 - no pad-and-crop augmentation before cutting (it would mark border patches).
+
+The grid geometry (`pretext.upscale`, `patch_size`, `gap`, `jitter`, `rescale_*`) is shared with `jigsaw`,
+which cuts the same 3x3 grid and so needs the same defences.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +28,8 @@ from torch import nn
 
 from stages.augment import crop
 from stages.common import UserError, param
-from stages.distributed import Dist
-from stages.engine import Batch, index_batches
+from stages.engine import Batch
+from stages.pretexts.base import ClassifierHead, PretextTask
 
 # (row, column) offset of each neighbour from the centre, in grid cells; the label is the index here.
 OFFSETS = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
@@ -108,43 +111,49 @@ def _standardise(patches: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
     return (patches - mean) / (std + eps)
 
 
+def gray_upscaled(images_uint8: torch.Tensor, upscale: int) -> torch.Tensor:
+    """uint8 N x 3 x H x W -> float gray N x 1 x (H*upscale) x (W*upscale) in [0, 1]."""
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images_uint8.device).view(1, 3, 1, 1)
+    gray = (images_uint8.float() * weights).sum(1, keepdim=True) / 255.0
+    if upscale == 1:
+        return gray
+    h, w = gray.shape[-2:]
+    return F.interpolate(gray, size=(h * upscale, w * upscale), mode="bilinear", align_corners=False)
+
+
+def finish_patches(patches: torch.Tensor, geo: Geometry, generator: torch.Generator | None) -> torch.Tensor:
+    """Gray patches (M x 1 x P x P) -> rescaled at random, standardised each on its own, as 3 channels."""
+    return _standardise(_rescale(patches, geo, generator)).expand(-1, 3, -1, -1)
+
+
 def make_pairs(images_uint8: torch.Tensor, geo: Geometry, generator: torch.Generator | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """From a uint8 batch (N x 3 x H x W) to pretext inputs (N x 2 x 3 x P x P) and labels (N).
 
     `generator` must live on the images' device."""
-    n, _, h, _ = images_uint8.shape
-    dev = images_uint8.device
-    gray = (images_uint8.float() * torch.tensor([0.299, 0.587, 0.114], device=dev).view(1, 3, 1, 1)).sum(1,
-                                                                                                      keepdim=True)
-    side = h * geo.upscale
-    big = F.interpolate(gray / 255.0, size=side, mode="bilinear", align_corners=False) if geo.upscale > 1 \
-        else gray / 255.0
-    centre, neighbour, labels = sample_positions(n, side, geo, generator, dev)
+    n = images_uint8.shape[0]
+    big = gray_upscaled(images_uint8, geo.upscale)
+    centre, neighbour, labels = sample_positions(n, big.shape[-1], geo, generator, images_uint8.device)
     p = geo.patch_size
-    patches = torch.cat([crop(big, centre[:, 0], centre[:, 1], p, p), crop(big, neighbour[:, 0], neighbour[:, 1], p, p)])
-    patches = _standardise(_rescale(patches, geo, generator)).expand(-1, 3, -1, -1)
-    pairs = torch.stack([patches[:n], patches[n:]], dim=1)
-    return pairs, labels
+    patches = torch.cat([crop(big, centre[:, 0], centre[:, 1], p, p),
+                         crop(big, neighbour[:, 0], neighbour[:, 1], p, p)])
+    patches = finish_patches(patches, geo, generator)
+    return torch.stack([patches[:n], patches[n:]], dim=1), labels
 
 
-class ContextNet(nn.Module):
-    """Siamese network: one shared extractor per patch, late fusion by an MLP over both feature vectors."""
+class Context(PretextTask):
+    """Which of the 8 neighbours of the centre patch is the second patch? Chance 1/8."""
 
-    def __init__(self, extractor: nn.Module, feat_dim: int, hidden: int = 512):
-        super().__init__()
-        self.extractor = extractor
-        self.head = nn.Sequential(nn.Linear(2 * feat_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 8))
+    name = "context"
+    chance = 1 / 8
 
-    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        n = pairs.shape[0]
-        feats = self.extractor(pairs.flatten(0, 1)).view(n, -1)
-        return self.head(feats)
+    def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__(params, image_size, mean, std)
+        self.geo = Geometry.from_params(params)
+        self.geo.check(image_size)
 
+    def network(self, extractor: nn.Module, feat_dim: int) -> nn.Module:
+        return ClassifierHead(extractor, feat_dim, views=2, classes=8)
 
-def pretext_batches(images: torch.Tensor, geo: Geometry, batch_size: int, steps: int,
-                    generator: torch.Generator, dist: Dist = Dist()) -> Iterator[Batch]:
-    """Context-prediction batches: (centre, neighbour) patch pairs and the neighbour's position (0..7)."""
-    for idx in index_batches(len(images), batch_size, steps, generator):
-        pairs, positions = make_pairs(images[idx], geo, generator)
-        yield dist.take(pairs), dist.take(positions)
+    def batch(self, images: torch.Tensor, generator: torch.Generator | None) -> Batch:
+        return make_pairs(images, self.geo, generator)

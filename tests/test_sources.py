@@ -1,0 +1,155 @@
+"""Every data source on archives and folders the tests build: CIFAR-100, STL-10 (unlabeled images streamed
+to a memory-mapped array), image folders with unlabeled/ images, resizing, and the official URLs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stages import data
+from stages.common import UserError
+from stages.data import (OFFICIAL, Dataset, ImageStore, fetch, folder_files, load_dataset, read_archive,
+                         read_cifar100, read_image_folder, read_stl10, resize_batch, save_dataset, should_stream)
+from tests.synthetic import CLASSES, cifar100_archive, image_folder, images, stl10_archive
+
+
+def test_cifar100_archive(tmp_path):
+    path = tmp_path / "c100.tar.gz"
+    cifar100_archive(path, n_train=200, n_test=100)
+    ds = read_cifar100(read_archive(path), path)
+    assert ds.train_images.shape == (200, 3, 32, 32) and len(ds.classes) == 100
+    assert ds.classes[7] == "fine_07" and ds.train_labels.max() == 99
+    assert ds.unlabeled_images is None
+
+
+def test_stl10_archive_orientation_labels_and_unlabeled(tmp_path):
+    path = tmp_path / "stl.tar.gz"
+    stl10_archive(path, n_train=20, n_test=10, n_unlabeled=30)
+    out = tmp_path / "ds" / "unlabeled_images.npy"
+    out.parent.mkdir()
+    ds = read_stl10(path, None, out)
+    expected = images(np.arange(20) % 10, 0, 96)
+    assert np.array_equal(ds.train_images, expected)  # column-major storage undone: not transposed
+    assert ds.train_labels.tolist() == (np.arange(20) % 10).tolist()  # 1..10 on disk -> 0..9
+    assert ds.classes == CLASSES
+    assert isinstance(ds.unlabeled_images, np.memmap) and ds.unlabeled_images.shape == (30, 3, 96, 96)
+    assert np.array_equal(ds.unlabeled_images, images(np.arange(30) % 10, 2, 96))
+    save_dataset(ds, out.parent, "stl")
+    loaded, meta = load_dataset(out.parent)
+    assert meta["unlabeled_size"] == 30 and meta["image_size"] == 96
+    assert isinstance(loaded.unlabeled_images, np.memmap)
+
+
+def test_stl10_resized_while_streaming(tmp_path):
+    path = tmp_path / "stl.tar.gz"
+    stl10_archive(path, n_train=10, n_test=10, n_unlabeled=25)
+    ds = read_stl10(path, 32, tmp_path / "u.npy")
+    assert ds.train_images.shape == (10, 3, 32, 32) and ds.unlabeled_images.shape == (25, 3, 32, 32)
+    chunked = data._stl_unlabeled(open_member(path, "unlabeled_X.bin"), 25 * data.STL_BYTES, "u", 32,
+                                  tmp_path / "u2.npy", chunk=7)
+    assert np.array_equal(chunked, ds.unlabeled_images)  # chunk boundaries change nothing
+
+
+def open_member(path, base):
+    import tarfile
+    tf = tarfile.open(path)
+    return tf.extractfile(next(m for m in tf if m.name.endswith(base)))
+
+
+def test_truncated_stl10_is_a_user_error(tmp_path):
+    path = tmp_path / "stl.tar.gz"
+    stl10_archive(path)
+    cut = tmp_path / "cut.tar.gz"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(UserError, match="truncated|not a readable archive"):
+        read_stl10(cut, None, tmp_path / "u.npy")
+    assert not (tmp_path / "u.npy").exists()
+
+
+def test_folder_with_unlabeled_images_and_resizing(tmp_path):
+    root = image_folder(tmp_path / "f", per_class=3, classes=2, size=40)
+    (root / "unlabeled" / "batch1").mkdir(parents=True)
+    for i, img in enumerate(images(np.zeros(5, int), 3, 40)):
+        Image.fromarray(img.transpose(1, 2, 0)).save(root / "unlabeled" / "batch1" / f"{i}.jpg")
+    ds = read_image_folder(folder_files(root), root, None)
+    assert ds.train_images.shape == (6, 3, 40, 40) and ds.unlabeled_images.shape == (5, 3, 40, 40)
+    small = read_image_folder(folder_files(root), root, 16)
+    assert small.train_images.shape[-1] == 16 and small.unlabeled_images.shape[-1] == 16
+
+
+def test_folder_of_mixed_sizes_needs_image_size(tmp_path):
+    root = image_folder(tmp_path / "f", per_class=2, classes=2, size=32)
+    Image.new("RGBA", (48, 40)).save(root / "train" / CLASSES[0] / "odd.png")
+    with pytest.raises(UserError, match="data.image_size"):
+        read_image_folder(folder_files(root), root, None)
+    ds = read_image_folder(folder_files(root), root, 32)  # resized, RGBA made RGB
+    assert ds.train_images.shape == (5, 3, 32, 32)
+
+
+def test_resize_batch():
+    x = np.full((2, 3, 96, 96), 200, dtype=np.uint8)
+    assert resize_batch(x, 32).shape == (2, 3, 32, 32) and (resize_batch(x, 32) == 200).all()
+    assert resize_batch(x, None) is not None and resize_batch(x, 96).shape == x.shape
+
+
+@pytest.mark.parametrize("source", ["cifar10", "cifar100", "stl10"])
+def test_official_url_and_md5_are_used_by_default(tmp_path, monkeypatch, source):
+    # the real download code runs; only the network is replaced by a file the test writes
+    seen = {}
+
+    def fake_download(url, root, filename):
+        seen["url"] = url
+        (tmp_path / "raw").mkdir(exist_ok=True)
+        (tmp_path / "raw" / filename).write_bytes(b"not the real archive")
+
+    monkeypatch.setattr(data, "download_url", fake_download)
+    url, md5 = OFFICIAL[source]
+    assert url.startswith("http") and len(md5) == 32
+    with pytest.raises(UserError, match=f"expected data.md5={md5}"):
+        fetch(url, md5, tmp_path / "raw")
+    assert seen["url"] == url
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_image_store_streams_the_same_batches(tmp_path, stream):
+    a = np.arange(6 * 3 * 4 * 4, dtype=np.uint8).reshape(6, 3, 4, 4)
+    np.save(tmp_path / "b.npy", a[::-1] + 1)
+    b = np.load(tmp_path / "b.npy", mmap_mode="r")
+    store = ImageStore([a, b], torch.device("cpu"), stream=stream)
+    assert len(store) == 12 and store.stream == stream
+    batch = store.take(torch.tensor([11, 0, 7, 3]))
+    expected = np.stack([a[0], a[3], b[1], b[5]])  # sorted indices, across both arrays
+    assert torch.equal(batch, torch.from_numpy(expected))
+    assert torch.equal(store[2:4], torch.from_numpy(a[2:4]))
+
+
+def test_should_stream():
+    big = np.zeros((1,), dtype=np.uint8)
+    assert should_stream("always", [big], torch.device("cpu"))
+    assert not should_stream("never", [big], torch.device("cpu"))
+    assert not should_stream("auto", [big], torch.device("cpu"))
+
+    class Huge:
+        nbytes = 1 << 60
+
+    assert should_stream("auto", [Huge()], torch.device("cpu"))
+
+
+def test_pretraining_store_includes_unlabeled_images(tmp_path):
+    labels = np.arange(10) % 10
+    ds = Dataset(images(labels, 0), labels, images(labels, 1), labels, CLASSES, images(labels[:4], 2))
+    save_dataset(ds, tmp_path / "ds", "synthetic")
+    loaded, _ = load_dataset(tmp_path / "ds")
+    store = ImageStore([loaded.train_images, loaded.unlabeled_images], torch.device("cpu"), stream=True)
+    assert len(store) == 14
+    assert torch.equal(store.take(torch.tensor([13])), torch.from_numpy(ds.unlabeled_images[3:4]))
+
+
+def test_channel_stats_match_numpy():
+    x = images(np.arange(30) % 10, 0)
+    mean, std = data.channel_stats(x, chunk=7)
+    ref = x.astype(np.float64) / 255
+    assert mean == pytest.approx(ref.mean(axis=(0, 2, 3)).tolist(), abs=1e-6)
+    assert std == pytest.approx(ref.std(axis=(0, 2, 3)).tolist(), abs=1e-5)
