@@ -154,10 +154,12 @@ def bench(args: argparse.Namespace) -> dict:
                         persistent_workers=args.workers > 0)
     steps = math.ceil(len(images) / bs)
     paths = [DataPath("model_only", repeat(fixed)),
-             DataPath("ours", labelled_batches(images, labels, bs, 10 ** 9, pad, mean, std, gen)),
-             DataPath("usual", from_loader(loader, device))]
+             DataPath("ours", labelled_batches(images, labels, bs, 10 ** 9, pad, mean, std, gen))]
+    if not args.no_usual:
+        paths.append(DataPath("usual", from_loader(loader, device)))
     report["finetune"] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "images")
-    report["finetune"]["usual"]["workers"] = args.workers
+    if not args.no_usual:
+        report["finetune"]["usual"]["workers"] = args.workers
     report["finetune"]["epoch_steps"] = steps
     report["dataset_on_device_mb"] = (images.numel() + labels.numel() * 8) / 2 ** 20  # ours keeps it there
     del paths, loader
@@ -215,6 +217,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers of the usual path")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    parser.add_argument("--no-usual", action="store_true", help="skip the DataLoader path (cost tables)")
     parser.add_argument("--pretext", nargs="+", choices=sorted(TASKS),
                         help="pretext tasks to measure (default: params' pretext.task); examples/s = images/s")
     parser.add_argument("--dataset", default="data/dataset", help="a directory written by the download stage")

@@ -16,7 +16,7 @@ from stages.pretexts import TASKS, build_task, heldout_score, pretext_batches
 from stages.pretexts.context import Geometry
 from stages.pretexts.jigsaw import make_puzzles, permutation_set
 from stages.pretexts.rotation import rotate
-from stages.pretexts.simclr import color_distort, nt_xent, resized_crop_flip
+from stages.pretexts.simclr import _hue, color_distort, nt_xent, resized_crop_flip
 from tests.synthetic import images
 
 PARAMS = {"pretext": {"task": "context", "upscale": 4, "patch_size": 24, "gap": 8, "jitter": 3,
@@ -148,6 +148,10 @@ def test_simclr_views_and_loss():
     steps = resized_crop_flip(ramp, 0.2, g)[:, 0, 16].diff(dim=1)
     rising, falling = (steps >= -1e-5).all(1), (steps <= 1e-5).all(1)
     assert (rising | falling).all() and rising.any() and falling.any()
+    assert torch.allclose(_hue(x, torch.zeros(16)), x, atol=1e-5)  # no turn: unchanged
+    turned = _hue(x, torch.full((16,), 0.1))
+    assert not torch.allclose(turned, x, atol=1e-2)
+    assert torch.allclose(_hue(turned, torch.full((16,), -0.1)), x, atol=1e-5)  # and back
     coloured = color_distort(x, 0.5, g)
     assert coloured.min() >= 0 and coloured.max() <= 1
     z = torch.randn(16, 1, 32).expand(16, 2, 32)  # both views identical: every partner found

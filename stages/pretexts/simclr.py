@@ -25,6 +25,8 @@ from stages.engine import Batch
 from stages.pretexts.base import PretextTask
 
 GRAY = (0.299, 0.587, 0.114)
+TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+FROM_YIQ = torch.linalg.inv(TO_YIQ)  # once, on the CPU: no device sync per batch
 
 
 def _uniform(n: int, low: float, high: float, generator, device) -> torch.Tensor:
@@ -56,15 +58,12 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 
 def _hue(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
     """Rotate the hue by `turn` (share of a full turn) in YIQ space: a linear map per image."""
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                          device=x.device)
-    from_yiq = torch.linalg.inv(to_yiq)
     angle = turn * 2 * math.pi
     cos, sin = torch.cos(angle), torch.sin(angle)
     rot = torch.zeros(len(x), 3, 3, device=x.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    m = from_yiq @ rot @ to_yiq                                    # N x 3 x 3
+    m = FROM_YIQ.to(x.device) @ rot @ TO_YIQ.to(x.device)         # N x 3 x 3
     return torch.einsum("nij,njhw->nihw", m, x)
 
 
