@@ -85,6 +85,24 @@ class Trainer:
     def autocast(self):
         return autocast(self.device)
 
+    def state_dict(self) -> dict:
+        """Model, optimiser and schedule, on the CPU: what a resume checkpoint needs from the trainer."""
+        def cpu(value):
+            if isinstance(value, torch.Tensor):
+                return value.detach().cpu()
+            if isinstance(value, dict):
+                return {k: cpu(v) for k, v in value.items()}
+            if isinstance(value, (list, tuple)):
+                return type(value)(cpu(v) for v in value)
+            return value
+        return {"model": cpu(self.model.state_dict()), "optimizer": cpu(self.optimizer.state_dict()),
+                "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])  # moves the state to the parameters' device
+        self.scheduler.load_state_dict(state["scheduler"])
+
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return to_layout(x, self.device)
 

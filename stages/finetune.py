@@ -28,6 +28,7 @@ from stages.data import load_dataset
 from stages.distributed import NullLive, run_parallel_stage, setup
 from stages.engine import Trainer, chunks, classification_metrics, sgd
 from stages.models import Classifier, build_extractor, load_extractor
+from stages.resume import Resume, fingerprint, rng_state, set_rng_state
 
 INITS = ("scratch", "pretrained")
 PRETRAINED = Path("models/pretrained.pt")
@@ -90,10 +91,23 @@ def main(init: str, seed: int) -> None:
     def norm(x: torch.Tensor) -> torch.Tensor:
         return normalize(x, mean, std)
 
-    live = Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) if dist.main else NullLive()
+    inputs = [Path("data/dataset"), Path("data/splits")] + ([PRETRAINED] if init == "pretrained" else [])
+    resume = Resume(f"finetune-{init}-seed{seed}",
+                    fingerprint({"init": init, "seed": seed, "model": params["model"], "finetune": params["finetune"],
+                                 "world": dist.world}, inputs),
+                    live_dir if dist.main else None)
     best: dict = {"val_f1": -1.0}
-    elapsed = 0.0
-    for epoch in range(1, epochs + 1):
+    elapsed, wall_before, first_epoch = 0.0, 0.0, 1
+    state = resume.load()
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"], gen)
+        best = {**state["best"], "preds": state["best"]["preds"].numpy()} if "preds" in state["best"] else state["best"]
+        elapsed, wall_before, first_epoch = state["elapsed"], state["wall_seconds"], state["epoch"] + 1
+    live = (Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=state is not None)
+            if dist.main else NullLive())
+    live.step = first_epoch - 1  # epoch e is step e - 1 (dvclive's own resume cannot tell step 0 from none)
+    for epoch in range(first_epoch, epochs + 1):
         batches = labelled_batches(train_x, train_y, batch_size, steps, pad, mean, std, gen, dist)
         stats = trainer.train_epoch(batches, steps, f"finetune@{init}-{seed} {epoch}/{epochs}")
         elapsed += stats["seconds"]
@@ -116,11 +130,15 @@ def main(init: str, seed: int) -> None:
                     "preds": test_logits.argmax(1).numpy(),
                     "state": copy.deepcopy({k: v.cpu() for k, v in trainer.model.state_dict().items()})}
         live.next_step()
+        if dist.main:
+            saved_best = {**best, "preds": torch.from_numpy(best["preds"])}
+            resume.save({"epoch": epoch, "trainer": trainer.state_dict(), "rng": rng_state(gen), "best": saved_best,
+                         "elapsed": elapsed, "wall_seconds": wall_before + time.perf_counter() - wall_start})
 
     live.summary["best"] = {"epoch": best["epoch"], "val": best["val"], "test": best["test"],
                             "train_seconds": elapsed, "steps": epochs * steps, "steps_per_epoch": steps,
                             "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
-                            "processes": dist.world, "wall_seconds": time.perf_counter() - wall_start}
+                            "processes": dist.world, "wall_seconds": wall_before + time.perf_counter() - wall_start}
     live.end()
     if not dist.main:
         return
@@ -128,6 +146,7 @@ def main(init: str, seed: int) -> None:
                       dataset.classes)
     save_torch({"arch": arch, "stem": stem, "init": init, "epoch": best["epoch"], "classes": dataset.classes,
                 "state_dict": best["state"]}, model_path)
+    resume.clear()
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from stages.engine import Trainer, sgd
 from stages.models import build_extractor, save_extractor
 from stages.pretexts import build_task, heldout_score, pretext_batches
 from stages.probe import frozen_features, linear_probe_accuracy
+from stages.resume import Resume, fingerprint, rng_state, set_rng_state
 
 OUT = Path("models/pretrained.pt")
 LIVE = Path("metrics/pretrain")
@@ -83,12 +84,24 @@ def main() -> None:
         # the same held-out examples every epoch
         return heldout_score(task, trainer.predict, probe_images, eval_batch, device_generator(seed + 1, device))
 
-    live = Live(str(LIVE), dvcyaml=False, save_dvc_exp=False, report=None) if dist.main else NullLive()
-    live.log_metric("probe/linear_accuracy", probe())
+    resume = Resume("pretrain", fingerprint({k: params[k] for k in ("seed", "model", "pretext")} | {"world": dist.world},
+                                            [Path("data/dataset"), Path("data/splits/validation.npy")]),
+                    LIVE if dist.main else None)
+    state = resume.load()
+    first_epoch, wall_before = 1, 0.0
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        set_rng_state(state["rng"], gen)
+        first_epoch, wall_before = state["epoch"] + 1, state["wall_seconds"]
+    live = (Live(str(LIVE), dvcyaml=False, save_dvc_exp=False, report=None, resume=state is not None)
+            if dist.main else NullLive())
     metric = task.metric
-    live.log_metric(f"val/pretext_{metric}", heldout())
-    live.next_step()
-    for epoch in range(1, epochs + 1):
+    if state is None:
+        live.log_metric("probe/linear_accuracy", probe())
+        live.log_metric(f"val/pretext_{metric}", heldout())
+        live.next_step()
+    live.step = first_epoch  # step 0 is the random extractor, step e the end of epoch e
+    for epoch in range(first_epoch, epochs + 1):
         batches = pretext_batches(task, images, batch_size, steps, gen, dist)
         stats = trainer.train_epoch(batches, steps, f"pretrain {task.name} {epoch}/{epochs}")
         accuracy = probe()
@@ -103,14 +116,18 @@ def main() -> None:
             print(f"pretrain {task.name} {epoch}/{epochs}: pretext loss {stats['loss']:.3f} {metric} "
                   f"{stats['score']:.3f}, probe {accuracy:.3f}, {stats['images_per_s']:.0f} examples/s")
         live.next_step()
+        if dist.main:
+            resume.save({"epoch": epoch, "trainer": trainer.state_dict(), "rng": rng_state(gen),
+                         "wall_seconds": wall_before + time.perf_counter() - wall_start})
     live.summary["pretext"] = {"task": task.name, "metric": metric, "chance": task.chance,
                                "images": len(images), "streamed": images.stream}
     live.summary["device"] = describe_device(device)
     live.summary["processes"] = dist.world
-    live.summary["wall_seconds"] = time.perf_counter() - wall_start
+    live.summary["wall_seconds"] = wall_before + time.perf_counter() - wall_start
     live.end()
     if dist.main:
         save_extractor(trainer.model.extractor, arch, stem, feat_dim, OUT, **task.describe())
+        resume.clear()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,165 @@
+"""Interruption: a stage killed with SIGKILL after an epoch resumes from its checkpoint and ends exactly where an
+uninterrupted run ends; stale or corrupt checkpoints are dropped; RNG states survive weights_only loading."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from stages.resume import Resume, fingerprint, rng_state, set_rng_state
+from tests.synthetic import cifar_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = {
+    "finetune": (["stages.finetune", "--init", "scratch", "--seed", "0"], "finetune-scratch-seed0",
+                 ["models/finetune/scratch/seed0.pt", "metrics/finetune/scratch/seed0"], "metrics/finetune/scratch/seed0"),
+    "pretrain": (["stages.pretrain"], "pretrain", ["models/pretrained.pt", "metrics/pretrain"], "metrics/pretrain"),
+}
+VOLATILE = ("epoch_seconds", "images_per_s", "examples_per_s")  # timings differ run to run
+
+
+def command(ws: Path, args: list[str]) -> list[str]:
+    return [sys.executable, "-m", *args]
+
+
+def env(ws: Path) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ws)}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("resume")
+    archive = tmp / "tiny.tar.gz"
+    md5 = cifar_archive(archive, n_train=300, n_test=100)
+    ws = tmp / "ws"
+    shutil.copytree(ROOT / "stages", ws / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(url=str(archive), md5=md5)
+    params["model"]["stem"] = "imagenet"
+    params["device"] = "cpu"
+    params["pretext"].update(epochs=4, batch_size=64, lr=0.01, probe_size=40, eval_batch_size=64)
+    params["finetune"].update(epochs=4, batch_size=32, lr=0.01, eval_batch_size=64)
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    for name in ("download", "split"):
+        subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=ws, env=env(ws), check=True, capture_output=True)
+    return ws
+
+
+def histories(live: Path) -> dict[str, list[str]]:
+    out = {}
+    for tsv in sorted((live / "plots" / "metrics").rglob("*.tsv")):
+        if tsv.stem in VOLATILE:
+            continue
+        rows = tsv.read_text().splitlines()
+        out[str(tsv.relative_to(live))] = [r.split("\t", 1)[1] for r in rows]  # drop the timestamp column
+    return out
+
+
+def summary(live: Path) -> dict:
+    data = yaml.safe_load((live / "metrics.json").read_text())
+    for key in ("wall_seconds", *VOLATILE):
+        data.pop(key, None)
+    data.get("best", {}).pop("wall_seconds", None)
+    data.get("best", {}).pop("train_seconds", None)
+    return data
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_killed_stage_resumes_to_the_uninterrupted_result(workspace, name):
+    args, resume_name, outputs, live = STAGES[name]
+    ws = workspace
+    checkpoint = ws / ".resume" / f"{resume_name}.pt"
+    subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True)
+    reference = (histories(ws / live), summary(ws / live), torch.load(ws / outputs[0], weights_only=True))
+    assert not checkpoint.exists()  # removed after success
+
+    for out in outputs:  # what DVC does before it re-runs a stage
+        path = ws / out
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    proc = subprocess.Popen(command(ws, args), cwd=ws, env=env(ws), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # in the epoch after the first checkpoint
+    assert proc.wait() == -signal.SIGKILL, "the stage finished before it could be killed"
+    assert checkpoint.exists() and not (ws / outputs[0]).exists()
+
+    for out in outputs:
+        path = ws / out
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    resumed = subprocess.run(command(ws, args), cwd=ws, env=env(ws), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resume: continuing after epoch" in resumed.stderr
+    assert histories(ws / live) == reference[0]  # every epoch's metrics, the interrupted ones included
+    assert summary(ws / live) == reference[1]
+    weights = torch.load(ws / outputs[0], weights_only=True)["state_dict"]
+    for key, value in reference[2]["state_dict"].items():
+        assert torch.equal(weights[key], value), key
+    assert not checkpoint.exists()
+
+
+def test_checkpoint_of_other_params_or_corrupt_is_dropped(tmp_path, capsys):
+    stale = Resume("stage", "params-a", root=tmp_path)
+    stale.save({"epoch": 1})
+    assert Resume("stage", "params-a", root=tmp_path).load()["epoch"] == 1
+    assert Resume("stage", "params-b", root=tmp_path).load() is None
+    assert not (tmp_path / "stage.pt").exists()
+    assert "belongs to other params or inputs" in capsys.readouterr().err
+    (tmp_path / "stage.pt").write_bytes(b"half a checkpoint")
+    assert Resume("stage", "params-a", root=tmp_path).load() is None
+    assert not (tmp_path / "stage.pt").exists()
+
+
+def test_fingerprint_follows_params_and_inputs(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.npy").write_bytes(b"1")
+    a = fingerprint({"lr": 0.1}, [tmp_path / "d"])
+    assert a == fingerprint({"lr": 0.1}, [tmp_path / "d"])
+    assert a != fingerprint({"lr": 0.2}, [tmp_path / "d"])
+    (tmp_path / "d" / "x.npy").write_bytes(b"2")
+    assert a != fingerprint({"lr": 0.1}, [tmp_path / "d"])
+
+
+def test_rng_states_round_trip_through_weights_only(tmp_path):
+    gen = torch.Generator().manual_seed(3)
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(4)
+    random.gauss(0, 1)  # a cached Gaussian in Python's state
+    torch.save(rng_state(gen), tmp_path / "rng.pt")
+    first = (random.random(), random.gauss(0, 1), np.random.rand(), np.random.randn(), torch.rand(1),
+             torch.rand(1, generator=gen))
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True), gen)
+    again = (random.random(), random.gauss(0, 1), np.random.rand(), np.random.randn(), torch.rand(1),
+             torch.rand(1, generator=gen))
+    assert first[:4] == again[:4] and torch.equal(first[4], again[4]) and torch.equal(first[5], again[5])
+
+
+def test_same_seed_gives_identical_metrics_on_cpu(workspace):
+    ws = workspace
+    args, _, outputs, live = STAGES["finetune"]
+    runs = []
+    for _ in range(2):
+        subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True)
+        runs.append((histories(ws / live), summary(ws / live)))
+    assert runs[0] == runs[1]
+
+
+def test_same_seed_gives_byte_identical_splits(workspace):
+    ws = workspace
+    first = {p.name: p.read_bytes() for p in (ws / "data" / "splits").iterdir()}
+    subprocess.run([sys.executable, "-m", "stages.split"], cwd=ws, env=env(ws), check=True, capture_output=True)
+    assert {p.name: p.read_bytes() for p in (ws / "data" / "splits").iterdir()} == first
