@@ -234,4 +234,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, check=False)  # it reads --params, not necessarily params.yaml

@@ -158,10 +158,14 @@ def remove_outputs(outputs: Iterable[Path | str]) -> None:
             out.unlink()
 
 
-def run_stage(main: Callable[[], None], outputs: Iterable[Path | str] = ()) -> None:
-    """Run a stage; on failure remove its outputs, print one line for a UserError, exit non-zero."""
+def run_stage(main: Callable[[], None], outputs: Iterable[Path | str] = (), check: bool = True) -> None:
+    """Run a stage: check every param first (stages/schema.py); on failure remove its outputs, print one
+    line for a UserError, exit non-zero."""
     outputs = list(outputs)
     try:
+        if check:
+            from stages.schema import check_params  # imported here: schema builds on this module
+            check_params(load_params())
         main()
     except UserError as e:
         _remove_on_rank0(outputs)

@@ -16,6 +16,7 @@ import io
 import json
 import pickle
 import re
+import sys
 import tarfile
 import urllib.parse
 import zipfile
@@ -337,6 +338,10 @@ def read_image_folder(files: dict[str, bytes], source: Path, size: int | None) -
     to `size` x `size`, or kept as they are when `size` is None (they must then share one square size)."""
     splits: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
     unlabeled: list[str] = []
+    skipped = [n for n in sorted(files) if PurePosixPath(n).suffix.lower() not in IMAGE_SUFFIXES]
+    if skipped:
+        print(f"download: skipping {len(skipped)} files that are not images by their suffix "
+              f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})", file=sys.stderr)
     for name in sorted(files):
         parts = PurePosixPath(name).parts
         if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:

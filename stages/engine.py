@@ -27,6 +27,7 @@ from stages.common import UserError
 from stages.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+CHECK_EVERY = 25  # steps between checks that the loss is still finite
 Criterion = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -131,6 +132,8 @@ class Trainer:
                 score_sum += score.detach().float()
                 seen += len(targets)
                 bar.update(1)
+                if bar.n % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):  # one host sync per CHECK_EVERY steps
+                    self._diverged(desc, float(loss_sum))
                 bar.set_postfix_str(f"{seen * self.dist.world / (time.perf_counter() - start):.0f} img/s",
                                     refresh=False)
         if self.device.type == "cuda":
@@ -139,10 +142,14 @@ class Trainer:
         loss_total, score_total, seen_total = all_sum([loss_sum, score_sum, seen], self.dist, self.device)
         mean_loss = loss_total / max(seen_total, 1)
         if not math.isfinite(mean_loss):
-            raise UserError(f"{desc}: the training loss became {mean_loss}; the learning rate is likely too "
-                            f"high (lower it) or the precision too low")
+            self._diverged(desc, mean_loss)
         return {"loss": mean_loss, "score": score_total / max(seen_total, 1), "seconds": seconds,
                 "images_per_s": seen_total / seconds, "lr": lr}
+
+    @staticmethod
+    def _diverged(desc: str, loss: float) -> None:
+        raise UserError(f"{desc}: the training loss became {loss}; the learning rate is likely too high (lower "
+                        f"it) or the precision too low")
 
     def recalibrate_bn(self, model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
         recalibrate_bn(model, inputs, self.device)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from stages.augment import normalize
-from stages.common import (UserError, describe_device, device_from_params, load_params, param, run_stage, save_json,
+from stages.common import (describe_device, device_from_params, load_params, param, run_stage, save_json,
                            seed_everything)
 from stages.data import load_dataset
 from stages.models import build_extractor, load_extractor
@@ -31,12 +31,8 @@ def main() -> None:
     start = time.perf_counter()
     params = load_params()
     device = device_from_params(params)
-    seeds = param(params, "seeds", list)
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise UserError(f"param 'seeds' is {seeds!r}: expected a non-empty list of integers, e.g. [0, 1, 2]")
+    seeds = param(params, "seeds", list)  # lists' items are checked with every param (stages/schema.py)
     cs = param(params, "probe.C", list)
-    if not cs or not all(isinstance(c, (int, float)) and c > 0 for c in cs):
-        raise UserError(f"param 'probe.C' is {cs!r}: expected a non-empty list of positive numbers")
     max_iter = param(params, "probe.max_iter", int, low=1)
     batch = param(params, "probe.batch_size", int, low=1)
     arch, stem = param(params, "model.arch", str), param(params, "model.stem", str)

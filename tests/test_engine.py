@@ -81,6 +81,22 @@ def test_nan_loss_stops_with_a_message():
         trainer.train_epoch([(x, y)], 1, "toy")
 
 
+def test_divergence_stops_within_a_few_steps_not_at_the_end_of_the_epoch():
+    x, y = _toy(32)
+    model = nn.Linear(8, 2)
+    trainer = Trainer(model, sgd(model, 1e30, 0.0), 10 ** 6, 0, torch.device("cpu"))  # a learning rate that explodes
+    drawn = []
+
+    def batches():
+        for step in range(1000):
+            drawn.append(step)
+            yield x * 1e10, y
+
+    with pytest.raises(UserError, match="loss became .*learning rate is likely too high"):
+        trainer.train_epoch(batches(), 1000, "toy")
+    assert len(drawn) <= 25
+
+
 def test_compiled_training_gives_the_eager_result():
     def run(compile: bool) -> list[float]:
         torch.manual_seed(0)

@@ -153,3 +153,15 @@ def test_channel_stats_match_numpy():
     ref = x.astype(np.float64) / 255
     assert mean == pytest.approx(ref.mean(axis=(0, 2, 3)).tolist(), abs=1e-6)
     assert std == pytest.approx(ref.std(axis=(0, 2, 3)).tolist(), abs=1e-5)
+
+
+def test_non_image_files_are_skipped_and_said(tmp_path, capsys):
+    root = image_folder(tmp_path / "f", per_class=2, classes=2)
+    (root / "train" / CLASSES[0] / "notes.txt").write_text("not an image")
+    (root / "README").write_text("about")
+    ds = read_image_folder(folder_files(root), root, None)
+    assert len(ds.train_labels) == 4
+    assert "skipping 2 files that are not images" in capsys.readouterr().err
+    (root / "train" / CLASSES[0] / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="broken.png is not a readable image"):
+        read_image_folder(folder_files(root), root, None)

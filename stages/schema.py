@@ -1,0 +1,115 @@
+"""Every param the pipeline knows, with its type and allowed values. Every stage checks all of params.yaml
+against this at its start, before it reads data or writes anything: a mistyped key (with the closest known
+one suggested), a wrong type, a value out of range or not among the choices stops it with one line."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from stages.common import UserError, param
+
+NUMBER = (int, float)
+POSITIVE = {"kind": float, "low": 0, "low_open": True}
+EPOCHS = {"kind": int, "low": 1}
+WARMUP = {"kind": NUMBER, "low": 0}
+BATCH = {"kind": int, "low": 2}
+DECAY = {"kind": float, "low": 0}
+SHARE = {"kind": float, "low": 0, "high": 1}
+
+
+# Choices defined by the modules that implement them (tests/test_schema.py checks that they agree); named
+# here so that checking params imports nothing else and stays one cheap dependency of every stage.
+SOURCES = ["cifar10", "cifar100", "stl10", "folder"]        # stages.data.SOURCES
+STEMS = ["cifar", "imagenet"]                               # stages.models.STEMS
+TASKS = ["context", "reconstruction", "rotation", "jigsaw", "simclr"]  # stages.pretexts.TASKS
+
+
+def spec() -> dict[str, dict[str, Any]]:
+    """key -> keyword arguments of `stages.common.param` (`kind` first)."""
+    return {
+        "seed": {"kind": int},
+        "seeds": {"kind": list},
+        "fraction": {"kind": float, "low": 0, "high": 1, "low_open": True},
+        "device": {"kind": str, "choices": ["auto", "cpu", "cuda", "mps"]},
+        "nproc": {"kind": int, "low": 1},
+        "compile": {"kind": bool},
+        "stream": {"kind": str, "choices": ["auto", "always", "never"]},
+        "profile_name": {"kind": str},
+        "data.source": {"kind": str, "choices": SOURCES},
+        "data.url": {"kind": (str, type(None))},
+        "data.md5": {"kind": (str, type(None))},
+        "data.path": {"kind": str},
+        "data.image_size": {"kind": (int, type(None))},
+        "split.val_fraction": {"kind": float, "low": 0, "high": 0.5, "low_open": True},
+        "model.arch": {"kind": str},
+        "model.stem": {"kind": str, "choices": STEMS},
+        "pretext.task": {"kind": str, "choices": TASKS},
+        "pretext.epochs": EPOCHS,
+        "pretext.batch_size": BATCH,
+        "pretext.lr": POSITIVE,
+        "pretext.weight_decay": DECAY,
+        "pretext.warmup_epochs": WARMUP,
+        "pretext.upscale": {"kind": int, "low": 1},
+        "pretext.patch_size": {"kind": int, "low": 4},
+        "pretext.gap": {"kind": int, "low": 0},
+        "pretext.jitter": {"kind": int, "low": 0},
+        "pretext.rescale_prob": SHARE,
+        "pretext.rescale_min": {"kind": float, "low": 0.1, "high": 1},
+        "pretext.probe_size": {"kind": int, "low": 20},
+        "pretext.eval_batch_size": {"kind": int, "low": 1},
+        "pretext.jigsaw.permutations": {"kind": int, "low": 2, "high": 1000},
+        "pretext.rotation.crop_padding": {"kind": int, "low": 0},
+        "pretext.reconstruction.mask_ratio": {"kind": float, "low": 0, "high": 1, "low_open": True},
+        "pretext.reconstruction.block": {"kind": int, "low": 1},
+        "pretext.reconstruction.noise_std": DECAY,
+        "pretext.reconstruction.visible_weight": DECAY,
+        "pretext.simclr.temperature": POSITIVE,
+        "pretext.simclr.crop_min": {"kind": float, "low": 0.01, "high": 1},
+        "pretext.simclr.color_strength": SHARE,
+        "pretext.simclr.projection_dim": {"kind": int, "low": 1},
+        "finetune.epochs": EPOCHS,
+        "finetune.batch_size": BATCH,
+        "finetune.lr": POSITIVE,
+        "finetune.weight_decay": DECAY,
+        "finetune.warmup_epochs": WARMUP,
+        "finetune.label_smoothing": {"kind": float, "low": 0, "high": 0.5},
+        "finetune.crop_padding": {"kind": int, "low": 0},
+        "finetune.eval_batch_size": {"kind": int, "low": 1},
+        "probe.C": {"kind": list},
+        "probe.max_iter": {"kind": int, "low": 1},
+        "probe.batch_size": {"kind": int, "low": 1},
+        "compare.plateau": {"kind": float, "low": 0, "high": 1, "low_open": True},
+        "compare.confidence": {"kind": float, "low": 0, "high": 1, "low_open": True},
+        "compare.amortise_over": {"kind": int, "low": 1},
+    }
+
+
+def leaves(params: dict[str, Any], known: set[str] = frozenset(), prefix: str = "") -> list[str]:
+    """Dotted keys of every value that is not a mapping, or that is a known key (whatever its value)."""
+    keys = []
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        keys += leaves(value, known, name + ".") if isinstance(value, dict) and name not in known else [name]
+    return keys
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Check every param; the first problem is a UserError naming the key, the value and what is allowed."""
+    known = spec()
+    for key in leaves(params, set(known)):
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UserError(f"param '{key}' is not a param of this pipeline: {hint}(see README, 'Params')")
+    for key, rules in known.items():
+        rules = dict(rules)
+        param(params, key, rules.pop("kind"), **rules)
+    for key, ok, what in (("seeds", lambda v: isinstance(v, int) and not isinstance(v, bool), "integers"),
+                          ("probe.C", lambda v: isinstance(v, NUMBER) and not isinstance(v, bool) and v > 0,
+                           "positive numbers")):
+        values = param(params, key, list)
+        if not values or not all(ok(v) for v in values):
+            raise UserError(f"param '{key}' is {values!r}: expected a non-empty list of {what}")
+    if len(set(params["seeds"])) != len(params["seeds"]):
+        raise UserError(f"param 'seeds' is {params['seeds']!r}: the seeds must differ")
