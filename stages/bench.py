@@ -166,7 +166,7 @@ def bench(args: argparse.Namespace) -> dict:
 
     # ---- pretext steps, one per task asked for
     report["pretext"] = {}
-    for name in args.pretext or [params["pretext"]["task"]]:
+    for name in [params["pretext"]["task"]] if args.pretext is None else args.pretext:
         task = build_task({**params, "pretext": {**params["pretext"], "task": name}}, meta["image_size"], mean, std)
         extractor, feat_dim = build_extractor(args.arch, args.stem)
         net = task.network(extractor, feat_dim)
@@ -218,8 +218,8 @@ def main() -> None:
                         help="DataLoader workers of the usual path")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward")
     parser.add_argument("--no-usual", action="store_true", help="skip the DataLoader path (cost tables)")
-    parser.add_argument("--pretext", nargs="+", choices=sorted(TASKS),
-                        help="pretext tasks to measure (default: params' pretext.task); examples/s = images/s")
+    parser.add_argument("--pretext", nargs="*", choices=sorted(TASKS),
+                        help="pretext tasks to measure (default: params' pretext.task; none: only fine-tune)")
     parser.add_argument("--dataset", default="data/dataset", help="a directory written by the download stage")
     parser.add_argument("--params", default="params.yaml", help="for the patch geometry and crop padding")
     parser.add_argument("--json", help="also write the figures to this JSON file")

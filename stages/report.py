@@ -255,16 +255,17 @@ def verdict(study: dict) -> str:
         "or the one pretraining, so the intervals do not include those sources of variance.")
 
 
-def splice(readme: str, section: str) -> str:
-    if BEGIN not in readme or END not in readme:
-        raise UserError(f"{README} lacks the results markers {BEGIN} ... {END}")
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{section}{END}{tail}"
+def splice(readme: str, section: str, begin: str = BEGIN, end: str = END) -> str:
+    """`readme` with the text between the markers replaced by `section`."""
+    if begin not in readme or end not in readme:
+        raise UserError(f"{README} lacks the markers {begin} ... {end}")
+    head, rest = readme.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{section}{end}{tail}"
 
 
-def readme_section(readme: str) -> str:
-    return readme.split(BEGIN, 1)[1].split(END, 1)[0].lstrip("\n")
+def readme_section(readme: str, begin: str = BEGIN, end: str = END) -> str:
+    return readme.split(begin, 1)[1].split(end, 1)[0].lstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> None:

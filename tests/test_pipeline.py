@@ -154,8 +154,8 @@ def test_new_fraction_skips_download_and_pretrain(study):
 
 def test_another_pretext_task_keeps_scratch(study):
     repo, _ = study
-    out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.5", "-S", "pretext.task=rotation"],
-              repo).stdout
+    out = run(["dvc", "exp", "run", "-n", "tiny-rotation", "-S", "profile=tiny", "-S", "fraction=0.5", "-S",
+               "pretext.task=rotation"], repo).stdout
     assert "Running stage 'pretrain'" in out and "Running stage 'finetune_pretrained@0'" in out
     assert "Running stage 'finetune_scratch@" not in out and "Running stage 'split'" not in out
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
@@ -198,3 +198,12 @@ def test_report_collects_the_fractions_into_the_readme(study):
     assert "| 50% | " in readme and "test macro-F1 (primary)" in readme
     for png in ("label_efficiency", "fraction_curves"):
         assert (repo / "plots" / f"{png}.png").stat().st_size > 5000
+    # the pretext comparison: same study at 50 %, context vs rotation, sharing the scratch runs
+    refused = run([sys.executable, "-m", "stages.methods", "--exp", "tiny-full", "tiny-rotation"], repo, check=False)
+    assert refused.returncode == 1 and "differ in fraction" in refused.stderr
+    run([sys.executable, "-m", "stages.methods", "--exp", "tiny-half", "tiny-rotation"], repo)
+    from stages import methods
+    table = json.loads((repo / "metrics" / "methods.json").read_text())
+    assert [r["task"] for r in table["rows"]] == ["context", "rotation"]
+    assert table["rows"][0]["finetune"]["scratch"] == table["rows"][1]["finetune"]["scratch"]
+    assert readme_section((repo / "README.md").read_text(), methods.BEGIN, methods.END) == methods.render(table)

@@ -26,3 +26,14 @@ def test_splice_replaces_only_the_section():
     assert splice(readme, "new\n") == f"intro\n{BEGIN}\nnew\n{END}\nrest\n"
     with pytest.raises(Exception, match="markers"):
         splice("no markers", "x")
+
+
+def test_readme_methods_table_matches_the_committed_comparison():
+    from stages import methods
+    data = json.loads((ROOT / "metrics" / "methods.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    assert readme_section(readme, methods.BEGIN, methods.END) == methods.render(data), \
+        "README.md's pretext table differs from metrics/methods.json: run `python -m stages.methods`"
+    assert [r["task"] for r in data["rows"]] == ["context", "rotation", "simclr", "reconstruction", "jigsaw"]
+    for row in data["rows"]:  # every row's fine-tunes share the scratch runs
+        assert row["finetune"]["scratch"] == data["rows"][0]["finetune"]["scratch"]

@@ -1,0 +1,115 @@
+"""The pretext comparison: one experiment per pretext task (or backbone), side by side in one README table.
+
+    python -m stages.methods --exp task-context task-rotation task-jigsaw ...
+
+Not a DVC stage: like `stages.report` it reads DVC experiments (Git refs). The experiments must share every
+param except `pretext.*` and `model.*` (and the hardware knobs): the same data, split, fraction, fine-tune
+recipe and seeds. Scratch fine-tunes do not depend on the pretext, so DVC's run-cache restores them and
+every row compares against the same scratch runs. Writes metrics/methods.json and the Markdown table,
+spliced into README.md between the methods markers; `render(methods.json)` is pure, so a test checks that
+the README shows exactly what the JSON holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from stages.common import UserError, save_json
+from stages.report import (README, _ci, _p, experiment_refs, flatten, read_experiment, readme_section,
+                           splice)
+
+METHODS_JSON = Path("metrics/methods.json")
+BEGIN, END = "<!-- methods:begin (written by python -m stages.methods) -->", "<!-- methods:end -->"
+FREE = ("pretext", "model", "device", "nproc", "compile", "stream")  # may differ between the rows
+
+
+def build(experiments: list[dict]) -> dict:
+    base = flatten(experiments[0]["params"])
+    for exp in experiments[1:]:
+        other = flatten(exp["params"])
+        differ = sorted(k for k in base.keys() | other.keys()
+                        if k.split(".")[0] not in FREE and base.get(k) != other.get(k))
+        if differ:
+            raise UserError(f"experiments {experiments[0]['name']} and {exp['name']} differ in {', '.join(differ)}: "
+                            f"a comparison of methods keeps data, split and fine-tuning fixed")
+    rows = []
+    for exp in experiments:
+        params, compare, pretrain = exp["params"], exp["compare"], exp["pretrain"]
+        pre = compare["pretext"]
+        rows.append({
+            "experiment": exp["name"], "task": params["pretext"]["task"],
+            "model": f"{params['model']['arch']}, {params['model']['stem']} stem",
+            "metric": pre["metric"], "chance": pre["chance"], "final_train": pre["final_train"],
+            "final_heldout": pre["final_heldout"], "pretrain_seconds": pre["train_seconds"],
+            "examples_per_s": pretrain.get("examples_per_s"),
+            "probe_during": [pre["probe_random_extractor"], pre["probe_pretrained_extractor"]],
+            "finetune": compare["tests"]["best_f1_macro"], "probe": compare["tests"]["probe_f1_macro"],
+        })
+    params = experiments[0]["params"]
+    data = params["data"]
+    return {
+        "rows": rows,
+        "seeds": experiments[0]["compare"]["seeds"],
+        "fraction": params["fraction"],
+        "labelled_size": experiments[0]["compare"]["labelled_size"],
+        "profile": params.get("profile_name", "?"),
+        "pretext_epochs": params["pretext"]["epochs"], "finetune_epochs": params["finetune"]["epochs"],
+        "dataset": Path(data["path"] if data["source"] == "folder" else data["url"] or data["source"]).name,
+        "device": experiments[0]["compare"]["device"],
+        "commit": experiments[0]["baseline"][:10],
+    }
+
+
+def render(methods: dict) -> str:
+    lines = [
+        f"**What was run.** Dataset {methods['dataset']}, {methods['fraction']:.0%} of the labels "
+        f"({methods['labelled_size']:,} labelled images), profile `{methods['profile']}` ({methods['pretext_epochs']} "
+        f"pretext, {methods['finetune_epochs']} fine-tune epochs), seeds {methods['seeds']}, device "
+        f"{methods['device']}, code at commit `{methods['commit']}`. Fine-tune: test macro-F1 at the "
+        f"validation-selected epoch, mean [95% t interval] over seeds; difference: pretrained - scratch, paired "
+        f"over seeds, p uncorrected (an exploratory comparison). Every row shares the same scratch runs. "
+        f"Pretraining seconds are training time only, measured while other work shared the CPU: see the cost "
+        f"table for speeds.",
+        "",
+        "| pretext | backbone | pretext metric: train / held-out (chance) | pretraining s | "
+        "probe during pretraining: random -> final | linear probe test F1: random / pretrained (p) | "
+        "fine-tune test F1: scratch / pretrained | difference (p) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in methods["rows"]:
+        chance = f" ({r['chance']:.3f})" if r["chance"] else ""
+        speed = f"{r['pretrain_seconds']:.0f}"
+        probe = r["probe"]
+        lines.append(
+            f"| {r['task']} | {r['model']} | {r['metric']} {r['final_train']:.3f} / {r['final_heldout']:.3f}{chance} | "
+            f"{speed} | {r['probe_during'][0]:.3f} -> {r['probe_during'][1]:.3f} | "
+            f"{probe['scratch']['mean']:.4f} / {probe['pretrained']['mean']:.4f} ({_p(probe['difference']['p'])}) | "
+            f"{_ci(r['finetune']['scratch'])} / {_ci(r['finetune']['pretrained'])} | "
+            f"{_ci(r['finetune']['difference'])} ({_p(r['finetune']['difference']['p'])}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--exp", nargs="+", required=True, help="experiment names, one row each, in this order")
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args(argv)
+    refs = experiment_refs(None, args.exp)
+    by_name = {r.rsplit("/", 1)[1]: r for r in refs}
+    methods = build([read_experiment(by_name[name]) for name in args.exp])
+    save_json(methods, METHODS_JSON)
+    args.readme.write_text(splice(args.readme.read_text(), render(methods), BEGIN, END))
+    print(f"methods: {len(methods['rows'])} experiments -> {METHODS_JSON}, {args.readme}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+__all__ = ["BEGIN", "END", "build", "main", "readme_section", "render"]
