@@ -338,13 +338,17 @@ def read_image_folder(files: dict[str, bytes], source: Path, size: int | None) -
     to `size` x `size`, or kept as they are when `size` is None (they must then share one square size)."""
     splits: dict[str, dict[str, list[str]]] = {"train": {}, "test": {}}
     unlabeled: list[str] = []
-    skipped = [n for n in sorted(files) if PurePosixPath(n).suffix.lower() not in IMAGE_SUFFIXES]
+    skipped = [n for n in sorted(files) if not n.endswith("/") and PurePosixPath(n).suffix.lower() not in IMAGE_SUFFIXES]
     if skipped:
         print(f"download: skipping {len(skipped)} files that are not images by their suffix "
               f"({', '.join(skipped[:3])}{', ...' if len(skipped) > 3 else ''})", file=sys.stderr)
     for name in sorted(files):
         parts = PurePosixPath(name).parts
-        if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES:
+        for i, part in enumerate(parts[:-1]):  # any file, or a directory (name/), makes its class known
+            if part in splits and len(parts) - i >= 2:
+                splits[part].setdefault(parts[i + 1], [])
+                break
+        if PurePosixPath(name).suffix.lower() not in IMAGE_SUFFIXES or name.endswith("/"):
             continue
         for i, part in enumerate(parts[:-1]):
             if part in splits and len(parts) - i == 3:
@@ -366,7 +370,7 @@ def read_image_folder(files: dict[str, bytes], source: Path, size: int | None) -
         for label, cls in enumerate(classes):
             names = splits[split].get(cls, [])
             if split == "train" and not names:
-                raise UserError(f"{source}: class folder train/{cls}/ has no images")
+                raise UserError(f"{source}: class folder train/{cls}/ has no images: add some or remove it")
             images += [_decode_image(files[n], n, size) for n in names]
             labels += [label] * len(names)
         if not images:
@@ -387,8 +391,11 @@ def read_image_folder(files: dict[str, bytes], source: Path, size: int | None) -
 
 def folder_files(path: Path) -> dict[str, bytes]:
     """The files of an image-folder dataset given as a directory or an archive (param data.path)."""
-    if path.is_dir():
-        return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    if path.is_dir():  # files, and empty directories as "name/" (an empty class folder must be noticed)
+        entries = {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+        entries |= {p.relative_to(path).as_posix() + "/": b"" for p in path.rglob("*")
+                    if p.is_dir() and not any(p.iterdir())}
+        return entries
     if path.is_file():
         return read_archive(path)
     raise UserError(f"data.path={path} does not exist: point it at a directory or a .zip/.tar.gz archive")

@@ -69,7 +69,8 @@ def main(init: str, seed: int) -> None:
     if init == "scratch":
         extractor, feat_dim = build_extractor(arch, stem)
     else:
-        extractor, feat_dim = load_extractor(PRETRAINED, arch, stem)
+        # read only by finetune_pretrained (declared there): the checkpoint must come from this pretext
+        extractor, feat_dim = load_extractor(PRETRAINED, arch, stem, param(params, "pretext.task", str))
     torch.manual_seed(seed)  # the head starts identical for both inits
     model = Classifier(extractor, feat_dim, len(dataset.classes))
 

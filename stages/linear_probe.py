@@ -53,7 +53,7 @@ def main() -> None:
         feats = frozen_features(extractor, images, calibration, batch, lambda x: normalize(x, mean, std), device)
         return linear_probe(*zip(feats, labels), cs=cs, n_classes=n_classes, max_iter=max_iter)
 
-    pretrained = probe(load_extractor(PRETRAINED, arch, stem)[0])
+    pretrained = probe(load_extractor(PRETRAINED, arch, stem, param(params, "pretext.task", str))[0])
     results: dict = {"scratch": [], "pretrained": []}
     for seed in seeds:
         seed_everything(seed)

@@ -133,8 +133,9 @@ def save_extractor(extractor: nn.Module, arch: str, stem: str, feat_dim: int, pa
     save_torch({"arch": arch, "stem": stem, "feat_dim": feat_dim, "state_dict": state, **extra}, path)
 
 
-def load_extractor(path: Path, arch: str, stem: str) -> tuple[nn.Module, int]:
-    """Build the extractor for (arch, stem) and load `path` into it, refusing any mismatch."""
+def load_extractor(path: Path, arch: str, stem: str, pretext: str | None = None) -> tuple[nn.Module, int]:
+    """Build the extractor for (arch, stem) and load `path` into it, refusing any mismatch (also of the
+    pretext task that made it, when `pretext` is given)."""
     if not path.exists():
         raise UserError(f"checkpoint {path} not found: run its stage first (`dvc repro`)")
     try:
@@ -147,6 +148,9 @@ def load_extractor(path: Path, arch: str, stem: str) -> tuple[nn.Module, int]:
     if (ckpt.get("arch"), ckpt.get("stem")) != (arch, stem):
         raise UserError(f"checkpoint {path} is for model.arch={ckpt.get('arch')} model.stem={ckpt.get('stem')}, "
                         f"but params say {arch}/{stem}: re-run `dvc repro` so it is rebuilt")
+    if pretext is not None and ckpt.get("pretext") != pretext:
+        raise UserError(f"checkpoint {path} was pretrained with pretext.task={ckpt.get('pretext')}, but params say "
+                        f"{pretext}: re-run `dvc repro` so it is rebuilt")
     extractor, feat_dim = build_extractor(arch, stem)
     extractor.load_state_dict(ckpt["state_dict"], strict=True)
     return extractor, feat_dim

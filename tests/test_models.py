@@ -81,6 +81,14 @@ def test_checkpoint_for_other_arch_says_so(tmp_path):
         load_extractor(tmp_path / "e.pt", "resnet18", "cifar")
 
 
+def test_checkpoint_of_another_pretext_says_so(tmp_path):
+    extractor, dim = build_extractor("resnet18", "imagenet")
+    save_extractor(extractor, "resnet18", "imagenet", dim, tmp_path / "e.pt", pretext="rotation")
+    assert load_extractor(tmp_path / "e.pt", "resnet18", "imagenet", "rotation")[1] == dim
+    with pytest.raises(UserError, match="pretrained with pretext.task=rotation, but params say context"):
+        load_extractor(tmp_path / "e.pt", "resnet18", "imagenet", "context")
+
+
 def test_missing_and_corrupt_checkpoints(tmp_path):
     with pytest.raises(UserError, match="not found"):
         load_extractor(tmp_path / "none.pt", "resnet18", "cifar")

@@ -165,3 +165,14 @@ def test_non_image_files_are_skipped_and_said(tmp_path, capsys):
     (root / "train" / CLASSES[0] / "broken.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="broken.png is not a readable image"):
         read_image_folder(folder_files(root), root, None)
+
+
+@pytest.mark.parametrize("content", [None, "notes.txt"])
+def test_an_empty_class_folder_is_an_error(tmp_path, content):
+    root = image_folder(tmp_path / "f", per_class=2, classes=2)
+    empty = root / "train" / "zebra"
+    empty.mkdir()
+    if content:
+        (empty / content).write_text("no images here")
+    with pytest.raises(UserError, match="train/zebra/ has no images"):
+        read_image_folder(folder_files(root), root, None)
