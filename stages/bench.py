@@ -192,7 +192,7 @@ def table(report: dict) -> str:
     steps = [("finetune", report["finetune"], "images")] if "finetune" in report else []
     steps += [(f"pretext {task}", r, "examples") for task, r in report["pretext"].items()]
     for step, result, unit in steps:
-        lines.append(f"  {step:<9}{'path':<12}{unit + '/s':>10}{'/model-only':>13}{'/usual':>8}"
+        lines.append(f"  {step + ':':<23}{unit + '/s':>11}{'/model-only':>13}{'/usual':>8}"
                      f"{'+host MB':>12}{'+GPU MB':>9}{'warm-up s':>11}")
         for name in ("model_only", "ours", "usual"):
             r = result.get(name)
@@ -200,7 +200,7 @@ def table(report: dict) -> str:
                 continue
             usual = f"{r['ratio_to_usual']:.2f}" if "ratio_to_usual" in r else ""
             gpu = f"{r['gpu_added_mb']:.0f}" if "gpu_added_mb" in r else ""
-            lines.append(f"  {'':<9}{name:<12}{r[unit + '_per_s']:>10.0f}{r['ratio_to_model_only']:>13.3f}"
+            lines.append(f"    {name:<21}{r[unit + '_per_s']:>11.0f}{r['ratio_to_model_only']:>13.3f}"
                          f"{usual:>8}{r['added_memory_mb']:>12.0f}{gpu:>9}{r['warmup_seconds']:>11.1f}")
     return "\n".join(lines)
 
