@@ -176,3 +176,39 @@ def test_an_empty_class_folder_is_an_error(tmp_path, content):
         (empty / content).write_text("no images here")
     with pytest.raises(UserError, match="train/zebra/ has no images"):
         read_image_folder(folder_files(root), root, None)
+
+
+def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_path):
+    """download (official-layout archive via data.url, resized), split, then pretrain with stream=always: the
+    unlabeled images reach pretraining from the memory-mapped array, and only there."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    archive = tmp_path / "stl10_binary.tar.gz"
+    md5 = stl10_archive(archive, n_train=60, n_test=20, n_unlabeled=40)
+    ws = tmp_path / "ws"
+    shutil.copytree(root / "stages", ws / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"].update(source="stl10", url=str(archive), md5=md5, image_size=32)
+    params.update(device="cpu", stream="always")
+    params["model"]["stem"] = "imagenet"
+    params["pretext"].update(task="rotation", epochs=1, batch_size=25, probe_size=20, eval_batch_size=50)
+    params["split"]["val_fraction"] = 0.34
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(ws)}
+    for stage in ("download", "split", "pretrain"):
+        proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=ws, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = json.loads((ws / "data" / "dataset" / "meta.json").read_text())
+    assert (meta["train_size"], meta["test_size"], meta["unlabeled_size"], meta["image_size"]) == (60, 20, 40, 32)
+    summary = json.loads((ws / "metrics" / "pretrain" / "metrics.json").read_text())
+    assert summary["pretext"]["images"] == 100 and summary["pretext"]["streamed"] is True
+    split = json.loads((ws / "metrics" / "split.json").read_text())
+    assert split["validation_size"] + split["pool_size"] == 60  # labels come from the labelled images only
