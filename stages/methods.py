@@ -13,11 +13,10 @@ the README shows exactly what the JSON holds.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from stages.common import UserError, save_json
-from stages.report import (README, _ci, _p, experiment_refs, flatten, read_experiment, readme_section,
+from stages.common import run_stage, save_json
+from stages.report import (README, _ci, _p, check_same_study, experiment_refs, read_experiment, readme_section,
                            splice)
 
 METHODS_JSON = Path("metrics/methods.json")
@@ -26,14 +25,7 @@ FREE = ("pretext", "model", "device", "nproc", "compile", "stream")  # may diffe
 
 
 def build(experiments: list[dict]) -> dict:
-    base = flatten(experiments[0]["params"])
-    for exp in experiments[1:]:
-        other = flatten(exp["params"])
-        differ = sorted(k for k in base.keys() | other.keys()
-                        if k.split(".")[0] not in FREE and base.get(k) != other.get(k))
-        if differ:
-            raise UserError(f"experiments {experiments[0]['name']} and {exp['name']} differ in {', '.join(differ)}: "
-                            f"a comparison of methods keeps data, split and fine-tuning fixed")
+    check_same_study(experiments, FREE, "a comparison of methods keeps data, split and fine-tuning fixed")
     rows = []
     for exp in experiments:
         params, compare, pretrain = exp["params"], exp["compare"], exp["pretrain"]
@@ -105,11 +97,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_stage(main, check=False)  # not a stage: the one-line errors, without the params check
 
 
 __all__ = ["BEGIN", "END", "build", "main", "readme_section", "render"]

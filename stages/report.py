@@ -17,20 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from stages import figures
-from stages.common import UserError, save_json
+from stages.common import UserError, run_stage, save_json
 from stages.stats import holm
 
 STUDY_JSON = Path("metrics/study.json")
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}
 README = Path("README.md")
 BEGIN, END = "<!-- results:begin (written by python -m stages.report) -->", "<!-- results:end -->"
-IGNORED_PARAMS = {"fraction", "device", "nproc", "compile"}
+IGNORED_PARAMS = {"fraction", "device", "nproc", "compile", "stream"}
 INITS = ("scratch", "pretrained")
 METRICS = [("best_f1_macro", "test macro-F1 (primary)"), ("best_accuracy", "test accuracy"),
            ("best_precision_macro", "test macro precision"), ("best_recall_macro", "test macro recall"),
@@ -88,16 +87,17 @@ def flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_same_study(experiments: list[dict]) -> None:
-    """Every experiment must be the same study but for `fraction` (and hardware knobs)."""
+def check_same_study(experiments: list[dict], free: set[str] | tuple[str, ...] = tuple(IGNORED_PARAMS),
+                     why: str = "a report compares fractions of one study; choose them with --exp") -> None:
+    """Every experiment must share every param but those whose top-level key is in `free`."""
     base = flatten(experiments[0]["params"])
     for exp in experiments[1:]:
         other = flatten(exp["params"])
         differ = sorted(k for k in base.keys() | other.keys()
-                        if k.split(".")[0] not in IGNORED_PARAMS and base.get(k) != other.get(k))
+                        if k.split(".")[0] not in free and base.get(k) != other.get(k))
         if differ:
             raise UserError(f"experiments {experiments[0]['name']} and {exp['name']} differ in {', '.join(differ)}: "
-                            f"a report compares fractions of one study; choose them with --exp")
+                            f"{why}")
 
 
 def build_study(experiments: list[dict]) -> dict:
@@ -287,8 +287,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    run_stage(main, check=False)  # not a stage: the one-line errors, without the params check

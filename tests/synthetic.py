@@ -101,3 +101,31 @@ def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: 
             _add(tf, f"stl10_binary/{split}_y.bin", (y + 1).astype(np.uint8).tobytes())
         _add(tf, "stl10_binary/unlabeled_X.bin", stl10_binary(images(np.arange(n_unlabeled) % 10, seed + 2, 96)))
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
+    """A directory to run stage scripts in directly (`python -m stages.X`): a copy of stages/, a CPU params.yaml
+    with these pretext/finetune overrides, and a tiny dataset already downloaded and split."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    archive = tmp / "tiny.tar.gz"
+    md5 = cifar_archive(archive, n_train=300, n_test=100)
+    ws = tmp / "ws"
+    shutil.copytree(root / "stages", ws / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"].update(url=str(archive), md5=md5)
+    params["model"]["stem"] = "imagenet"
+    params["device"] = "cpu"
+    params["pretext"].update({"batch_size": 64, "probe_size": 40, "eval_batch_size": 64, **pretext})
+    params["finetune"].update({"batch_size": 32, "eval_batch_size": 64, **finetune})
+    (ws / "params.yaml").write_text(yaml.safe_dump(params))
+    for name in ("download", "split"):
+        subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=ws, env={**os.environ, "PYTHONPATH": str(ws)},
+                       check=True, capture_output=True)
+    return ws

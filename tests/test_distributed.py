@@ -18,7 +18,7 @@ import yaml
 from torch import nn
 
 from stages.distributed import CpuSyncBatchNorm, Dist
-from tests.synthetic import cifar_archive
+from tests.synthetic import stage_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,21 +40,8 @@ def set_params(workspace: Path, **top) -> None:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """The stage scripts and a tiny dataset and split, ready for pretrain/finetune."""
-    tmp = tmp_path_factory.mktemp("ddp")
-    archive = tmp / "tiny.tar.gz"
-    md5 = cifar_archive(archive, n_train=300, n_test=100)
-    ws = tmp / "ws"
-    shutil.copytree(ROOT / "stages", ws / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(url=str(archive), md5=md5)
-    params["model"]["stem"] = "imagenet"
-    params["device"] = "cpu"
-    params["pretext"].update(epochs=1, batch_size=64, lr=0.01, probe_size=40, eval_batch_size=64)
-    params["finetune"].update(epochs=2, batch_size=32, lr=0.002, eval_batch_size=64)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    for name in ("download", "split"):
-        stage(ws, f"stages.{name}")
-    return ws
+    return stage_workspace(tmp_path_factory.mktemp("ddp"), pretext={"epochs": 1, "lr": 0.01},
+                           finetune={"epochs": 2, "lr": 0.002})
 
 
 def run_both(ws: Path, module: str, args: tuple[str, ...], outputs: list[str]) -> list[Path]:

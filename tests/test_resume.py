@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from stages.resume import Resume, fingerprint, rng_state, set_rng_state
-from tests.synthetic import cifar_archive
+from tests.synthetic import stage_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {
@@ -39,21 +39,8 @@ def env(ws: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("resume")
-    archive = tmp / "tiny.tar.gz"
-    md5 = cifar_archive(archive, n_train=300, n_test=100)
-    ws = tmp / "ws"
-    shutil.copytree(ROOT / "stages", ws / "stages", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(url=str(archive), md5=md5)
-    params["model"]["stem"] = "imagenet"
-    params["device"] = "cpu"
-    params["pretext"].update(epochs=4, batch_size=64, lr=0.01, probe_size=40, eval_batch_size=64)
-    params["finetune"].update(epochs=4, batch_size=32, lr=0.01, eval_batch_size=64)
-    (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    for name in ("download", "split"):
-        subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=ws, env=env(ws), check=True, capture_output=True)
-    return ws
+    return stage_workspace(tmp_path_factory.mktemp("resume"), pretext={"epochs": 4, "lr": 0.01},
+                           finetune={"epochs": 4, "lr": 0.01})
 
 
 def histories(live: Path) -> dict[str, list[str]]:
