@@ -38,7 +38,13 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
 def param(params: dict[str, Any], key: str, kind: type | tuple[type, ...] | None = None, *,
           choices: Iterable[Any] | None = None, low: float | None = None, high: float | None = None,
           low_open: bool = False) -> Any:
-    """Read a dotted key and check it; any violation is a UserError naming the key and what is allowed."""
+    """Read a dotted key and check it; any violation is a UserError naming the key and what is allowed. With
+    no rules given, the key's rules in stages/schema.py apply: one place says what each param may be."""
+    if kind is None and choices is None and low is None and high is None:
+        from stages.schema import spec  # imported here: schema builds on this module
+        rules = dict(spec().get(key, {}))
+        if rules:
+            return param(params, key, rules.pop("kind"), **rules)
     node: Any = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -104,7 +110,7 @@ def describe_device(device: torch.device) -> str:
 
 
 def device_from_params(params: dict[str, Any]) -> torch.device:
-    return configure_device(resolve_device(param(params, "device", str, choices=["auto", "cpu", "cuda", "mps"])))
+    return configure_device(resolve_device(param(params, "device")))
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -141,10 +141,10 @@ def write_predictions(path: Path, rows: list[tuple[int, str, str]]) -> None:
 
 def main() -> None:
     params = load_params()
-    seeds = param(params, "seeds", list)
-    plateau = param(params, "compare.plateau", float, low=0, high=1, low_open=True)
-    confidence = param(params, "compare.confidence", float, low=0.5, high=0.999)
-    amortise = param(params, "compare.amortise_over", int, low=1)
+    seeds = param(params, "seeds")
+    plateau = param(params, "compare.plateau")
+    confidence = param(params, "compare.confidence")
+    amortise = param(params, "compare.amortise_over")
 
     histories = {init: [read_history(run_dir(init, s)) for s in seeds] for init in INITS}
     summaries = {init: [read_summary(run_dir(init, s)) for s in seeds] for init in INITS}

@@ -392,9 +392,13 @@ def read_image_folder(files: dict[str, bytes], source: Path, size: int | None) -
 def folder_files(path: Path) -> dict[str, bytes]:
     """The files of an image-folder dataset given as a directory or an archive (param data.path)."""
     if path.is_dir():  # files, and empty directories as "name/" (an empty class folder must be noticed)
-        entries = {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-        entries |= {p.relative_to(path).as_posix() + "/": b"" for p in path.rglob("*")
-                    if p.is_dir() and not any(p.iterdir())}
+        entries = {}
+        for p in sorted(path.rglob("*")):
+            name = p.relative_to(path).as_posix()
+            if p.is_file():
+                entries[name] = p.read_bytes()
+            elif p.is_dir() and not any(p.iterdir()):
+                entries[name + "/"] = b""
         return entries
     if path.is_file():
         return read_archive(path)
@@ -466,15 +470,13 @@ class ImageStore:
         self.bounds = np.cumsum([0] + [len(a) for a in self.arrays])
         self.device = device
         self.stream = stream
-        self.data = None if stream else torch.cat([torch.from_numpy(np.array(a))  # a copy: memmaps are read-only
-                                                   for a in self.arrays]).to(device)
+        self.data = None
+        if not stream:  # memmaps are read-only: copied; arrays already in memory are shared, not copied
+            held = [torch.from_numpy(a if a.flags.writeable else np.array(a)) for a in self.arrays]
+            self.data = (held[0] if len(held) == 1 else torch.cat(held)).to(device)
 
     def __len__(self) -> int:
         return int(self.bounds[-1])
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays)
 
     def take(self, idx: torch.Tensor) -> torch.Tensor:
         idx = torch.sort(idx).values

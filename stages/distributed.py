@@ -169,7 +169,7 @@ class NullLive:
 def run_parallel_stage(main: Callable[[], None], outputs: Iterable[Path | str] = ()) -> None:
     """`run_stage`, but with the param `nproc` > 1 the stage is started again under torchrun."""
     def entry() -> None:
-        nproc = param(load_params(), "nproc", int, low=1)
+        nproc = param(load_params(), "nproc")
         if nproc > 1 and not under_torchrun():
             code = relaunch(nproc)
             if code:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages.common import UserError, load_params, param, run_stage
-from stages.data import (OFFICIAL, SOURCES, fetch, folder_files, read_archive, read_cifar10, read_cifar100,
+from stages.data import (OFFICIAL, fetch, folder_files, read_archive, read_cifar10, read_cifar100,
                          read_image_folder, read_stl10, resize_batch, save_dataset)
 
 OUT = Path("data/dataset")
@@ -19,12 +19,12 @@ RAW = Path("data/raw")
 
 def main() -> None:
     params = load_params()
-    source = param(params, "data.source", str, choices=SOURCES)
-    size = param(params, "data.image_size", (int, type(None)))
+    source = param(params, "data.source")
+    size = param(params, "data.image_size")
     if size is not None and size < 8:
         raise UserError(f"param 'data.image_size' is {size}: must be >= 8, or empty for the source's own size")
     if source == "folder":
-        raw_path = param(params, "data.path", str)
+        raw_path = param(params, "data.path")
         if not raw_path:
             raise UserError("param 'data.path' is empty: with data.source=folder, set it to a directory or "
                             "archive holding train/<class>/ and test/<class>/ (and optionally unlabeled/)")
@@ -32,8 +32,8 @@ def main() -> None:
         dataset = read_image_folder(folder_files(path), path, size)
         origin = str(path)
     else:
-        url = param(params, "data.url", (str, type(None))) or ""
-        md5 = param(params, "data.md5", (str, type(None))) or None
+        url = param(params, "data.url") or ""
+        md5 = param(params, "data.md5") or None
         if not url:
             url, md5 = OFFICIAL[source]
         archive = fetch(url, md5, RAW)

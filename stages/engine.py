@@ -87,16 +87,8 @@ class Trainer:
         return autocast(self.device)
 
     def state_dict(self) -> dict:
-        """Model, optimiser and schedule, on the CPU: what a resume checkpoint needs from the trainer."""
-        def cpu(value):
-            if isinstance(value, torch.Tensor):
-                return value.detach().cpu()
-            if isinstance(value, dict):
-                return {k: cpu(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return type(value)(cpu(v) for v in value)
-            return value
-        return {"model": cpu(self.model.state_dict()), "optimizer": cpu(self.optimizer.state_dict()),
+        """Model, optimiser and schedule: what a resume checkpoint needs from the trainer."""
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
@@ -120,7 +112,7 @@ class Trainer:
         interval = 0.1 if sys.stderr.isatty() else 10.0
         with tqdm(total=steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=interval,
                   disable=not self.dist.main) as bar:
-            for inputs, targets in batches:
+            for step, (inputs, targets) in enumerate(batches, start=1):
                 with self.autocast():
                     outputs = self.train_model(self._layout(inputs))
                     loss, score = self.criterion(outputs, targets)
@@ -132,7 +124,7 @@ class Trainer:
                 score_sum += score.detach().float()
                 seen += len(targets)
                 bar.update(1)
-                if bar.n % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):  # one host sync per CHECK_EVERY steps
+                if step % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):  # one host sync per CHECK_EVERY steps
                     self._diverged(desc, float(loss_sum))
                 bar.set_postfix_str(f"{seen * self.dist.world / (time.perf_counter() - start):.0f} img/s",
                                     refresh=False)

@@ -28,7 +28,7 @@ from stages.data import load_dataset
 from stages.distributed import NullLive, run_parallel_stage, setup
 from stages.engine import Trainer, chunks, classification_metrics, sgd
 from stages.models import Classifier, build_extractor, load_extractor
-from stages.resume import Resume, fingerprint, rng_state, set_rng_state
+from stages.resume import Resume, fingerprint
 
 INITS = ("scratch", "pretrained")
 PRETRAINED = Path("models/pretrained.pt")
@@ -50,16 +50,16 @@ def main(init: str, seed: int) -> None:
     wall_start = time.perf_counter()
     params = load_params()
     dist, device = setup(device_from_params(params))
-    compile_model = param(params, "compile", bool)
-    epochs = param(params, "finetune.epochs", int, low=1)
-    batch_size = param(params, "finetune.batch_size", int, low=2)
-    lr = param(params, "finetune.lr", float, low=0, low_open=True)
-    weight_decay = param(params, "finetune.weight_decay", float, low=0)
-    warmup = param(params, "finetune.warmup_epochs", (int, float), low=0)
-    smoothing = param(params, "finetune.label_smoothing", float, low=0, high=0.5)
-    pad = param(params, "finetune.crop_padding", int, low=0)
-    eval_batch = param(params, "finetune.eval_batch_size", int, low=1)
-    arch, stem = param(params, "model.arch", str), param(params, "model.stem", str)
+    compile_model = param(params, "compile")
+    epochs = param(params, "finetune.epochs")
+    batch_size = param(params, "finetune.batch_size")
+    lr = param(params, "finetune.lr")
+    weight_decay = param(params, "finetune.weight_decay")
+    warmup = param(params, "finetune.warmup_epochs")
+    smoothing = param(params, "finetune.label_smoothing")
+    pad = param(params, "finetune.crop_padding")
+    eval_batch = param(params, "finetune.eval_batch_size")
+    arch, stem = param(params, "model.arch"), param(params, "model.stem")
     model_path, live_dir = outputs(init, seed)
 
     seed_everything(seed)
@@ -70,7 +70,7 @@ def main(init: str, seed: int) -> None:
         extractor, feat_dim = build_extractor(arch, stem)
     else:
         # read only by finetune_pretrained (declared there): the checkpoint must come from this pretext
-        extractor, feat_dim = load_extractor(PRETRAINED, arch, stem, param(params, "pretext.task", str))
+        extractor, feat_dim = load_extractor(PRETRAINED, arch, stem, param(params, "pretext.task"))
     torch.manual_seed(seed)  # the head starts identical for both inits
     model = Classifier(extractor, feat_dim, len(dataset.classes))
 
@@ -99,11 +99,9 @@ def main(init: str, seed: int) -> None:
                     live_dir if dist.main else None)
     best: dict = {"val_f1": -1.0}
     elapsed, wall_before, first_epoch = 0.0, 0.0, 1
-    state = resume.load()
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"], gen)
-        best = {**state["best"], "preds": state["best"]["preds"].numpy()} if "preds" in state["best"] else state["best"]
+    state = resume.restore(trainer, gen)
+    if state is not None:  # a checkpoint is saved after an epoch, so it always has a best epoch
+        best = {**state["best"], "preds": state["best"]["preds"].numpy()}
         elapsed, wall_before, first_epoch = state["elapsed"], state["wall_seconds"], state["epoch"] + 1
     live = (Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=state is not None)
             if dist.main else NullLive())
@@ -132,9 +130,8 @@ def main(init: str, seed: int) -> None:
                     "state": copy.deepcopy({k: v.cpu() for k, v in trainer.model.state_dict().items()})}
         live.next_step()
         if dist.main:
-            saved_best = {**best, "preds": torch.from_numpy(best["preds"])}
-            resume.save({"epoch": epoch, "trainer": trainer.state_dict(), "rng": rng_state(gen), "best": saved_best,
-                         "elapsed": elapsed, "wall_seconds": wall_before + time.perf_counter() - wall_start})
+            resume.save_epoch(epoch, trainer, gen, best={**best, "preds": torch.from_numpy(best["preds"])},
+                              elapsed=elapsed, wall_seconds=wall_before + time.perf_counter() - wall_start)
 
     live.summary["best"] = {"epoch": best["epoch"], "val": best["val"], "test": best["test"],
                             "train_seconds": elapsed, "steps": epochs * steps, "steps_per_epoch": steps,

@@ -31,11 +31,11 @@ def main() -> None:
     start = time.perf_counter()
     params = load_params()
     device = device_from_params(params)
-    seeds = param(params, "seeds", list)  # lists' items are checked with every param (stages/schema.py)
-    cs = param(params, "probe.C", list)
-    max_iter = param(params, "probe.max_iter", int, low=1)
-    batch = param(params, "probe.batch_size", int, low=1)
-    arch, stem = param(params, "model.arch", str), param(params, "model.stem", str)
+    seeds = param(params, "seeds")  # lists' items are checked with every param (stages/schema.py)
+    cs = param(params, "probe.C")
+    max_iter = param(params, "probe.max_iter")
+    batch = param(params, "probe.batch_size")
+    arch, stem = param(params, "model.arch"), param(params, "model.stem")
 
     dataset, meta = load_dataset(Path("data/dataset"))
     labelled = np.load("data/splits/labelled.npy")
@@ -53,7 +53,7 @@ def main() -> None:
         feats = frozen_features(extractor, images, calibration, batch, lambda x: normalize(x, mean, std), device)
         return linear_probe(*zip(feats, labels), cs=cs, n_classes=n_classes, max_iter=max_iter)
 
-    pretrained = probe(load_extractor(PRETRAINED, arch, stem, param(params, "pretext.task", str))[0])
+    pretrained = probe(load_extractor(PRETRAINED, arch, stem, param(params, "pretext.task"))[0])
     results: dict = {"scratch": [], "pretrained": []}
     for seed in seeds:
         seed_everything(seed)

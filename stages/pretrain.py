@@ -27,7 +27,7 @@ from stages.engine import Trainer, sgd
 from stages.models import build_extractor, save_extractor
 from stages.pretexts import build_task, heldout_score, pretext_batches
 from stages.probe import frozen_features, linear_probe_accuracy
-from stages.resume import Resume, fingerprint, rng_state, set_rng_state
+from stages.resume import Resume, fingerprint
 
 OUT = Path("models/pretrained.pt")
 LIVE = Path("metrics/pretrain")
@@ -36,18 +36,18 @@ LIVE = Path("metrics/pretrain")
 def main() -> None:
     wall_start = time.perf_counter()
     params = load_params()
-    seed = param(params, "seed", int)
+    seed = param(params, "seed")
     dist, device = setup(device_from_params(params))
-    compile_model = param(params, "compile", bool)
-    epochs = param(params, "pretext.epochs", int, low=1)
-    batch_size = param(params, "pretext.batch_size", int, low=2)
-    lr = param(params, "pretext.lr", float, low=0, low_open=True)
-    weight_decay = param(params, "pretext.weight_decay", float, low=0)
-    warmup = param(params, "pretext.warmup_epochs", (int, float), low=0)
-    probe_size = param(params, "pretext.probe_size", int, low=20)
-    eval_batch = param(params, "pretext.eval_batch_size", int, low=1)
-    arch, stem = param(params, "model.arch", str), param(params, "model.stem", str)
-    stream = param(params, "stream", str, choices=["auto", "always", "never"])
+    compile_model = param(params, "compile")
+    epochs = param(params, "pretext.epochs")
+    batch_size = param(params, "pretext.batch_size")
+    lr = param(params, "pretext.lr")
+    weight_decay = param(params, "pretext.weight_decay")
+    warmup = param(params, "pretext.warmup_epochs")
+    probe_size = param(params, "pretext.probe_size")
+    eval_batch = param(params, "pretext.eval_batch_size")
+    arch, stem = param(params, "model.arch"), param(params, "model.stem")
+    stream = param(params, "stream")
 
     seed_everything(seed)
     dataset, meta = load_dataset(Path("data/dataset"))
@@ -87,12 +87,8 @@ def main() -> None:
     resume = Resume("pretrain", fingerprint({k: params[k] for k in ("seed", "model", "pretext")} | {"world": dist.world},
                                             [Path("data/dataset"), Path("data/splits/validation.npy")]),
                     LIVE if dist.main else None)
-    state = resume.load()
-    first_epoch, wall_before = 1, 0.0
-    if state is not None:
-        trainer.load_state_dict(state["trainer"])
-        set_rng_state(state["rng"], gen)
-        first_epoch, wall_before = state["epoch"] + 1, state["wall_seconds"]
+    state = resume.restore(trainer, gen)
+    first_epoch, wall_before = (state["epoch"] + 1, state["wall_seconds"]) if state else (1, 0.0)
     live = (Live(str(LIVE), dvcyaml=False, save_dvc_exp=False, report=None, resume=state is not None)
             if dist.main else NullLive())
     metric = task.metric
@@ -117,8 +113,7 @@ def main() -> None:
                   f"{stats['score']:.3f}, probe {accuracy:.3f}, {stats['images_per_s']:.0f} examples/s")
         live.next_step()
         if dist.main:
-            resume.save({"epoch": epoch, "trainer": trainer.state_dict(), "rng": rng_state(gen),
-                         "wall_seconds": wall_before + time.perf_counter() - wall_start})
+            resume.save_epoch(epoch, trainer, gen, wall_seconds=wall_before + time.perf_counter() - wall_start)
     live.summary["pretext"] = {"task": task.name, "metric": metric, "chance": task.chance,
                                "images": len(images), "streamed": images.stream}
     live.summary["device"] = describe_device(device)

@@ -89,17 +89,15 @@ def set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator | N
 class Resume:
     """The resume checkpoint of one stage run (`name`, e.g. `finetune-scratch-seed0`)."""
 
-    def __init__(self, name: str, fingerprint: str, live_dir: Path | None = None, root: Path = RESUME_DIR,
-                 enabled: bool = True):
+    def __init__(self, name: str, fingerprint: str, live_dir: Path | None = None, root: Path = RESUME_DIR):
         self.path = root / f"{name}.pt"
         self.fingerprint = fingerprint
         self.live_dir = live_dir
-        self.enabled = enabled
 
     def load(self) -> dict | None:
         """The saved state if it belongs to this run (and its dvclive directory put back); else None, and
         a stale or unreadable checkpoint is removed."""
-        if not (self.enabled and self.path.exists()):
+        if not self.path.exists():
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
@@ -121,13 +119,24 @@ class Resume:
 
     def save(self, state: dict) -> None:
         """Save after an epoch (rank 0 only), the dvclive directory included, in one atomic replace."""
-        if not self.enabled:
-            return
         live = {}
         if self.live_dir is not None and self.live_dir.is_dir():
             live = {p.relative_to(self.live_dir).as_posix(): torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8)
                     for p in sorted(self.live_dir.rglob("*")) if p.is_file()}
         save_torch({**state, "live_files": live, "fingerprint": self.fingerprint}, self.path)
+
+    def restore(self, trainer: Any, generator: torch.Generator | None) -> dict | None:
+        """`load`, and put the trainer (model, optimiser, schedule) and every RNG back where the saved epoch
+        left them; the rest of the state (epoch, what the stage added) is returned."""
+        state = self.load()
+        if state is not None:
+            trainer.load_state_dict(state.pop("trainer"))
+            set_rng_state(state.pop("rng"), generator)
+        return state
+
+    def save_epoch(self, epoch: int, trainer: Any, generator: torch.Generator | None, **extra: Any) -> None:
+        """`save` the end of `epoch`: the trainer, every RNG, and `extra` (the stage's own state)."""
+        self.save({"epoch": epoch, "trainer": trainer.state_dict(), "rng": rng_state(generator), **extra})
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)  # under torchrun every rank may get here

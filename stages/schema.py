@@ -1,10 +1,12 @@
-"""Every param the pipeline knows, with its type and allowed values. Every stage checks all of params.yaml
-against this at its start, before it reads data or writes anything: a mistyped key (with the closest known
+"""Every param the pipeline knows, with its type and allowed values: the one place that says so (a stage's
+`param(params, key)` applies these rules). Every stage checks all of params.yaml against this at its
+start, before it reads data or writes anything: a mistyped key (with the closest known
 one suggested), a wrong type, a value out of range or not among the choices stops it with one line."""
 
 from __future__ import annotations
 
 import difflib
+from functools import cache
 from typing import Any
 
 from stages.common import UserError, param
@@ -25,6 +27,7 @@ STEMS = ["cifar", "imagenet"]                               # stages.models.STEM
 TASKS = ["context", "reconstruction", "rotation", "jigsaw", "simclr"]  # stages.pretexts.TASKS
 
 
+@cache
 def spec() -> dict[str, dict[str, Any]]:
     """key -> keyword arguments of `stages.common.param` (`kind` first)."""
     return {
@@ -80,7 +83,7 @@ def spec() -> dict[str, dict[str, Any]]:
         "probe.max_iter": {"kind": int, "low": 1},
         "probe.batch_size": {"kind": int, "low": 1},
         "compare.plateau": {"kind": float, "low": 0, "high": 1, "low_open": True},
-        "compare.confidence": {"kind": float, "low": 0, "high": 1, "low_open": True},
+        "compare.confidence": {"kind": float, "low": 0.5, "high": 0.999},
         "compare.amortise_over": {"kind": int, "low": 1},
     }
 
@@ -102,9 +105,8 @@ def check_params(params: dict[str, Any]) -> None:
             close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise UserError(f"param '{key}' is not a param of this pipeline: {hint}(see README, 'Params')")
-    for key, rules in known.items():
-        rules = dict(rules)
-        param(params, key, rules.pop("kind"), **rules)
+    for key in known:
+        param(params, key)
     for key, ok, what in (("seeds", lambda v: isinstance(v, int) and not isinstance(v, bool), "integers"),
                           ("probe.C", lambda v: isinstance(v, NUMBER) and not isinstance(v, bool) and v > 0,
                            "positive numbers")):

@@ -14,9 +14,9 @@ COUNTS = Path("metrics/split.json")
 
 def main() -> None:
     params = load_params()
-    seed = param(params, "seed", int)
-    fraction = param(params, "fraction", float, low=0, high=1, low_open=True)
-    val_fraction = param(params, "split.val_fraction", float, low=0, high=0.5, low_open=True)
+    seed = param(params, "seed")
+    fraction = param(params, "fraction")
+    val_fraction = param(params, "split.val_fraction")
     dataset, _ = load_dataset(Path("data/dataset"))
     labels = dataset.train_labels
     validation, labelled = split_indices(labels, seed, val_fraction, fraction)

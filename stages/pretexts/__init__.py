@@ -26,7 +26,7 @@ TASKS: dict[str, type[PretextTask]] = {
 
 def build_task(params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor) -> PretextTask:
     """The task `pretext.task` names, its own params read and checked."""
-    name = param(params, "pretext.task", str, choices=TASKS)
+    name = param(params, "pretext.task")
     return TASKS[name](params, image_size, mean, std)
 
 

@@ -69,12 +69,8 @@ def pretext_batches(task: PretextTask, images: Any, batch_size: int, steps: int,
     """`steps` batches of the task's (inputs, targets), each drawn as one global batch from `images` (an
     `ImageStore` or a uint8 tensor) and cut to this rank's share."""
     for idx in index_batches(len(images), batch_size, steps, generator):
-        inputs, targets = task.batch(take(images, idx), generator)
+        inputs, targets = task.batch(images[idx], generator)
         yield dist.take(inputs), dist.take(targets)
-
-
-def take(images: Any, idx: torch.Tensor) -> torch.Tensor:
-    return images[idx] if isinstance(images, torch.Tensor) else images.take(idx)
 
 
 @torch.no_grad()

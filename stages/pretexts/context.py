@@ -66,12 +66,12 @@ class Geometry:
     @classmethod
     def from_params(cls, params: dict) -> Geometry:
         return cls(
-            upscale=param(params, "pretext.upscale", int, low=1),
-            patch_size=param(params, "pretext.patch_size", int, low=4),
-            gap=param(params, "pretext.gap", int, low=0),
-            jitter=param(params, "pretext.jitter", int, low=0),
-            rescale_prob=param(params, "pretext.rescale_prob", float, low=0, high=1),
-            rescale_min=param(params, "pretext.rescale_min", float, low=0.1, high=1),
+            upscale=param(params, "pretext.upscale"),
+            patch_size=param(params, "pretext.patch_size"),
+            gap=param(params, "pretext.gap"),
+            jitter=param(params, "pretext.jitter"),
+            rescale_prob=param(params, "pretext.rescale_prob"),
+            rescale_min=param(params, "pretext.rescale_min"),
         )
 
 

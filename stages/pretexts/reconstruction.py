@@ -32,10 +32,10 @@ class Reconstruction(PretextTask):
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):
         super().__init__(params, image_size, mean, std)
         key = "pretext.reconstruction"
-        self.mask_ratio = param(params, f"{key}.mask_ratio", float, low=0, high=1, low_open=True)
-        self.block = param(params, f"{key}.block", int, low=1)
-        self.noise_std = param(params, f"{key}.noise_std", float, low=0)
-        self.visible_weight = param(params, f"{key}.visible_weight", float, low=0)
+        self.mask_ratio = param(params, f"{key}.mask_ratio")
+        self.block = param(params, f"{key}.block")
+        self.noise_std = param(params, f"{key}.noise_std")
+        self.visible_weight = param(params, f"{key}.visible_weight")
         if image_size % self.block:
             raise UserError(f"param '{key}.block' is {self.block}: it must divide the image size "
                             f"{image_size} (data.image_size)")

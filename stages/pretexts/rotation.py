@@ -31,7 +31,7 @@ class Rotation(PretextTask):
 
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):
         super().__init__(params, image_size, mean, std)
-        self.pad = param(params, "pretext.rotation.crop_padding", int, low=0)
+        self.pad = param(params, "pretext.rotation.crop_padding")
 
     def network(self, extractor: nn.Module, feat_dim: int) -> nn.Module:
         return RotationNet(extractor, feat_dim)

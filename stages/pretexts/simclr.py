@@ -109,10 +109,10 @@ class SimCLR(PretextTask):
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):
         super().__init__(params, image_size, mean, std)
         key = "pretext.simclr"
-        self.temperature = param(params, f"{key}.temperature", float, low=0, low_open=True)
-        self.crop_min = param(params, f"{key}.crop_min", float, low=0.01, high=1)
-        self.strength = param(params, f"{key}.color_strength", float, low=0, high=1)
-        self.projection_dim = param(params, f"{key}.projection_dim", int, low=1)
+        self.temperature = param(params, f"{key}.temperature")
+        self.crop_min = param(params, f"{key}.crop_min")
+        self.strength = param(params, f"{key}.color_strength")
+        self.projection_dim = param(params, f"{key}.projection_dim")
 
     def network(self, extractor: nn.Module, feat_dim: int) -> nn.Module:
         return ProjectionNet(extractor, feat_dim, self.projection_dim)
