@@ -111,15 +111,23 @@ def measure(trainer: Trainer, paths: list[DataPath], steps: int, warmup: int, re
     for p in paths:
         results[p.name].update({f"{unit}_per_s": statistics.median(p.rates), f"{unit}_per_s_runs": p.rates,
                                 "added_memory_mb": max(p.memory)})
-    limit = results["model_only"][f"{unit}_per_s"]
+    # ratios are paired: path / reference within each round (measured back to back), then the median over
+    # rounds; the machine's drift between rounds, up to +-10 % on a shared CPU, cancels out of them
+    by_name = {p.name: p for p in paths}
     for p in paths:
-        results[p.name]["ratio_to_model_only"] = results[p.name][f"{unit}_per_s"] / limit
-    if "usual" in results:
-        results["ours"]["ratio_to_usual"] = results["ours"][f"{unit}_per_s"] / results["usual"][f"{unit}_per_s"]
+        results[p.name].update(paired_ratio(p, by_name["model_only"], "model_only"))
+    if "usual" in by_name:
+        results["ours"].update(paired_ratio(by_name["ours"], by_name["usual"], "usual"))
     if device.type == "cuda":
         for p in paths:
             results[p.name]["gpu_added_mb"] = results[p.name]["gpu_peak_mb"] - results["model_only"]["gpu_peak_mb"]
     return results
+
+
+def paired_ratio(path: DataPath, reference: DataPath, name: str) -> dict:
+    """Median and range over rounds of path's rate / reference's rate in the same round."""
+    rounds = [a / b for a, b in zip(path.rates, reference.rates)]
+    return {f"ratio_to_{name}": statistics.median(rounds), f"ratio_to_{name}_runs": rounds}
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -192,7 +200,7 @@ def table(report: dict) -> str:
     steps = [("finetune", report["finetune"], "images")] if "finetune" in report else []
     steps += [(f"pretext {task}", r, "examples") for task, r in report["pretext"].items()]
     for step, result, unit in steps:
-        lines.append(f"  {step + ':':<23}{unit + '/s':>11}{'/model-only':>13}{'/usual':>8}"
+        lines.append(f"  {step + ':':<23}{unit + '/s':>11}{'/model-only':>13}{'(rounds)':>13}{'/usual':>8}"
                      f"{'+host MB':>12}{'+GPU MB':>9}{'warm-up s':>11}")
         for name in ("model_only", "ours", "usual"):
             r = result.get(name)
@@ -200,7 +208,9 @@ def table(report: dict) -> str:
                 continue
             usual = f"{r['ratio_to_usual']:.2f}" if "ratio_to_usual" in r else ""
             gpu = f"{r['gpu_added_mb']:.0f}" if "gpu_added_mb" in r else ""
-            lines.append(f"    {name:<21}{r[unit + '_per_s']:>11.0f}{r['ratio_to_model_only']:>13.3f}"
+            rounds = r["ratio_to_model_only_runs"]
+            spread = f"{min(rounds):.2f}-{max(rounds):.2f}"
+            lines.append(f"    {name:<21}{r[unit + '_per_s']:>11.0f}{r['ratio_to_model_only']:>13.3f}{spread:>13}"
                          f"{usual:>8}{r['added_memory_mb']:>12.0f}{gpu:>9}{r['warmup_seconds']:>11.1f}")
     return "\n".join(lines)
 
@@ -213,7 +223,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per path and repeat")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per path first")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds over the paths; the median is reported")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over the paths; medians are reported, ratios paired within a round")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers of the usual path")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward")
