@@ -187,8 +187,9 @@ def bench(args: argparse.Namespace) -> dict:
 
 
 def commit() -> str:
+    """The measured code's commit, with "-dirty" when the working tree differs from it."""
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

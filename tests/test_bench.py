@@ -46,6 +46,11 @@ def test_bench_reports_every_path(tmp_path):
         assert ours[f"ratio_to_{name}_runs"] == rounds
         assert ours[f"ratio_to_{name}"] == sum(rounds) / 2  # the median of two rounds
     assert "ours" in proc.stdout and "usual" in proc.stdout and "pretext rotation" in proc.stdout  # the table
+    # the measured code: HEAD, marked when the working tree differs from it
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT).returncode != 0
+        assert report["commit"] == head.stdout.strip() + ("-dirty" if dirty else "")
 
 
 def test_bench_refuses_bad_arguments():
