@@ -46,6 +46,9 @@ from stages.engine import Batch, Trainer, sgd
 from stages.models import Classifier, build_extractor
 from stages.pretexts import TASKS, build_task, pretext_batches
 
+ROOT = Path(__file__).resolve().parents[1]
+CODE = ("stages", "nets", "params.yaml")  # what a benchmark run executes or reads
+
 
 class PILDataset(torch.utils.data.Dataset):
     """What torchvision.datasets.CIFAR10 does per item: a PIL image from the array, then the transforms."""
@@ -187,12 +190,14 @@ def bench(args: argparse.Namespace) -> dict:
 
 
 def commit() -> str:
-    """The measured code's commit, with "-dirty" when the working tree differs from it."""
+    """The measured code's commit, "-dirty" when the code it runs (stages/, nets/, params.yaml) differs from it."""
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
+        changed = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *CODE], cwd=ROOT).returncode == 1
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + ("-dirty" if changed else "")
 
 
 def table(report: dict) -> str:

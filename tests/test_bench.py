@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.bench import CODE
 from stages.data import Dataset, save_dataset
 from tests.synthetic import CLASSES, images
 
@@ -49,7 +50,7 @@ def test_bench_reports_every_path(tmp_path):
     # the measured code: HEAD, marked when the working tree differs from it
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     if head.returncode == 0:
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT).returncode != 0
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", *CODE], cwd=ROOT).returncode != 0
         assert report["commit"] == head.stdout.strip() + ("-dirty" if dirty else "")
 
 
