@@ -229,7 +229,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per path and repeat")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per path first")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds over the paths; medians are reported, ratios paired within a round")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rounds over the paths; medians are reported, ratios paired within a round")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers of the usual path")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward")
