@@ -43,7 +43,7 @@ from stages.common import (UserError, configure_device, device_generator, load_p
                            seed_everything)
 from stages.data import load_dataset
 from stages.engine import Batch, Trainer, sgd
-from stages.models import Classifier, build_extractor
+from stages.models import STEMS, Classifier, build_extractor
 from stages.pretexts import TASKS, build_task, pretext_batches
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,7 +224,7 @@ def table(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="resnet18")
-    parser.add_argument("--stem", default="cifar", choices=["cifar", "imagenet"])
+    parser.add_argument("--stem", default="cifar", choices=list(STEMS))
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per path and repeat")

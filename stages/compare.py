@@ -205,6 +205,9 @@ def main() -> None:
             **task,
             "final_train": float(pre[f"train/pretext_{task['metric']}"][-1]),
             "final_heldout": float(pre[f"val/pretext_{task['metric']}"][-1]),
+            # the same network on held-out inputs with one cue removed (see stages/pretexts/base.py)
+            "controls": {k.removeprefix("val/control_"): float(v[-1]) for k, v in sorted(pre.items())
+                         if k.startswith("val/control_")},
             "probe_random_extractor": float(probe_history[0]),
             "probe_pretrained_extractor": float(probe_history[-1]),
             "train_seconds": pretrain_seconds,

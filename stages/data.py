@@ -463,16 +463,24 @@ def load_dataset(directory: Path) -> tuple[Dataset, dict]:
 class ImageStore:
     """The uint8 images pretraining draws from, concatenated from several arrays (training images, unlabeled
     images): held whole on the device, or, when `stream`, left in their (memory-mapped) arrays and copied
-    to the device a batch at a time. Both give the same batches: `take` sorts the indices either way."""
+    to the device a batch at a time. Both give the same batches: `take` sorts the indices either way.
+    `rows`, parallel to `arrays`, keeps only the given (sorted) rows of an array (None: all of it)."""
 
-    def __init__(self, arrays: Sequence[np.ndarray], device: torch.device, stream: bool):
-        self.arrays = [a for a in arrays if len(a)]
-        self.bounds = np.cumsum([0] + [len(a) for a in self.arrays])
+    def __init__(self, arrays: Sequence[np.ndarray], device: torch.device, stream: bool,
+                 rows: Sequence[np.ndarray | None] | None = None):
+        rows = list(rows) if rows is not None else [None] * len(arrays)
+        kept = [(a, np.arange(len(a)) if r is None else np.sort(np.asarray(r, dtype=np.int64)))
+                for a, r in zip(arrays, rows)]
+        kept = [(a, r) for a, r in kept if len(r)]
+        self.arrays = [a for a, _ in kept]
+        self.rows = [r for _, r in kept]
+        self.bounds = np.cumsum([0] + [len(r) for r in self.rows])
         self.device = device
         self.stream = stream
         self.data = None
         if not stream:  # memmaps are read-only: copied; arrays already in memory are shared, not copied
-            held = [torch.from_numpy(a if a.flags.writeable else np.array(a)) for a in self.arrays]
+            held = [torch.from_numpy(a[r] if len(r) < len(a) else a if a.flags.writeable else np.array(a))
+                    for a, r in kept]
             self.data = (held[0] if len(held) == 1 else torch.cat(held)).to(device)
 
     def __len__(self) -> int:
@@ -484,10 +492,10 @@ class ImageStore:
             return self.data[idx.to(self.device)]
         flat = idx.cpu().numpy()
         parts = []
-        for array, low, high in zip(self.arrays, self.bounds[:-1], self.bounds[1:]):
+        for array, rows, low, high in zip(self.arrays, self.rows, self.bounds[:-1], self.bounds[1:]):
             chosen = flat[(flat >= low) & (flat < high)] - low
             if len(chosen):
-                parts.append(array[chosen])
+                parts.append(array[rows[chosen]])
         batch = torch.from_numpy(np.concatenate(parts))
         if self.device.type == "cuda":
             return batch.pin_memory().to(self.device, non_blocking=True)

@@ -34,7 +34,7 @@ def build(experiments: list[dict]) -> dict:
             "experiment": exp["name"], "task": params["pretext"]["task"],
             "model": f"{params['model']['arch']}, {params['model']['stem']} stem",
             "metric": pre["metric"], "chance": pre["chance"], "final_train": pre["final_train"],
-            "final_heldout": pre["final_heldout"], "pretrain_seconds": pre["train_seconds"],
+            "final_heldout": pre["final_heldout"], "controls": pre.get("controls", {}), "pretrain_seconds": pre["train_seconds"],
             "examples_per_s": pretrain.get("examples_per_s"),
             "probe_during": [pre["probe_random_extractor"], pre["probe_pretrained_extractor"]],
             "finetune": compare["tests"]["best_f1_macro"], "probe": compare["tests"]["probe_f1_macro"],
@@ -65,10 +65,10 @@ def render(methods: dict) -> str:
         f"Pretraining seconds are training time only, measured while other work shared the CPU: see the cost "
         f"table for speeds.",
         "",
-        "| pretext | backbone | pretext metric: train / held-out (chance) | pretraining s | "
+        "| pretext | backbone | pretext metric: train / held-out (chance) | held-out controls | pretraining s | "
         "probe during pretraining: random -> final | linear probe test F1: random / pretrained (p) | "
         "fine-tune test F1: scratch / pretrained | difference (p) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in methods["rows"]:
         chance = f" ({r['chance']:.3f})" if r["chance"] else ""
@@ -76,7 +76,7 @@ def render(methods: dict) -> str:
         probe = r["probe"]
         lines.append(
             f"| {r['task']} | {r['model']} | {r['metric']} {r['final_train']:.3f} / {r['final_heldout']:.3f}{chance} | "
-            f"{speed} | {r['probe_during'][0]:.3f} -> {r['probe_during'][1]:.3f} | "
+            f"{', '.join(f'{k} {v:.3f}' for k, v in r.get('controls', {}).items()) or '-'} | {speed} | {r['probe_during'][0]:.3f} -> {r['probe_during'][1]:.3f} | "
             f"{probe['scratch']['mean']:.4f} / {probe['pretrained']['mean']:.4f} ({_p(probe['difference']['p'])}) | "
             f"{_ci(r['finetune']['scratch'])} / {_ci(r['finetune']['pretrained'])} | "
             f"{_ci(r['finetune']['difference'])} ({_p(r['finetune']['difference']['p'])}) |")

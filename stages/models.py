@@ -6,7 +6,9 @@ repository, which the training stages depend on). The head is the model's last `
 by `nn.Identity` leaves the feature extractor, so the same split works for ResNets, MobileNets,
 EfficientNets, VGG, ConvNeXt and your own networks built the same way. `model.stem: cifar` makes the first
 strided convolution a 3x3 stride-1 one and drops the first max-pool, the usual change for 32x32 images;
-`imagenet` keeps the network as built. A network that cannot take the dataset's image size (vision
+`half` makes it 3x3 stride 2 and drops the max-pool (a quarter of the cifar stem's compute: 32 px images
+reach the first block at 16x16, patches of context prediction at half their size); `imagenet` keeps the
+network as built. A network that cannot take the dataset's image size (vision
 transformers want 224 px) is refused with a message before training starts.
 """
 
@@ -22,7 +24,7 @@ from torchvision import models as tvm
 
 from stages.common import UserError, save_torch
 
-STEMS = ("cifar", "imagenet")
+STEMS = ("cifar", "half", "imagenet")
 # Tested with both stems (tests/test_models.py); any other torchvision classification model is tried.
 TESTED = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
 CUSTOM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -67,14 +69,14 @@ def _parent(root: nn.Module, name: str) -> tuple[nn.Module, str]:
     return module, leaf
 
 
-def _cifar_stem(model: nn.Module) -> None:
-    """A strided first convolution becomes 3x3 stride 1, and the max-pool that follows such a stem goes."""
+def _small_stem(model: nn.Module, stride: int) -> None:
+    """A strided first convolution becomes 3x3 with `stride`, and the max-pool that follows such a stem goes."""
     conv = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None or max(conv[1].stride) == 1:
         return  # already full resolution (VGG-like, or your own network): nothing to change
     name, old = conv
     parent, leaf = _parent(model, name)
-    setattr(parent, leaf, nn.Conv2d(old.in_channels, old.out_channels, 3, 1, 1, bias=old.bias is not None))
+    setattr(parent, leaf, nn.Conv2d(old.in_channels, old.out_channels, 3, stride, 1, bias=old.bias is not None))
     pool = next((n for n, m in model.named_modules() if isinstance(m, nn.MaxPool2d)), None)
     if pool is not None:
         parent, leaf = _parent(model, pool)
@@ -87,8 +89,8 @@ def build_extractor(arch: str, stem: str, image_size: int | None = None) -> tupl
     if stem not in STEMS:
         raise UserError(f"param 'model.stem' is {stem!r}: choose one of {', '.join(STEMS)}")
     model = _construct(arch)
-    if stem == "cifar":
-        _cifar_stem(model)
+    if stem != "imagenet":
+        _small_stem(model, 1 if stem == "cifar" else 2)
     linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise UserError(f"param 'model.arch' is {arch!r}: it has no final nn.Linear head to split off; {_supported()}")

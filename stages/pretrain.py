@@ -1,11 +1,12 @@
 """Stage `pretrain`: train a randomly initialised extractor (seeded by `seed`) on the pretext task
 `pretext.task` (see stages/pretexts/), without labels.
 
-Uses every training image and the dataset's unlabeled images if it has any (labels unused); a set too large
-for the device streams from its memory-mapped arrays (param `stream`). After each epoch (and once before
-training: the random extractor) it logs the pretext loss and metric (accuracy, or PSNR for
-reconstruction), the pretext metric on held-out validation images, and a linear probe of the extractor on
-labelled validation images, the number that says whether it transfers.
+Uses every training image except the validation split, and the dataset's unlabeled images if it has any
+(labels unused; test images never); a set too large for the device streams from its memory-mapped arrays
+(param `stream`). After each epoch (and once before training: the random extractor) it logs the pretext
+loss and metric (accuracy, or PSNR for reconstruction), on validation images the extractor never trained
+on: the pretext metric, the task's shortcut controls (`val/control_*`, see stages/pretexts/base.py) and a
+linear probe of the extractor, the number that says whether it transfers.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from stages.data import ImageStore, load_dataset, should_stream
 from stages.distributed import NullLive, run_parallel_stage, setup
 from stages.engine import Trainer, sgd
 from stages.models import build_extractor, save_extractor
-from stages.pretexts import build_task, heldout_score, pretext_batches
+from stages.pretexts import build_task, heldout_scores, pretext_batches
 from stages.probe import frozen_features, linear_probe_accuracy
 from stages.resume import Resume, fingerprint
 
@@ -62,7 +63,8 @@ def main() -> None:
 
     gen = device_generator(seed, device)
     sources = [dataset.train_images] + ([dataset.unlabeled_images] if dataset.unlabeled_images is not None else [])
-    images = ImageStore(sources, device, should_stream(stream, sources, device))  # labels unused
+    rows = [np.setdiff1d(np.arange(len(dataset.train_images)), validation)] + [None] * (len(sources) - 1)
+    images = ImageStore(sources, device, should_stream(stream, sources, device), rows)  # labels unused
     steps = math.ceil(len(images) / batch_size)
     trainer = Trainer(net, sgd(net, lr, weight_decay), epochs * steps, int(warmup * steps), device, dist=dist,
                       compile=compile_model, criterion=task.criterion)
@@ -80,9 +82,10 @@ def main() -> None:
                                  lambda x: normalize(x, mean, std), device)
         return linear_probe_accuracy(feats, probe_labels, seed)
 
-    def heldout() -> float:
+    def heldout() -> None:
         # the same held-out examples every epoch
-        return heldout_score(task, trainer.predict, probe_images, eval_batch, device_generator(seed + 1, device))
+        for key, value in heldout_scores(task, trainer.predict, probe_images, eval_batch, seed + 1).items():
+            live.log_metric(f"val/{key}" if key.startswith("control_") else f"val/pretext_{key}", value)
 
     resume = Resume("pretrain", fingerprint({k: params[k] for k in ("seed", "model", "pretext")} | {"world": dist.world},
                                             [Path("data/dataset"), Path("data/splits/validation.npy")]),
@@ -94,7 +97,7 @@ def main() -> None:
     metric = task.metric
     if state is None:
         live.log_metric("probe/linear_accuracy", probe())
-        live.log_metric(f"val/pretext_{metric}", heldout())
+        heldout()
         live.next_step()
     live.step = first_epoch  # step 0 is the random extractor, step e the end of epoch e
     for epoch in range(first_epoch, epochs + 1):
@@ -103,7 +106,7 @@ def main() -> None:
         accuracy = probe()
         live.log_metric("train/pretext_loss", stats["loss"])
         live.log_metric(f"train/pretext_{metric}", stats["score"])
-        live.log_metric(f"val/pretext_{metric}", heldout())
+        heldout()
         live.log_metric("probe/linear_accuracy", accuracy)
         live.log_metric("lr", stats["lr"])
         live.log_metric("epoch_seconds", stats["seconds"])
@@ -115,7 +118,7 @@ def main() -> None:
         if dist.main:
             resume.save_epoch(epoch, trainer, gen, wall_seconds=wall_before + time.perf_counter() - wall_start)
     live.summary["pretext"] = {"task": task.name, "metric": metric, "chance": task.chance,
-                               "images": len(images), "streamed": images.stream}
+                               "images": len(images), "heldout_images": len(probe_idx), "streamed": images.stream}
     live.summary["device"] = describe_device(device)
     live.summary["processes"] = dist.world
     live.summary["wall_seconds"] = wall_before + time.perf_counter() - wall_start

@@ -226,8 +226,10 @@ def render(study: dict) -> str:
                                                                                    pre.get("final_heldout_accuracy"))
     chance = pre.get("chance", 1 / 8 if pre["task"] == "context" else None)
     chance_text = f" (chance {chance:.3f})" if chance else ""
+    controls = "".join(f", control {name.replace('_', ' ')} {value:.3f}"
+                       for name, value in pre.get("controls", {}).items())
     lines += ["", f"**Pretext** ({pre['task']}): final training {metric} {train:.3f}, held-out "
-              f"{held:.3f}{chance_text}; per-epoch probe on validation images: "
+              f"{held:.3f}{chance_text}{controls}; per-epoch probe on validation images: "
               f"random extractor {pre['probe_random_extractor']:.3f}, pretrained {pre['probe_pretrained_extractor']:.3f}.",
               "", "**What holds.** " + verdict(study), "",
               f"![label efficiency]({FIGURES['label_efficiency'].as_posix()})",

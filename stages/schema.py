@@ -18,12 +18,14 @@ WARMUP = {"kind": NUMBER, "low": 0}
 BATCH = {"kind": int, "low": 2}
 DECAY = {"kind": float, "low": 0}
 SHARE = {"kind": float, "low": 0, "high": 1}
+GRID = {"upscale": {"kind": int, "low": 1}, "patch_size": {"kind": int, "low": 4}, "gap": {"kind": int, "low": 0},
+        "jitter": {"kind": int, "low": 0}}
 
 
 # Choices defined by the modules that implement them (tests/test_schema.py checks that they agree); named
 # here so that checking params imports nothing else and stays one cheap dependency of every stage.
 SOURCES = ["cifar10", "cifar100", "stl10", "folder"]        # stages.data.SOURCES
-STEMS = ["cifar", "imagenet"]                               # stages.models.STEMS
+STEMS = ["cifar", "half", "imagenet"]                               # stages.models.STEMS
 TASKS = ["context", "reconstruction", "rotation", "jigsaw", "simclr"]  # stages.pretexts.TASKS
 
 
@@ -53,12 +55,14 @@ def spec() -> dict[str, dict[str, Any]]:
         "pretext.lr": POSITIVE,
         "pretext.weight_decay": DECAY,
         "pretext.warmup_epochs": WARMUP,
-        "pretext.upscale": {"kind": int, "low": 1},
-        "pretext.patch_size": {"kind": int, "low": 4},
-        "pretext.gap": {"kind": int, "low": 0},
-        "pretext.jitter": {"kind": int, "low": 0},
-        "pretext.rescale_prob": SHARE,
-        "pretext.rescale_min": {"kind": float, "low": 0.1, "high": 1},
+        **{f"pretext.{task}.{key}": rule for task in ("context", "jigsaw") for key, rule in GRID.items()},
+        "pretext.context.gray_prob": SHARE,
+        "pretext.context.brightness": {"kind": float, "low": 0, "high": 1},
+        "pretext.context.contrast": {"kind": float, "low": 0, "high": 1},
+        "pretext.context.flip": {"kind": bool},
+        "pretext.context.crop_min": {"kind": float, "low": 0.25, "high": 1},
+        "pretext.jigsaw.rescale_prob": SHARE,
+        "pretext.jigsaw.rescale_min": {"kind": float, "low": 0.1, "high": 1},
         "pretext.probe_size": {"kind": int, "low": 20},
         "pretext.eval_batch_size": {"kind": int, "low": 1},
         "pretext.jigsaw.permutations": {"kind": int, "low": 2, "high": 1000},

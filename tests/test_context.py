@@ -1,68 +1,137 @@
+"""Context prediction: the pair geometry (patches inside the image, labels match positions, gap and jitter
+respected), the colour treatment, and the shortcut controls."""
+
 import pytest
 import torch
 
 from stages.common import UserError
-from stages.pretexts.base import ClassifierHead
-from stages.pretexts.context import OFFSETS, Geometry, make_pairs, sample_positions
 from stages.models import build_extractor
+from stages.pretexts.context import Context, sample_pair_positions
+from stages.pretexts.grid import OFFSETS, Geometry
+from tests.test_pretexts import PARAMS
 
-GEO = Geometry(upscale=4, patch_size=24, gap=8, jitter=3, rescale_prob=0.0, rescale_min=1.0)
+GEO = Geometry(upscale=1, patch_size=14, gap=2, jitter=1)
+MEAN, STD = torch.tensor([0.5, 0.5, 0.5]), torch.tensor([0.25, 0.25, 0.25])
+
+
+def context(**changes) -> Context:
+    section = {**PARAMS["pretext"]["context"], **changes}
+    return Context({"pretext": {**PARAMS["pretext"], "context": section}}, 32, MEAN, STD)
 
 
 def test_neighbour_offset_matches_label_within_jitter():
-    g = torch.Generator().manual_seed(0)
-    centre, neighbour, labels = sample_positions(5000, 128, GEO, g)
+    centre, neighbour, labels = sample_pair_positions(20000, 32, GEO, torch.Generator().manual_seed(0))
     expected = OFFSETS[labels] * GEO.stride
-    assert ((neighbour - centre) - expected).abs().max() <= 2 * GEO.jitter
+    deviation = ((neighbour - centre) - expected).abs()
+    assert deviation.max() == 2 * GEO.jitter  # jitter is used, and never more
     assert set(labels.tolist()) == set(range(8))
-    # jitter is really used: offsets vary
-    assert ((neighbour - centre) - expected).abs().max() == 2 * GEO.jitter
+    assert abs(labels.float().mean().item() - 3.5) < 0.05  # labels uniform
 
 
-def test_patches_inside_image_and_never_touch():
-    g = torch.Generator().manual_seed(1)
-    side = 128
-    centre, neighbour, labels = sample_positions(5000, side, GEO, g)
+@pytest.mark.parametrize("geo,side", [(GEO, 32), (Geometry(upscale=2, patch_size=24, gap=8, jitter=2), 64),
+                                      (Geometry(upscale=1, patch_size=8, gap=4, jitter=2), 40)])
+def test_patches_inside_image_never_touch_and_cover_every_place(geo, side):
+    centre, neighbour, labels = sample_pair_positions(20000, side, geo, torch.Generator().manual_seed(1))
     for corner in (centre, neighbour):
-        assert corner.min() >= 0 and (corner + GEO.patch_size).max() <= side
-    # along every axis in which the neighbour moves, the gap left is at least gap - 2 * jitter
+        assert corner.min() >= 0 and (corner + geo.patch_size).max() <= side
     moved = OFFSETS[labels] != 0
     distance = (neighbour - centre).abs()
-    assert (distance[moved] - GEO.patch_size).min() >= GEO.gap - 2 * GEO.jitter >= 2
+    assert (distance[moved] - geo.patch_size).min() >= geo.gap - 2 * geo.jitter
+    # for each label, every centre row the pair allows is drawn (the sampler is not biased inward)
+    for label in range(8):
+        step = int(OFFSETS[label][0]) * geo.stride
+        rows = centre[labels == label][:, 0]
+        assert rows.min() == -min(0, step) and rows.max() == side - geo.patch_size - max(0, step)
+
+
+def coded_images(n: int) -> torch.Tensor:
+    """uint8 images whose red channel encodes the row, green the column and blue the image's index."""
+    rows = torch.arange(32).view(32, 1).expand(32, 32)
+    cols = torch.arange(32).view(1, 32).expand(32, 32)
+    return torch.stack([torch.stack([rows * 8, cols * 8, torch.full((32, 32), i)]) for i in range(n)]).to(torch.uint8)
+
+
+def decode(pairs: torch.Tensor) -> torch.Tensor:
+    """Top-left pixel of each patch -> (row, column, image) where it was cut: N x 2 x 3."""
+    value = torch.round((pairs[:, :, :, 0, 0] * 0.25 + 0.5) * 255)
+    return torch.stack([value[..., 0] / 8, value[..., 1] / 8, value[..., 2]], dim=-1).round()
 
 
 def test_patch_content_comes_from_the_sampled_position():
-    # an image whose pixel value encodes its row: the patch's top row says where it was cut
-    geo = Geometry(upscale=1, patch_size=8, gap=4, jitter=1, rescale_prob=0.0, rescale_min=1.0)
-    rows = torch.arange(40).view(1, 1, 40, 1).expand(1, 3, 40, 40)
-    images = (rows * 6).to(torch.uint8).repeat(64, 1, 1, 1)
-    g = torch.Generator().manual_seed(2)
-    pairs, labels = make_pairs(images, geo, g)
-    assert pairs.shape == (64, 2, 3, 8, 8)
-    # each patch is a vertical ramp, standardised per patch: same for both patches, whatever the position
-    assert torch.allclose(pairs[:, 0], pairs[:, 1], atol=1e-4)
-    assert torch.allclose(pairs.mean(dim=(2, 3, 4)), torch.zeros(64, 2), atol=1e-4)
+    task = context(gray_prob=0.0, brightness=0.0, contrast=0.0, flip=False)
+    pairs, labels = task.batch(coded_images(256), torch.Generator().manual_seed(2))
+    assert pairs.shape == (256, 2, 3, 14, 14)
+    where = decode(pairs)
+    step = where[:, 1, :2] - where[:, 0, :2]
+    assert (step - OFFSETS[labels].float() * GEO.stride).abs().max() <= 2 * GEO.jitter
+    assert torch.equal(where[:, 0, 2], torch.arange(256).float())  # both patches from their own image
+    assert torch.equal(where[:, 1, 2], torch.arange(256).float())
 
 
-def test_labels_are_recoverable_from_positions():
-    # with the position sampler seeded identically, make_pairs draws the same labels
-    images = torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8)
-    _, labels = make_pairs(images, GEO, torch.Generator().manual_seed(3))
-    _, _, expected = sample_positions(32, 128, GEO, torch.Generator().manual_seed(3))
-    assert torch.equal(labels, expected)
+def test_flip_keeps_labels_true_to_the_flipped_image():
+    # in a flipped image the column code runs backwards: a right neighbour decodes as a step to the left
+    task = context(gray_prob=0.0, brightness=0.0, contrast=0.0, flip=True)
+    pairs, labels = task.batch(coded_images(512), torch.Generator().manual_seed(3))
+    where = decode(pairs)
+    step = where[:, 1, :2] - where[:, 0, :2]
+    expected = OFFSETS[labels].float() * GEO.stride
+    mirrored = expected * torch.tensor([1.0, -1.0])
+    straight = (step - expected).abs().amax(1) <= 2 * GEO.jitter
+    flipped = (step - mirrored).abs().amax(1) <= 2 * GEO.jitter
+    assert (straight | flipped).all()
+    horizontal = OFFSETS[labels][:, 1] != 0
+    share = float((horizontal & ~straight).sum() / horizontal.sum())
+    assert 0.4 < share < 0.6  # about half the images were flipped before cutting
 
 
-def test_geometry_that_does_not_fit_is_a_user_error():
-    with pytest.raises(UserError, match="pretext.patch_size"):
-        Geometry(upscale=1, patch_size=24, gap=8, jitter=3, rescale_prob=0, rescale_min=1).check(32)
+def test_gray_is_chosen_per_pair_and_jitter_per_patch():
+    task = context(gray_prob=0.5, brightness=0.2, contrast=0.2, flip=False)
+    images = torch.randint(0, 255, (400, 3, 32, 32), dtype=torch.uint8)
+    pairs, _ = task.batch(images, torch.Generator().manual_seed(4))
+    channel_spread = (pairs - pairs.mean(dim=2, keepdim=True)).abs().amax(dim=(2, 3, 4))  # N x 2
+    gray = channel_spread < 1e-5
+    assert torch.equal(gray[:, 0], gray[:, 1])  # both patches of a pair, or neither
+    assert 0.4 < gray[:, 0].float().mean() < 0.6
+    # brightness differs between the two patches of a pair (own jitter each)
+    assert (pairs[:, 0].mean(dim=(1, 2, 3)) - pairs[:, 1].mean(dim=(1, 2, 3))).abs().mean() > 0.1
+
+
+def test_controls_replace_one_patch_with_another_images_at_the_same_place():
+    task = context(gray_prob=0.0, brightness=0.0, contrast=0.0, flip=False)
+    images = coded_images(64)
+    real, labels = task.batch(images, torch.Generator().manual_seed(5))
+    for control, swapped, kept in (("other_centre", 0, 1), ("other_neighbour", 1, 0)):
+        pairs, same = task.control_batch(images, torch.Generator().manual_seed(5), control)
+        assert torch.equal(same, labels)
+        assert torch.equal(pairs[:, kept], real[:, kept])
+        where, truth = decode(pairs), decode(real)
+        assert torch.equal(where[:, swapped, :2], truth[:, swapped, :2])  # the same place...
+        assert torch.equal(where[:, swapped, 2], torch.arange(64).roll(1).float())  # ...of the previous image
+
+
+def test_a_geometry_that_does_not_fit_is_a_user_error():
+    with pytest.raises(UserError, match="pretext.context.patch_size"):
+        context(patch_size=16)  # 2*16 + 2 + 2 > 32
     with pytest.raises(UserError, match="jitter"):
-        Geometry(upscale=4, patch_size=24, gap=2, jitter=3, rescale_prob=0, rescale_min=1).check(32)
+        context(gap=1)
 
 
 def test_context_net_predicts_eight_positions():
-    extractor, dim = build_extractor("resnet18", "imagenet")
-    net = ClassifierHead(extractor, dim, views=2, classes=8)
-    images = torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8)
-    geo = Geometry(upscale=4, patch_size=24, gap=8, jitter=3, rescale_prob=1.0, rescale_min=0.5)
-    pairs, _ = make_pairs(images, geo, torch.Generator().manual_seed(0))
+    task = context()
+    extractor, dim = build_extractor("resnet18", "half")
+    net = task.network(extractor, dim)
+    pairs, _ = task.batch(torch.randint(0, 255, (4, 3, 32, 32), dtype=torch.uint8), torch.Generator())
     assert net(pairs).shape == (4, 8)
+
+
+def test_zoomed_pairs_keep_direction_and_stay_in_their_image():
+    # cut from a random crop resized to full size: steps shrink in source pixels, directions stay true
+    task = context(gray_prob=0.0, brightness=0.0, contrast=0.0, flip=False, crop_min=0.5)
+    for seed in range(3):
+        pairs, labels = task.batch(coded_images(256), torch.Generator().manual_seed(seed))
+        where = decode(pairs)
+        step = where[:, 1, :2] - where[:, 0, :2]
+        expected = OFFSETS[labels].float()
+        assert torch.equal(torch.sign(torch.where(step.abs() <= 3, 0, step)), expected)
+        assert (step.abs().max() <= GEO.stride + 2 * GEO.jitter)
+        assert torch.equal(where[:, 0, 2], torch.arange(256).float())

@@ -118,6 +118,14 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
         assert fair["seconds_with_pretraining"] == pytest.approx(
             fair["seconds"] + compare["convergence"]["pretrain_seconds"] / 3)
     assert 0 <= compare["pretext"]["probe_random_extractor"] <= 1
+    # held out means never pretrained on: pretraining draws from the training images minus validation
+    pre_summary = json.loads((repo / "metrics" / "pretrain" / "metrics.json").read_text())
+    split = json.loads((repo / "metrics" / "split.json").read_text())
+    assert pre_summary["pretext"]["images"] == 300 - split["validation_size"] == 270
+    assert pre_summary["pretext"]["heldout_images"] == 30
+    controls = compare["pretext"]["controls"]
+    assert set(controls) == {"other_centre", "other_neighbour", "shuffled"}
+    assert all(0 <= v <= 1 for v in controls.values())
     for png in ("curves", "pretext", "examples", "confusion"):
         assert (repo / "plots" / f"{png}.png").stat().st_size > 5000
     curves = (repo / "metrics" / "compare" / "curves.csv").read_text().splitlines()
@@ -162,8 +170,9 @@ def test_another_pretext_task_keeps_scratch(study):
     assert compare["pretext"]["task"] == "rotation" and compare["pretext"]["chance"] == 0.25
     assert 0 <= compare["pretext"]["final_heldout"] <= 1
     summary = json.loads((repo / "metrics" / "pretrain" / "metrics.json").read_text())
-    assert summary["pretext"] == {"task": "rotation", "metric": "accuracy", "chance": 0.25, "images": 300,
-                                  "streamed": False}
+    assert summary["pretext"] == {"task": "rotation", "metric": "accuracy", "chance": 0.25, "images": 270,
+                                  "heldout_images": 30, "streamed": False}
+    assert set(compare["pretext"]["controls"]) == {"shuffled"}
 
 
 def test_bad_param_fails_in_one_line_and_writes_nothing(study):

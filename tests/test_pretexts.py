@@ -12,16 +12,19 @@ import torch
 from stages.common import UserError
 from stages.engine import Trainer, sgd
 from stages.models import Classifier, build_extractor, load_extractor, save_extractor
-from stages.pretexts import TASKS, build_task, heldout_score, pretext_batches
-from stages.pretexts.context import Geometry
+from stages.pretexts import TASKS, build_task, heldout_scores, pretext_batches
+from stages.pretexts.grid import Geometry
 from stages.pretexts.jigsaw import make_puzzles, permutation_set
 from stages.pretexts.rotation import rotate
 from stages.pretexts.simclr import _hue, color_distort, nt_xent, resized_crop_flip
 from tests.synthetic import images
 
-PARAMS = {"pretext": {"task": "context", "upscale": 4, "patch_size": 24, "gap": 8, "jitter": 3,
-                      "rescale_prob": 0.5, "rescale_min": 0.4,
-                      "jigsaw": {"permutations": 10}, "rotation": {"crop_padding": 4},
+PARAMS = {"pretext": {"task": "context",
+                      "context": {"upscale": 1, "patch_size": 14, "gap": 2, "jitter": 1, "gray_prob": 0.5,
+                                  "brightness": 0.2, "contrast": 0.2, "flip": True, "crop_min": 1.0},
+                      "jigsaw": {"permutations": 10, "upscale": 4, "patch_size": 24, "gap": 8, "jitter": 3,
+                                 "rescale_prob": 0.5, "rescale_min": 0.4},
+                      "rotation": {"crop_padding": 4},
                       "reconstruction": {"mask_ratio": 0.5, "block": 8, "noise_std": 0.1, "visible_weight": 0.1},
                       "simclr": {"temperature": 0.5, "crop_min": 0.2, "color_strength": 0.5,
                                  "projection_dim": 32}}}
@@ -67,7 +70,7 @@ def test_task_trains_and_its_extractor_loads_into_the_classifier(tmp_path, name,
 
 
 @pytest.mark.parametrize("name", list(TASKS))
-def test_heldout_score_is_repeatable(name):
+def test_heldout_scores_are_repeatable_and_controls_present(name):
     task = task_for(name)
     extractor, feat_dim = build_extractor("nets.small_cnn:build", "imagenet")
     net = task.network(extractor, feat_dim).eval()
@@ -76,8 +79,11 @@ def test_heldout_score_is_repeatable(name):
         with torch.no_grad():
             return torch.cat([net(x) for x in inputs])
 
-    scores = [heldout_score(task, predict, IMAGES, 8, torch.Generator().manual_seed(1)) for _ in range(2)]
+    scores = [heldout_scores(task, predict, IMAGES, 8, 1) for _ in range(2)]
     assert scores[0] == scores[1]
+    expected = {task.metric} | {f"control_{c}" for c in task.controls}
+    expected |= {"control_shuffled"} if task.chance is not None else set()
+    assert set(scores[0]) == expected
 
 
 def test_rotation_rotates_each_image_by_its_label():
@@ -100,7 +106,7 @@ def test_jigsaw_permutation_set_is_fixed_and_spread():
 
 
 def test_jigsaw_tiles_come_from_the_permuted_cells():
-    geo = Geometry(upscale=1, patch_size=8, gap=2, jitter=0, rescale_prob=0.0, rescale_min=1.0)
+    geo = Geometry(upscale=1, patch_size=8, gap=2, jitter=0)
     perms = torch.from_numpy(permutation_set(10))
     imgs = torch.randint(0, 255, (6, 3, 32, 32), dtype=torch.uint8)
     tiles, labels = make_puzzles(imgs, geo, perms, torch.Generator().manual_seed(0))
@@ -113,7 +119,7 @@ def test_jigsaw_tiles_come_from_the_permuted_cells():
     for i in range(6):
         order = perms[labels[i]]
         found = False
-        for top, left in itertools.product(range(32 - geo.extent + 1), repeat=2):
+        for top, left in itertools.product(range(32 - geo.grid_extent + 1), repeat=2):
             cells = [(top + (c // 3) * geo.stride, left + (c % 3) * geo.stride) for c in order.tolist()]
             if all(torch.allclose(tiles[i, j, 0], standardised(gray[i, r:r + 8, c:c + 8]), atol=1e-4)
                    for j, (r, c) in enumerate(cells)):

@@ -125,6 +125,18 @@ def test_image_store_streams_the_same_batches(tmp_path, stream):
     assert torch.equal(store[2:4], torch.from_numpy(a[2:4]))
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_image_store_keeps_only_the_given_rows(tmp_path, stream):
+    # pretraining leaves the validation images out: they must never be drawn, in memory or streamed
+    a = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(3, 1)
+    np.save(tmp_path / "a.npy", a)
+    store = ImageStore([np.load(tmp_path / "a.npy", mmap_mode="r"), a[:2] + 100], torch.device("cpu"),
+                       stream=stream, rows=[np.array([7, 1, 4]), None])
+    assert len(store) == 5
+    everything = store.take(torch.arange(5))[:, 0, 0, 0].tolist()
+    assert everything == [1, 4, 7, 100, 101]
+
+
 def test_should_stream():
     big = np.zeros((1,), dtype=np.uint8)
     assert should_stream("always", [big], torch.device("cpu"))
@@ -209,6 +221,7 @@ def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_pat
     meta = json.loads((ws / "data" / "dataset" / "meta.json").read_text())
     assert (meta["train_size"], meta["test_size"], meta["unlabeled_size"], meta["image_size"]) == (60, 20, 40, 32)
     summary = json.loads((ws / "metrics" / "pretrain" / "metrics.json").read_text())
-    assert summary["pretext"]["images"] == 100 and summary["pretext"]["streamed"] is True
     split = json.loads((ws / "metrics" / "split.json").read_text())
+    # every unlabeled and training image but the held-out validation ones
+    assert summary["pretext"]["images"] == 100 - split["validation_size"] and summary["pretext"]["streamed"] is True
     assert split["validation_size"] + split["pool_size"] == 60  # labels come from the labelled images only

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from stages.common import param
-from stages.pretexts.base import PretextTask, heldout_score, pretext_batches
+from stages.pretexts.base import PretextTask, heldout_scores, pretext_batches
 from stages.pretexts.context import Context
 from stages.pretexts.jigsaw import Jigsaw
 from stages.pretexts.reconstruction import Reconstruction
@@ -30,4 +30,4 @@ def build_task(params: dict[str, Any], image_size: int, mean: torch.Tensor, std:
     return TASKS[name](params, image_size, mean, std)
 
 
-__all__ = ["TASKS", "PretextTask", "build_task", "heldout_score", "pretext_batches"]
+__all__ = ["TASKS", "PretextTask", "build_task", "heldout_scores", "pretext_batches"]

@@ -28,6 +28,7 @@ class PretextTask:
     metric: ClassVar[str] = "accuracy"   # what the criterion's score measures; logged as pretext_<metric>
     higher_is_better: ClassVar[bool] = True
     chance: float | None = None           # the metric of a network that learned nothing, if there is one
+    controls: ClassVar[tuple[str, ...]] = ()  # shortcut controls: variants of the held-out batch (control_batch)
 
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):
         self.image_size = image_size
@@ -39,6 +40,10 @@ class PretextTask:
     def batch(self, images: torch.Tensor, generator: torch.Generator | None) -> Batch:
         """(inputs, targets) for uint8 `images`; random numbers come from `generator` (on their device)."""
         raise NotImplementedError
+
+    def control_batch(self, images: torch.Tensor, generator: torch.Generator | None, control: str) -> Batch:
+        """`batch` with one of `controls` applied: the same random draws, one cue removed."""
+        raise NotImplementedError(f"{self.name} has no control {control!r}")
 
     def criterion(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return classification_criterion()(outputs, targets)
@@ -74,21 +79,41 @@ def pretext_batches(task: PretextTask, images: Any, batch_size: int, steps: int,
 
 
 @torch.no_grad()
-def heldout_score(task: PretextTask, predict_fn, images: torch.Tensor, batch_size: int,
-                  generator: torch.Generator) -> float:
-    """The task's mean score on `images`, batches drawn with `generator` (seed it identically every time to
-    score the same held-out examples; the few per-batch choices tasks draw from Python's `random`, to spare
-    a device sync, are seeded from it too); `predict_fn` maps an iterable of inputs to concatenated outputs."""
-    state = random.getstate()
-    random.seed(generator.initial_seed())
-    try:
-        batches = [task.batch(images[i:i + batch_size], generator) for i in range(0, len(images), batch_size)]
-    finally:
-        random.setstate(state)
-    outputs = predict_fn(inputs for inputs, _ in batches)
-    total, start = 0.0, 0
-    for _, targets in batches:
-        n = len(targets)
-        total += float(task.criterion(outputs[start:start + n].to(targets.device), targets)[1])
-        start += n
-    return total / max(start, 1)
+def heldout_scores(task: PretextTask, predict_fn, images: torch.Tensor, batch_size: int, seed: int
+                   ) -> dict[str, float]:
+    """The task's mean score on held-out `images`, and its controls, each on the same random draws (seeded
+    by `seed` every time: the same examples every epoch). `predict_fn` maps an iterable of inputs to
+    concatenated outputs. Keys: the task's metric; `control_<name>` for each of the task's controls, the
+    same network scored on inputs with that cue removed; and, for classification tasks, `control_shuffled`,
+    its predictions scored against the targets in random order (must sit at chance: a check that the
+    scoring itself carries no label information)."""
+    shuffle = torch.Generator().manual_seed(seed)
+
+    def score(control: str | None) -> dict[str, float]:
+        generator = torch.Generator(images.device).manual_seed(seed)
+        state = random.getstate()
+        random.seed(seed)  # the few per-batch choices tasks draw from Python's `random`, to spare a device sync
+        try:
+            batches = [task.batch(images[i:i + batch_size], generator) if control is None else
+                       task.control_batch(images[i:i + batch_size], generator, control)
+                       for i in range(0, len(images), batch_size)]
+        finally:
+            random.setstate(state)
+        outputs = predict_fn(inputs for inputs, _ in batches)
+        total, shuffled, start = 0.0, 0.0, 0
+        for _, targets in batches:  # scored batch by batch: a contrastive task's score is per batch
+            n = len(targets)
+            out = outputs[start:start + n].to(targets.device)
+            total += float(task.criterion(out, targets)[1])
+            if control is None and task.chance is not None:  # a classification task: targets are class labels
+                order = torch.randperm(n, generator=shuffle).to(targets.device)
+                shuffled += float(task.criterion(out, targets[order])[1])
+            start += n
+        start = max(start, 1)
+        return {task.metric: total / start} | ({"control_shuffled": shuffled / start}
+                                               if control is None and task.chance is not None else {})
+
+    scores = score(None)
+    for control in task.controls:
+        scores[f"control_{control}"] = score(control)[task.metric]
+    return scores

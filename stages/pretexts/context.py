@@ -1,144 +1,82 @@
 """Pretext `context`: context prediction (Doersch, Gupta & Efros, 2015) on small images.
 
-Each image is upscaled, a 3x3 grid of patches is laid on it at a random place, and the network sees the
-centre patch and one of its 8 neighbours, sampled per example, and predicts which of the 8 it is. The
-shortcuts the paper found, and the ones 32x32 JPEG-re-encoded data adds, are closed here:
+A centre patch and one of its 8 neighbours in a 3x3 grid are cut from an image; the network sees both and
+predicts which of the 8 the neighbour is. On 32x32 images a whole 3x3 grid of informative patches does not
+fit, so only the two patches a pair needs are cut: the centre is placed anywhere the pair fits for the
+drawn label. That gives every label its own range of centre positions, a position prior a single patch
+could exploit; the `other_centre` and `other_neighbour` controls (centre or neighbour taken from another
+image) measure how much of the accuracy such single-patch cues explain.
 
-- a `gap` between patches and a per-patch `jitter`, so edges and lines cannot simply be continued;
-- colour is dropped to gray (chromatic aberration, and JPEG's 16x16 chroma blocks, would leak position);
-- each patch is normalised on its own (no brightness or contrast cue across patches);
-- a random share of patches is scaled down and up again (so sharpness and block edges mean nothing);
-- the grid stride is, by default, a multiple of 8 source pixels: 8x8 JPEG block edges sit at the same
-  phase in every patch and say nothing about position;
+The shortcuts the paper found, and the ones 32x32 JPEG-re-encoded data adds, are closed as follows (params
+under `pretext.context`, geometry in stages/pretexts/grid.py):
+
+- a `gap` between the patches and a per-patch `jitter`, so edges and lines cannot simply be continued;
+- the stride `patch_size + gap` a multiple of 8 source pixels (default 14 + 2): JPEG's 8x8 and 16x16 block
+  edges sit at the same phase in both patches and say nothing about direction;
+- a random share `gray_prob` of the pairs is dropped to gray (chromatic aberration, JPEG's chroma blocks);
+- each patch gets its own brightness and contrast jitter after dataset normalisation, so neither can be
+  matched across patches (a floor-free alternative to per-patch standardisation, which turns the many
+  near-flat patches of 32 px images into amplified noise);
+- images are flipped horizontally at random before cutting (the labels follow the flipped positions);
+- a random square crop of at least `crop_min` of the side, resized back to the full image, is what the pair
+  is cut from: where a patch sits in the crop then says less about where it sits in the (object-centred)
+  image, which weakens the single-patch position prior;
 - no pad-and-crop augmentation before cutting (it would mark border patches).
-
-The grid geometry (`pretext.upscale`, `patch_size`, `gap`, `jitter`, `rescale_*`) is shared with `jigsaw`,
-which cuts the same 3x3 grid and so needs the same defences.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.augment import crop
-from stages.common import UserError, param
+from stages.augment import crop, normalize
+from stages.common import param
 from stages.engine import Batch
 from stages.pretexts.base import ClassifierHead, PretextTask
-
-# (row, column) offset of each neighbour from the centre, in grid cells; the label is the index here.
-OFFSETS = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
+from stages.pretexts.grid import OFFSETS, Geometry, to_gray, upscaled
 
 
-@dataclass(frozen=True)
-class Geometry:
-    upscale: int          # the image is resized by this factor before the grid is cut
-    patch_size: int       # side of a patch, in upscaled pixels (also the extractor's input size)
-    gap: int              # nominal space between neighbouring patches, in upscaled pixels
-    jitter: int           # each patch moves by up to this many pixels in each direction
-    rescale_prob: float   # share of patches scaled down and up again
-    rescale_min: float    # smallest such scale factor
+def sample_pair_positions(n: int, side: int, geo: Geometry, generator: torch.Generator | None = None,
+                          device: torch.device | str = "cpu"
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-left corners (n x 2, row/col) of the centre and the neighbour patch, and the labels (0..7).
 
-    @property
-    def stride(self) -> int:
-        return self.patch_size + self.gap
-
-    @property
-    def extent(self) -> int:
-        """Side of the region the grid can touch, jitter included."""
-        return 3 * self.patch_size + 2 * self.gap + 2 * self.jitter
-
-    def check(self, image_size: int) -> None:
-        side = image_size * self.upscale
-        if self.extent > side:
-            raise UserError(f"pretext grid needs {self.extent}px (3*patch_size + 2*gap + 2*jitter) but the "
-                            f"upscaled image is {side}px: lower pretext.patch_size/gap/jitter or raise "
-                            f"pretext.upscale")
-        if self.gap < 2 * self.jitter:
-            raise UserError(f"pretext.gap={self.gap} must be >= 2*pretext.jitter={2 * self.jitter}, "
-                            f"or jittered patches could touch")
-
-    @classmethod
-    def from_params(cls, params: dict) -> Geometry:
-        return cls(
-            upscale=param(params, "pretext.upscale"),
-            patch_size=param(params, "pretext.patch_size"),
-            gap=param(params, "pretext.gap"),
-            jitter=param(params, "pretext.jitter"),
-            rescale_prob=param(params, "pretext.rescale_prob"),
-            rescale_min=param(params, "pretext.rescale_min"),
-        )
-
-
-def sample_positions(n: int, side: int, geo: Geometry, generator: torch.Generator | None = None,
-                     device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-left corners (n x 2, row/col) of the centre and the neighbour patch, and the labels (0..7)."""
+    The centre is drawn uniformly among the places where both jittered patches fit in a `side` x `side`
+    image for the drawn label."""
     def randint(low: int, high: int, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randint(low, high, shape, generator=generator, device=device)
 
-    slack = side - geo.extent
-    origin = randint(0, slack + 1, (n, 2)) + geo.jitter
     labels = randint(0, 8, (n,))
-    centre = origin + geo.stride
-    neighbour = centre + OFFSETS.to(device)[labels] * geo.stride
-    j = geo.jitter
+    step = OFFSETS.to(device)[labels] * geo.stride                       # n x 2
+    j, p = geo.jitter, geo.patch_size
+    low = j - step.clamp(max=0)                                          # first valid centre corner
+    high = side - p - j - step.clamp(min=0)                              # last valid centre corner
+    u = torch.rand((n, 2), generator=generator, device=device)
+    centre = low + (u * (high - low + 1)).long().clamp(max=high - low)
+    neighbour = centre + step
     centre = centre + randint(-j, j + 1, (n, 2))
     neighbour = neighbour + randint(-j, j + 1, (n, 2))
     return centre, neighbour, labels
 
 
-def _rescale(patches: torch.Tensor, geo: Geometry, generator: torch.Generator | None) -> torch.Tensor:
-    if geo.rescale_prob <= 0 or geo.rescale_min >= 1:
-        return patches
-    n, _, p, _ = patches.shape
-    scale = random.uniform(geo.rescale_min, 1.0)  # one size per batch, from the host RNG: no device sync
-    small = max(2, int(round(p * scale)))
-    blurred = F.interpolate(F.interpolate(patches, size=small, mode="bilinear", antialias=True,
-                                          align_corners=False),
-                            size=p, mode="bilinear", align_corners=False)
-    chosen = torch.rand(n, generator=generator, device=patches.device) < geo.rescale_prob
-    return torch.where(chosen.view(n, 1, 1, 1), blurred, patches)
-
-
-def _standardise(patches: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
+def jitter_colour(patches: torch.Tensor, pairs: int, gray_prob: float, brightness: float, contrast: float,
+                  generator: torch.Generator | None) -> torch.Tensor:
+    """Normalised patches (2*pairs x 3 x P x P, centres first) -> both patches of a random share `gray_prob`
+    of the pairs in gray (as 3 channels), then each patch's contrast scaled by a factor in 1 +- `contrast`
+    around its mean and its brightness shifted by up to +-`brightness` (in [0, 1] pixel units)."""
+    m, dev = patches.shape[0], patches.device
+    if gray_prob > 0:
+        gray = (torch.rand(pairs, generator=generator, device=dev) < gray_prob).repeat(2).view(m, 1, 1, 1)
+        patches = torch.where(gray, to_gray(patches).expand(-1, 3, -1, -1), patches)
     mean = patches.mean(dim=(1, 2, 3), keepdim=True)
-    std = patches.std(dim=(1, 2, 3), keepdim=True)
-    return (patches - mean) / (std + eps)
-
-
-def gray_upscaled(images_uint8: torch.Tensor, upscale: int) -> torch.Tensor:
-    """uint8 N x 3 x H x W -> float gray N x 1 x (H*upscale) x (W*upscale) in [0, 1]."""
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images_uint8.device).view(1, 3, 1, 1)
-    gray = (images_uint8.float() * weights).sum(1, keepdim=True) / 255.0
-    if upscale == 1:
-        return gray
-    h, w = gray.shape[-2:]
-    return F.interpolate(gray, size=(h * upscale, w * upscale), mode="bilinear", align_corners=False)
-
-
-def finish_patches(patches: torch.Tensor, geo: Geometry, generator: torch.Generator | None) -> torch.Tensor:
-    """Gray patches (M x 1 x P x P) -> rescaled at random, standardised each on its own, as 3 channels."""
-    return _standardise(_rescale(patches, geo, generator)).expand(-1, 3, -1, -1)
-
-
-def make_pairs(images_uint8: torch.Tensor, geo: Geometry, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """From a uint8 batch (N x 3 x H x W) to pretext inputs (N x 2 x 3 x P x P) and labels (N).
-
-    `generator` must live on the images' device."""
-    n = images_uint8.shape[0]
-    big = gray_upscaled(images_uint8, geo.upscale)
-    centre, neighbour, labels = sample_positions(n, big.shape[-1], geo, generator, images_uint8.device)
-    p = geo.patch_size
-    patches = torch.cat([crop(big, centre[:, 0], centre[:, 1], p, p),
-                         crop(big, neighbour[:, 0], neighbour[:, 1], p, p)])
-    patches = finish_patches(patches, geo, generator)
-    return torch.stack([patches[:n], patches[n:]], dim=1), labels
+    scale = 1 + (torch.rand((m, 1, 1, 1), generator=generator, device=dev) * 2 - 1) * contrast
+    # brightness in [0, 1] units; divided by a typical channel std (0.25) for normalised pixels
+    shift = (torch.rand((m, 1, 1, 1), generator=generator, device=dev) * 2 - 1) * (brightness / 0.25)
+    return (patches - mean) * scale + mean + shift
 
 
 class Context(PretextTask):
@@ -146,14 +84,57 @@ class Context(PretextTask):
 
     name = "context"
     chance = 1 / 8
+    controls = ("other_centre", "other_neighbour")
 
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):
         super().__init__(params, image_size, mean, std)
-        self.geo = Geometry.from_params(params)
-        self.geo.check(image_size)
+        s = "pretext.context"
+        self.geo = Geometry.from_params(params, s)
+        self.geo.check(image_size, self.geo.pair_extent, "a diagonal pair (2*patch_size + gap + 2*jitter)")
+        self.gray_prob = param(params, f"{s}.gray_prob")
+        self.brightness = param(params, f"{s}.brightness")
+        self.contrast = param(params, f"{s}.contrast")
+        self.flip = param(params, f"{s}.flip")
+        self.crop_min = param(params, f"{s}.crop_min")
 
     def network(self, extractor: nn.Module, feat_dim: int) -> nn.Module:
         return ClassifierHead(extractor, feat_dim, views=2, classes=8)
 
     def batch(self, images: torch.Tensor, generator: torch.Generator | None) -> Batch:
-        return make_pairs(images, self.geo, generator)
+        return self.pairs(images, generator)
+
+    def control_batch(self, images: torch.Tensor, generator: torch.Generator | None, control: str) -> Batch:
+        return self.pairs(images, generator, control)
+
+    def zoom(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """A random square crop of each image, its side drawn once per batch between `crop_min` of the image
+        side and all of it (from the host RNG: no device sync), resized to the image size times `upscale`."""
+        n, full = x.shape[0], x.shape[-1]  # square images
+        side = random.randint(max(1, round(self.crop_min * full)), full)
+        if side == full:
+            return upscaled(x, self.geo.upscale)
+        top = torch.randint(0, full - side + 1, (n,), generator=generator, device=x.device)
+        left = torch.randint(0, full - side + 1, (n,), generator=generator, device=x.device)
+        size = full * self.geo.upscale
+        return F.interpolate(crop(x, top, left, side, side), size=(size, size), mode="bilinear", align_corners=False)
+
+    def pairs(self, images_uint8: torch.Tensor, generator: torch.Generator | None, control: str | None = None
+              ) -> Batch:
+        """uint8 N x 3 x H x W -> pretext inputs N x 2 x 3 x P x P (centre, neighbour) and labels N. With a
+        control, the centre (`other_centre`) or the neighbour (`other_neighbour`) of pair i is cut from image
+        i - 1 instead (at the same place), so only the other patch relates to the label."""
+        n, dev = images_uint8.shape[0], images_uint8.device
+        x = normalize(images_uint8, self.mean, self.std)
+        if self.flip:
+            flip = torch.rand(n, generator=generator, device=dev) < 0.5
+            x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
+        x = self.zoom(x, generator)
+        centre, neighbour, labels = sample_pair_positions(n, x.shape[-1], self.geo, generator, dev)
+        own, other = torch.arange(n, device=dev), torch.arange(n, device=dev).roll(1)
+        p = self.geo.patch_size
+        patches = torch.cat([crop(x, centre[:, 0], centre[:, 1], p, p,
+                                  source=other if control == "other_centre" else own),
+                             crop(x, neighbour[:, 0], neighbour[:, 1], p, p,
+                                  source=other if control == "other_neighbour" else own)])
+        patches = jitter_colour(patches, n, self.gray_prob, self.brightness, self.contrast, generator)
+        return torch.stack([patches[:n], patches[n:]], dim=1), labels
