@@ -34,7 +34,8 @@ def build(experiments: list[dict]) -> dict:
             "experiment": exp["name"], "task": params["pretext"]["task"],
             "model": f"{params['model']['arch']}, {params['model']['stem']} stem",
             "metric": pre["metric"], "chance": pre["chance"], "final_train": pre["final_train"],
-            "final_heldout": pre["final_heldout"], "controls": pre.get("controls", {}), "pretrain_seconds": pre["train_seconds"],
+            "final_heldout": pre["final_heldout"], "controls": pre.get("controls", {}),
+            "pretrain_seconds": pre["train_seconds"],
             "examples_per_s": pretrain.get("examples_per_s"),
             "probe_during": [pre["probe_random_extractor"], pre["probe_pretrained_extractor"]],
             "finetune": compare["tests"]["best_f1_macro"], "probe": compare["tests"]["probe_f1_macro"],
@@ -73,10 +74,11 @@ def render(methods: dict) -> str:
     for r in methods["rows"]:
         chance = f" ({r['chance']:.3f})" if r["chance"] else ""
         speed = f"{r['pretrain_seconds']:.0f}"
+        controls = ", ".join(f"{k} {v:.3f}" for k, v in r.get("controls", {}).items()) or "-"
         probe = r["probe"]
         lines.append(
             f"| {r['task']} | {r['model']} | {r['metric']} {r['final_train']:.3f} / {r['final_heldout']:.3f}{chance} | "
-            f"{', '.join(f'{k} {v:.3f}' for k, v in r.get('controls', {}).items()) or '-'} | {speed} | {r['probe_during'][0]:.3f} -> {r['probe_during'][1]:.3f} | "
+            f"{controls} | {speed} | {r['probe_during'][0]:.3f} -> {r['probe_during'][1]:.3f} | "
             f"{probe['scratch']['mean']:.4f} / {probe['pretrained']['mean']:.4f} ({_p(probe['difference']['p'])}) | "
             f"{_ci(r['finetune']['scratch'])} / {_ci(r['finetune']['pretrained'])} | "
             f"{_ci(r['finetune']['difference'])} ({_p(r['finetune']['difference']['p'])}) |")
