@@ -135,3 +135,42 @@ def test_zoomed_pairs_keep_direction_and_stay_in_their_image():
         assert torch.equal(torch.sign(torch.where(step.abs() <= 3, 0, step)), expected)
         assert (step.abs().max() <= GEO.stride + 2 * GEO.jitter)
         assert torch.equal(where[:, 0, 2], torch.arange(256).float())
+
+
+def position_oracle(inputs):
+    """A 'network' that reads the label off where the two patches were cut (the coded images say it): it
+    uses position only, never whether the patches belong together."""
+    out = []
+    for pairs in inputs:
+        where = decode(pairs)
+        step = torch.sign(torch.where((where[:, 1, :2] - where[:, 0, :2]).abs() <= 3, 0,
+                                      where[:, 1, :2] - where[:, 0, :2]))
+        out.append((step.unsqueeze(1) == OFFSETS.float().unsqueeze(0)).all(-1).float())  # N x 8 one-hot
+    return torch.cat(out)
+
+
+def relation_oracle(inputs):
+    """Right only when both patches come from one image; otherwise it guesses class 0."""
+    out = []
+    for pairs in inputs:
+        where = decode(pairs)
+        same = (where[:, 0, 2] == where[:, 1, 2]).float().unsqueeze(1)
+        out.append(position_oracle([pairs]) * same + torch.nn.functional.one_hot(
+            torch.zeros(len(pairs), dtype=torch.long), 8).float() * (1 - same))
+    return torch.cat(out)
+
+
+def test_controls_expose_a_position_shortcut_and_credit_a_relation():
+    from stages.pretexts.base import heldout_scores
+    task = context(gray_prob=0.0, brightness=0.0, contrast=0.0, flip=False)
+    images = coded_images(250).repeat(8, 1, 1, 1)
+    shortcut = heldout_scores(task, position_oracle, images, 500, seed=0)
+    relation = heldout_scores(task, relation_oracle, images, 500, seed=0)
+    assert shortcut["accuracy"] == relation["accuracy"] == 1.0
+    # a position-only solution keeps its accuracy when one patch comes from another image...
+    assert shortcut["control_other_centre"] == shortcut["control_other_neighbour"] == 1.0
+    # ...a solution that needs both patches of one image falls to about chance (class 0 of 8)
+    assert relation["control_other_centre"] < 0.2 and relation["control_other_neighbour"] < 0.2
+    # and scoring against shuffled labels sits at chance for both
+    for scores in (shortcut, relation):
+        assert abs(scores["control_shuffled"] - 1 / 8) < 0.03
