@@ -79,7 +79,13 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("param 'device' is 'cuda' but no CUDA GPU is visible: use device=auto or cpu")
+        try:  # what CUDA itself says: no driver, a driver too old for this torch, no device visible...
+            torch.cuda.init()
+            reason = "no CUDA GPU is visible"
+        except Exception as e:
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(f"param 'device' is 'cuda' but CUDA cannot be used ({reason}): fix the driver, or use "
+                        f"device=auto or cpu")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UserError("param 'device' is 'mps' but MPS is not available: use device=auto or cpu")
     return torch.device(name)
@@ -107,6 +113,13 @@ def describe_device(device: torch.device) -> str:
     except OSError:
         pass
     return f"{device.type}: {model}, {torch.get_num_threads()} threads"
+
+
+def announce(stage: str, device: torch.device, precision: str) -> None:
+    """The line every training stage prints first: where it runs, in what precision, on how many threads."""
+    where = describe_device(device)
+    threads = "" if device.type == "cpu" else f", {torch.get_num_threads()} CPU threads"
+    print(f"{stage}: {where}{threads}, precision {precision}", file=sys.stderr, flush=True)
 
 
 def device_from_params(params: dict[str, Any]) -> torch.device:

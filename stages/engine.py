@@ -3,8 +3,11 @@
 A `Trainer` owns a model, its optimiser, a per-step learning-rate schedule and a criterion (outputs,
 targets) -> (mean loss, summed score): cross-entropy and hits by default, a pretext task's own otherwise.
 `train_epoch` consumes (inputs, targets) batches that are already on the device, sums loss and score on the
-device (no host sync per step), and reports images/s through tqdm; `predict` runs large no-grad batches. On CUDA it uses bf16
-autocast and channels_last. A loss that turns NaN or Inf stops the run with a message, not garbage.
+device (no host sync per step), and reports images/s through tqdm; `predict` runs large no-grad batches. The
+`precision` param picks the autocast dtype (`resolve_precision`: bf16 on CUDA GPUs that have it, fp16 with a
+gradient scaler on older ones, on a CPU bf16 only where it has bf16 instructions and a measured step is
+faster, else fp32); losses, logits and features leave in fp32. Image batches and models are channels_last
+on CUDA and CPU. A loss that turns NaN or Inf stops the run with a message, not garbage.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,6 +32,8 @@ from stages.common import UserError
 from stages.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CHECK_EVERY = 25  # steps between checks that the loss is still finite
 Criterion = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -66,12 +73,16 @@ class Trainer:
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
                  warmup_steps: int, device: torch.device, label_smoothing: float = 0.0,
-                 dist: Dist = Dist(), compile: bool = False, criterion: Criterion | None = None):
+                 dist: Dist = Dist(), compile: bool = False, criterion: Criterion | None = None,
+                 precision: str = "fp32"):
         self.device = device
+        self.precision = precision
         self.dist = dist
         self.model = model.to(device)
-        if device.type == "cuda":
+        if channels_last(device):
             self.model = self.model.to(memory_format=torch.channels_last)
+        # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
+        self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         self.train_model: nn.Module = self.model
         if dist.world > 1:
             self.model = sync_batchnorm(self.model, device)
@@ -84,7 +95,7 @@ class Trainer:
         self.criterion = criterion or classification_criterion(label_smoothing)
 
     def autocast(self):
-        return autocast(self.device)
+        return autocast(self.device, self.precision)
 
     def state_dict(self) -> dict:
         """Model, optimiser and schedule: what a resume checkpoint needs from the trainer."""
@@ -117,8 +128,13 @@ class Trainer:
                     outputs = self.train_model(self._layout(inputs))
                     loss, score = self.criterion(outputs, targets)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
+                if self.scaler is None:
+                    loss.backward()
+                    self.optimizer.step()
+                else:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 self.scheduler.step()
                 loss_sum += loss.detach() * len(targets)
                 score_sum += score.detach().float()
@@ -144,29 +160,90 @@ class Trainer:
                         f"it) or the precision too low")
 
     def recalibrate_bn(self, model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
-        recalibrate_bn(model, inputs, self.device)
+        recalibrate_bn(model, inputs, self.device, self.precision)
 
     def predict(self, inputs: Iterable[torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
         """Outputs of `model` (default: the trained one); see `predict`."""
-        return predict(model or self.model, inputs, self.device, self.dist)
+        return predict(model or self.model, inputs, self.device, self.dist, self.precision)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing elsewhere."""
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX-BF16); False where it cannot be read."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@cache
+def bf16_faster_on_cpu(steps: int = 3) -> bool:
+    """Time a few training steps of a small ResNet-like conv stack (batch 64, 16x16) in fp32 and in bf16
+    autocast on this CPU; True if bf16 is faster. A second or two, once per process."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                        *[m for _ in range(2) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64),
+                                                        nn.ReLU())],
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).to(memory_format=torch.channels_last)
+    x = torch.randn(64, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (64,))
+    seconds = {}
+    for precision in ("fp32", "bf16", "fp32", "bf16"):  # the second round counts: the first warms up
+        start = time.perf_counter()
+        for _ in range(steps):
+            with autocast(torch.device("cpu"), precision):
+                loss = F.cross_entropy(net(x).float(), y)
+            loss.backward()
+        seconds[precision] = time.perf_counter() - start
+    return seconds["bf16"] < seconds["fp32"]
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The param `precision` for `device`: `auto` -> bf16 on CUDA GPUs with native bf16, fp16 on older ones,
+    on a CPU bf16 where it has bf16 instructions and a measured step is faster (`bf16_faster_on_cpu`),
+    fp32 elsewhere (MPS included). An explicit choice the device cannot run is a UserError."""
+    if name not in PRECISIONS:
+        raise UserError(f"param 'precision' is {name!r}: choose one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        bf16 = torch.cuda.is_bf16_supported()
+        if name == "bf16" and not bf16:
+            raise UserError(f"param 'precision' is 'bf16' but {torch.cuda.get_device_name(device)} has no native "
+                            f"bf16: use precision=auto (fp16 with loss scaling) or fp32")
+        return name if name != "auto" else "bf16" if bf16 else "fp16"
+    if device.type == "cpu":
+        if name == "auto":
+            return "bf16" if cpu_has_bf16() and bf16_faster_on_cpu() else "fp32"
+        return name
+    if name not in ("auto", "fp32"):
+        raise UserError(f"param 'precision' is {name!r}: on {device.type} only fp32 is supported; use "
+                        f"precision=auto or fp32")
+    return "fp32"
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """Autocast to the precision's dtype (bf16 or fp16) on `device`; nothing for fp32."""
+    if precision in DTYPES:
+        return torch.autocast(device.type, dtype=DTYPES[precision])
     return nullcontext()
 
 
+def channels_last(device: torch.device) -> bool:
+    """Whether models and image batches use channels_last on `device`: on CUDA and on the CPU (measured
+    faster for ResNet-18 steps there, see README "Speed"), not on MPS."""
+    return device.type in ("cuda", "cpu")
+
+
 def to_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """channels_last image batches on CUDA."""
-    if device.type == "cuda" and x.ndim == 4:
+    """Image batches (4-d) in the device's memory layout."""
+    if x.ndim == 4 and channels_last(device):
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device) -> None:
+def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device,
+                   precision: str = "fp32") -> None:
     """Re-estimate BatchNorm running statistics of `model` on `inputs` (a plain average over them)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
@@ -175,19 +252,19 @@ def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], device: tor
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    with autocast(device):
+    with autocast(device, precision):
         for x in inputs:
             model(to_layout(x, device))
 
 
 @torch.no_grad()
-def predict(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device, dist: Dist = Dist()
-            ) -> torch.Tensor:
+def predict(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device, dist: Dist = Dist(),
+            precision: str = "fp32") -> torch.Tensor:
     """Outputs of `model` in eval mode for every batch, concatenated on the CPU as float. Under torchrun the
     batches are dealt round-robin over the ranks and gathered back in order."""
     model.eval()
     outs = []
-    with autocast(device):
+    with autocast(device, precision):
         for i, x in enumerate(inputs):
             if i % dist.world == dist.rank:
                 outs.append(model(to_layout(x, device)).float())

@@ -22,11 +22,11 @@ import torch
 from dvclive import Live
 
 from stages.augment import labelled_batches, normalize
-from stages.common import (atomic_path, describe_device, device_from_params, device_generator, load_params, param,
+from stages.common import (announce, atomic_path, describe_device, device_from_params, device_generator, load_params, param,
                            save_torch, seed_everything)
 from stages.data import load_dataset
 from stages.distributed import NullLive, run_parallel_stage, setup
-from stages.engine import Trainer, chunks, classification_metrics, sgd
+from stages.engine import Trainer, resolve_precision, chunks, classification_metrics, sgd
 from stages.models import Classifier, build_extractor, load_extractor
 from stages.resume import Resume, fingerprint
 
@@ -50,6 +50,9 @@ def main(init: str, seed: int) -> None:
     wall_start = time.perf_counter()
     params = load_params()
     dist, device = setup(device_from_params(params))
+    precision = resolve_precision(param(params, "precision"), device)
+    if dist.main:
+        announce(f"finetune {init} seed {seed}", device, precision)
     compile_model = param(params, "compile")
     epochs = param(params, "finetune.epochs")
     batch_size = param(params, "finetune.batch_size")
@@ -86,7 +89,7 @@ def main(init: str, seed: int) -> None:
     pool_size = len(dataset.train_labels) - len(validation)
     steps = math.ceil(pool_size / batch_size)
     trainer = Trainer(model, sgd(model, lr, weight_decay), epochs * steps, int(warmup * steps), device,
-                      label_smoothing=smoothing, dist=dist, compile=compile_model)
+                      label_smoothing=smoothing, dist=dist, compile=compile_model, precision=precision)
     gen = device_generator(seed, device)
 
     def norm(x: torch.Tensor) -> torch.Tensor:

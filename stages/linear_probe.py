@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from stages.augment import normalize
-from stages.common import (describe_device, device_from_params, load_params, param, run_stage, save_json,
+from stages.common import (announce, describe_device, device_from_params, load_params, param, run_stage, save_json,
                            seed_everything)
 from stages.data import load_dataset
+from stages.engine import resolve_precision
 from stages.models import build_extractor, load_extractor
 from stages.probe import frozen_features, linear_probe
 
@@ -31,6 +32,8 @@ def main() -> None:
     start = time.perf_counter()
     params = load_params()
     device = device_from_params(params)
+    precision = resolve_precision(param(params, "precision"), device)
+    announce("linear_probe", device, precision)
     seeds = param(params, "seeds")  # lists' items are checked with every param (stages/schema.py)
     cs = param(params, "probe.C")
     max_iter = param(params, "probe.max_iter")
@@ -50,7 +53,8 @@ def main() -> None:
     calibration = train_x[:CALIBRATION_IMAGES]
 
     def probe(extractor: torch.nn.Module) -> dict:
-        feats = frozen_features(extractor, images, calibration, batch, lambda x: normalize(x, mean, std), device)
+        feats = frozen_features(extractor, images, calibration, batch, lambda x: normalize(x, mean, std), device,
+                                precision)
         return linear_probe(*zip(feats, labels), cs=cs, n_classes=n_classes, max_iter=max_iter)
 
     pretrained = probe(load_extractor(PRETRAINED, arch, stem, param(params, "pretext.task"))[0])

@@ -21,7 +21,7 @@ from stages.report import (README, _ci, _p, check_same_study, experiment_refs, r
 
 METHODS_JSON = Path("metrics/methods.json")
 BEGIN, END = "<!-- methods:begin (written by python -m stages.methods) -->", "<!-- methods:end -->"
-FREE = ("pretext", "model", "device", "nproc", "compile", "stream")  # may differ between the rows
+FREE = ("pretext", "model", "device", "nproc", "compile", "stream", "precision")  # may differ between the rows
 
 
 def build(experiments: list[dict]) -> dict:

@@ -20,11 +20,11 @@ import torch
 from dvclive import Live
 
 from stages.augment import normalize
-from stages.common import (UserError, describe_device, device_from_params, device_generator, load_params, param,
+from stages.common import (UserError, announce, describe_device, device_from_params, device_generator, load_params, param,
                            seed_everything)
 from stages.data import ImageStore, load_dataset, should_stream
 from stages.distributed import NullLive, run_parallel_stage, setup
-from stages.engine import Trainer, sgd
+from stages.engine import Trainer, resolve_precision, sgd
 from stages.models import build_extractor, save_extractor
 from stages.pretexts import build_task, heldout_scores, pretext_batches
 from stages.probe import frozen_features, linear_probe_accuracy
@@ -39,6 +39,9 @@ def main() -> None:
     params = load_params()
     seed = param(params, "seed")
     dist, device = setup(device_from_params(params))
+    precision = resolve_precision(param(params, "precision"), device)
+    if dist.main:
+        announce("pretrain", device, precision)
     compile_model = param(params, "compile")
     epochs = param(params, "pretext.epochs")
     batch_size = param(params, "pretext.batch_size")
@@ -67,7 +70,7 @@ def main() -> None:
     images = ImageStore(sources, device, should_stream(stream, sources, device), rows)  # labels unused
     steps = math.ceil(len(images) / batch_size)
     trainer = Trainer(net, sgd(net, lr, weight_decay), epochs * steps, int(warmup * steps), device, dist=dist,
-                      compile=compile_model, criterion=task.criterion)
+                      compile=compile_model, criterion=task.criterion, precision=precision)
 
     rng = np.random.default_rng(seed)
     probe_idx = np.sort(rng.choice(validation, size=min(probe_size, len(validation)), replace=False))
@@ -79,7 +82,7 @@ def main() -> None:
         # patches for context): the probe re-estimates them on the probe images (labels unused) in a copy,
         # as fine-tuning in train mode would.
         feats, = frozen_features(trainer.model.extractor, [probe_images], probe_images, eval_batch,
-                                 lambda x: normalize(x, mean, std), device)
+                                 lambda x: normalize(x, mean, std), device, precision)
         return linear_probe_accuracy(feats, probe_labels, seed)
 
     def heldout() -> None:

@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from stages.engine import chunks, classification_metrics, predict, recalibrate_bn
+from stages.engine import channels_last, chunks, classification_metrics, predict, recalibrate_bn
 
 
 def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
@@ -38,13 +38,16 @@ def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -
 
 def frozen_features(extractor: nn.Module, images: Sequence[torch.Tensor], calibration: torch.Tensor,
                     batch_size: int, transform: Callable[[torch.Tensor], torch.Tensor],
-                    device: torch.device) -> list[np.ndarray]:
+                    device: torch.device, precision: str = "fp32") -> list[np.ndarray]:
     """Features of each uint8 image tensor in `images` from a copy of `extractor` whose BatchNorm statistics
     are re-estimated on `calibration` images first (labels unused): a pretext extractor's statistics
-    describe its pretext inputs, a random one's describe nothing."""
+    describe its pretext inputs, a random one's describe nothing. Features come back in fp32 whatever the
+    `precision` they were computed in."""
     model = copy.deepcopy(extractor).to(device)
-    recalibrate_bn(model, chunks(calibration, batch_size, transform), device)
-    return [predict(model, chunks(x, batch_size, transform), device).numpy() for x in images]
+    if channels_last(device):
+        model = model.to(memory_format=torch.channels_last)
+    recalibrate_bn(model, chunks(calibration, batch_size, transform), device, precision)
+    return [predict(model, chunks(x, batch_size, transform), device, precision=precision).numpy() for x in images]
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):

@@ -29,7 +29,7 @@ STUDY_JSON = Path("metrics/study.json")
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}
 README = Path("README.md")
 BEGIN, END = "<!-- results:begin (written by python -m stages.report) -->", "<!-- results:end -->"
-IGNORED_PARAMS = {"fraction", "device", "nproc", "compile", "stream"}
+IGNORED_PARAMS = {"fraction", "device", "nproc", "compile", "stream", "precision"}
 INITS = ("scratch", "pretrained")
 METRICS = [("best_f1_macro", "test macro-F1 (primary)"), ("best_accuracy", "test accuracy"),
            ("best_precision_macro", "test macro precision"), ("best_recall_macro", "test macro recall"),

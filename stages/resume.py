@@ -4,9 +4,10 @@ A checkpoint is one file, `.resume/<name>.pt` (outside every DVC output, which D
 a stage; ignored by git and DVC), replaced whole after every epoch. It holds the stage's dvclive directory
 as it was after that epoch, the model, optimiser and scheduler states, every random number generator (as
 tensors, so it loads with `weights_only=True`), the epoch and whatever the stage adds, and a fingerprint
-of the stage's params and input files. When the stage starts, a checkpoint with the same fingerprint is
-resumed; one with another fingerprint (params or inputs changed) or one that does not load is reported,
-removed and ignored. After the stage succeeds the checkpoint is removed. Resuming replays the rest of the
+of the stage's params, its input files and its code (the source of every module the stage has imported
+from the repository, `nets/` included). When the stage starts, a checkpoint with the same fingerprint is
+resumed; one with another fingerprint (params, inputs or code changed) or one that does not load is
+reported, removed and ignored. After the stage succeeds the checkpoint is removed. Resuming replays the rest of the
 run exactly: the same batches, the same updates; on a CPU the final metrics equal an uninterrupted run's.
 """
 
@@ -42,11 +43,32 @@ def _file_digest(path: Path, digest: Any) -> None:
             digest.update(f.read())
 
 
-def fingerprint(params: Any, inputs: list[Path | str]) -> str:
-    """A digest of `params` (any JSON-able value) and of the input files (directories walked)."""
+def loaded_code(root: Path | None = None) -> list[Path]:
+    """Source files of every module this process has imported from under `root` (default: the working
+    directory, the repository a stage runs in): the code the stage runs."""
+    root = (root or Path.cwd()).resolve()
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path and path.endswith(".py"):
+            resolved = Path(path).resolve()
+            # not an environment that happens to live in the repository
+            if resolved.is_relative_to(root) and resolved.is_file() and not {
+                    ".venv", "site-packages", "dist-packages"} & set(resolved.relative_to(root).parts):
+                files.add(resolved)
+    return sorted(files)
+
+
+def fingerprint(params: Any, inputs: list[Path | str], code: list[Path] | None = None) -> str:
+    """A digest of `params` (any JSON-able value), of the input files (directories walked, bytecode caches
+    skipped) and of the code (default: `loaded_code()`)."""
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for path in loaded_code() if code is None else code:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
     for item in map(Path, inputs):
-        files = sorted(p for p in item.rglob("*") if p.is_file()) if item.is_dir() else [item]
+        files = (sorted(p for p in item.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+                 if item.is_dir() else [item])
         for path in files:
             if path.exists():
                 _file_digest(path, digest)
@@ -106,7 +128,8 @@ class Resume:
             self.clear()
             return None
         if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
-            print(f"resume: {self.path} belongs to other params or inputs; removed, starting over", file=sys.stderr)
+            print(f"resume: {self.path} belongs to other params, inputs or code; removed, starting over",
+                  file=sys.stderr)
             self.clear()
             return None
         if self.live_dir is not None:

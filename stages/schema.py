@@ -39,6 +39,7 @@ def spec() -> dict[str, dict[str, Any]]:
         "device": {"kind": str, "choices": ["auto", "cpu", "cuda", "mps"]},
         "nproc": {"kind": int, "low": 1},
         "compile": {"kind": bool},
+        "precision": {"kind": str, "choices": ["auto", "bf16", "fp16", "fp32"]},
         "stream": {"kind": str, "choices": ["auto", "always", "never"]},
         "profile_name": {"kind": str},
         "data.source": {"kind": str, "choices": SOURCES},
@@ -119,3 +120,7 @@ def check_params(params: dict[str, Any]) -> None:
             raise UserError(f"param '{key}' is {values!r}: expected a non-empty list of {what}")
     if len(set(params["seeds"])) != len(params["seeds"]):
         raise UserError(f"param 'seeds' is {params['seeds']!r}: the seeds must differ")
+    if params["compile"] and params["nproc"] > 1:
+        raise UserError(f"param 'compile' is true with nproc={params['nproc']}: torch.compile breaks its graph at "
+                        f"every synced BatchNorm of a multi-process run, so it is slower, not faster; set compile "
+                        f"false or nproc 1")

@@ -11,7 +11,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # read, deliberately not declared: a hardware knob must not invalidate results
-HARDWARE = {"device", "nproc", "compile", "stream"}
+HARDWARE = {"device", "nproc", "compile", "stream", "precision"}
 
 
 def local_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:

@@ -110,3 +110,66 @@ def test_compiled_training_gives_the_eager_result():
     eager = run(False)
     assert eager[-1] < eager[0]
     assert run(True) == pytest.approx(eager, rel=1e-4)
+
+
+def _conv_run(precision: str) -> tuple[float, torch.Tensor]:
+    """A small CNN fine-tuned a few epochs on synthetic class images; its validation macro-F1 and logits."""
+    from stages.models import Classifier, build_extractor
+    from tests.synthetic import images
+    labels = np.arange(240) % 10
+    x = torch.from_numpy(images(labels, 0)).float() / 255
+    y = torch.from_numpy(labels)
+    torch.manual_seed(0)
+    extractor, dim = build_extractor("nets.small_cnn:build", "imagenet")
+    model = Classifier(extractor, dim, 10)
+    trainer = Trainer(model, sgd(model, 0.05, 0.0), 60, 5, torch.device("cpu"), precision=precision)
+    g = torch.Generator().manual_seed(0)
+    train, val = slice(0, 200), slice(200, 240)
+    for _ in range(3):
+        trainer.train_epoch(((x[train][i], y[train][i]) for i in index_batches(200, 20, 20, g)), 20, precision)
+    logits = trainer.predict(chunks(x[val], 20, lambda b: b))
+    return classification_metrics(logits, labels[val])["f1_macro"], logits
+
+
+def test_bf16_and_fp32_runs_reach_the_same_validation_f1():
+    f1_fp32, logits32 = _conv_run("fp32")
+    f1_bf16, logits16 = _conv_run("bf16")
+    assert f1_fp32 > 0.5  # it learned something to compare
+    assert abs(f1_bf16 - f1_fp32) <= 0.01
+    assert logits16.dtype == logits32.dtype == torch.float32  # outputs leave in fp32 whatever the precision
+
+
+def test_precision_auto_picks_by_device_and_measurement(monkeypatch, tmp_path):
+    from stages import engine
+    cpu = torch.device("cpu")
+    has_bf16, measure = engine.cpu_has_bf16, engine.bf16_faster_on_cpu
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
+    assert engine.resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(engine, "bf16_faster_on_cpu", lambda: True)
+    assert engine.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(engine, "bf16_faster_on_cpu", lambda: False)
+    assert engine.resolve_precision("auto", cpu) == "fp32"
+    assert engine.resolve_precision("bf16", cpu) == "bf16"  # an explicit choice is kept
+    with pytest.raises(UserError, match="param 'precision' is 'fp16': on mps only fp32"):
+        engine.resolve_precision("fp16", torch.device("mps"))
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    assert has_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
+    assert not has_bf16(info)
+    assert isinstance(measure.__wrapped__(steps=1), bool)  # the measurement runs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_precision_auto_on_cuda_follows_native_bf16():
+    from stages import engine
+    expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    assert engine.resolve_precision("auto", torch.device("cuda")) == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a usable CUDA GPU")
+def test_device_cuda_without_a_gpu_names_the_driver_problem():
+    from stages.common import resolve_device
+    with pytest.raises(UserError, match=r"param 'device' is 'cuda' but CUDA cannot be used \(.+\): fix the driver"):
+        resolve_device("cuda")

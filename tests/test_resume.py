@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from stages.resume import Resume, fingerprint, rng_state, set_rng_state
+from stages.resume import Resume, fingerprint, loaded_code, rng_state, set_rng_state
 from tests.synthetic import stage_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def test_checkpoint_of_other_params_or_corrupt_is_dropped(tmp_path, capsys):
     assert Resume("stage", "params-a", root=tmp_path).load()["epoch"] == 1
     assert Resume("stage", "params-b", root=tmp_path).load() is None
     assert not (tmp_path / "stage.pt").exists()
-    assert "belongs to other params or inputs" in capsys.readouterr().err
+    assert "belongs to other params, inputs or code" in capsys.readouterr().err
     (tmp_path / "stage.pt").write_bytes(b"half a checkpoint")
     assert Resume("stage", "params-a", root=tmp_path).load() is None
     assert not (tmp_path / "stage.pt").exists()
@@ -118,6 +118,39 @@ def test_fingerprint_follows_params_and_inputs(tmp_path):
     assert a != fingerprint({"lr": 0.2}, [tmp_path / "d"])
     (tmp_path / "d" / "x.npy").write_bytes(b"2")
     assert a != fingerprint({"lr": 0.1}, [tmp_path / "d"])
+
+
+def test_fingerprint_follows_the_code(tmp_path):
+    module = tmp_path / "step.py"
+    module.write_text("LR = 0.1\n")
+    a = fingerprint({"lr": 0.1}, [], code=[module])
+    module.write_text("LR = 0.2\n")
+    assert a != fingerprint({"lr": 0.1}, [], code=[module])
+    # by default: every module imported from the working directory, this one included
+    assert Path(__file__).resolve() in loaded_code(ROOT) and Path(torch.__file__).resolve() not in loaded_code(ROOT)
+
+
+def test_an_edited_dependency_between_kill_and_rerun_starts_over(workspace):
+    args, resume_name, outputs, live = STAGES["pretrain"]
+    ws = workspace
+    checkpoint = ws / ".resume" / f"{resume_name}.pt"
+    proc = subprocess.Popen(command(ws, args), cwd=ws, env=env(ws), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL and checkpoint.exists()
+    engine = ws / "stages" / "engine.py"
+    original = engine.read_text()
+    try:
+        engine.write_text(original + "\n# an edit to a module pretraining imports\n")
+        rerun = subprocess.run(command(ws, args), cwd=ws, env=env(ws), capture_output=True, text=True)
+    finally:
+        engine.write_text(original)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "belongs to other params, inputs or code; removed, starting over" in rerun.stderr
+    assert "resume: continuing" not in rerun.stderr and not checkpoint.exists()
 
 
 def test_rng_states_round_trip_through_weights_only(tmp_path):

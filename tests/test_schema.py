@@ -54,6 +54,14 @@ def test_a_bad_value_says_what_is_allowed(key, value, allowed):
         schema.check_params(with_value(key, value))
 
 
+def test_compile_with_several_processes_is_refused_with_the_reason():
+    params = with_value("compile", True)
+    schema.check_params(params)  # one process: fine
+    params["nproc"] = 2
+    with pytest.raises(UserError, match="param 'compile' is true with nproc=2: .*synced BatchNorm"):
+        schema.check_params(params)
+
+
 def test_a_mistyped_key_suggests_the_right_one():
     params = copy.deepcopy(PARAMS)
     params["finetune"]["lrr"] = 0.1
