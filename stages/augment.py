@@ -16,6 +16,18 @@ from stages.distributed import Dist
 from stages.engine import Batch, index_batches
 
 
+_ON_DEVICE: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def on_device(constant: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A module-level constant tensor on `device`, copied there once per process: copying it in every step
+    would be a host-to-device transfer, and on CUDA a synchronisation, inside the training loop."""
+    key = (id(constant), str(device))
+    if key not in _ON_DEVICE or _ON_DEVICE[key][0] is not constant:  # the cache keeps `constant` alive
+        _ON_DEVICE[key] = (constant, constant.to(device))
+    return _ON_DEVICE[key][1]
+
+
 def crop(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, height: int, width: int,
          source: torch.Tensor | None = None) -> torch.Tensor:
     """Cut an (height x width) window at (top[i], left[i]) from image source[i] (default: image i), by one

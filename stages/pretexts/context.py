@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.augment import crop, normalize
+from stages.augment import crop, normalize, on_device
 from stages.common import param
 from stages.engine import Batch
 from stages.pretexts.base import ClassifierHead, PretextTask
@@ -51,7 +51,7 @@ def sample_pair_positions(n: int, side: int, geo: Geometry, generator: torch.Gen
         return torch.randint(low, high, shape, generator=generator, device=device)
 
     labels = randint(0, 8, (n,))
-    step = OFFSETS.to(device)[labels] * geo.stride                       # n x 2
+    step = on_device(OFFSETS, device)[labels] * geo.stride               # n x 2
     j, p = geo.jitter, geo.patch_size
     low = j - step.clamp(max=0)                                          # first valid centre corner
     high = side - p - j - step.clamp(min=0)                              # last valid centre corner

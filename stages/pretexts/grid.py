@@ -15,10 +15,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from stages.augment import on_device
 from stages.common import UserError, param
 
 # (row, column) offset of each of the 8 neighbours from the centre, in grid cells; a label indexes it.
 OFFSETS = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
+LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601 weights
 
 
 @dataclass(frozen=True)
@@ -69,5 +71,4 @@ def upscaled(images: torch.Tensor, upscale: int) -> torch.Tensor:
 
 def to_gray(images: torch.Tensor) -> torch.Tensor:
     """N x 3 x H x W -> N x 1 x H x W luma (ITU-R 601 weights)."""
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images * weights).sum(1, keepdim=True)
+    return (images * on_device(LUMA, images.device)).sum(1, keepdim=True)

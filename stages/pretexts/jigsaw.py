@@ -22,13 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.augment import crop
+from stages.augment import crop, on_device
 from stages.common import param
 from stages.engine import Batch
 from stages.pretexts.base import ClassifierHead, PretextTask
 from stages.pretexts.grid import Geometry, to_gray, upscaled
 
 TILES = 9
+CELLS = torch.tensor([(r, c) for r in range(3) for c in range(3)])  # (row, column) of each cell, row-major
 
 
 @lru_cache(maxsize=8)
@@ -75,9 +76,9 @@ def make_puzzles(images_uint8: torch.Tensor, geo: Geometry, perms: torch.Tensor,
     big = upscaled(to_gray(images_uint8.float() / 255.0), geo.upscale)
     slack = big.shape[-1] - geo.grid_extent
     origin = torch.randint(0, slack + 1, (n, 1, 2), generator=generator, device=dev) + geo.jitter
-    cells = torch.tensor([(r, c) for r in range(3) for c in range(3)], device=dev)        # 9 x 2
+    cells = on_device(CELLS, dev)                                                          # 9 x 2
     labels = torch.randint(0, len(perms), (n,), generator=generator, device=dev)
-    order = perms.to(dev)[labels]                                                          # N x 9
+    order = perms[labels]  # N x 9; `perms` lives on the images' device (the task moves them there once)
     corners = origin + cells[order] * geo.stride                                           # N x 9 x 2
     corners = corners + torch.randint(-geo.jitter, geo.jitter + 1, (n, TILES, 2), generator=generator, device=dev)
     p = geo.patch_size
@@ -104,4 +105,6 @@ class Jigsaw(PretextTask):
         return ClassifierHead(extractor, feat_dim, views=TILES, classes=len(self.perms))
 
     def batch(self, images: torch.Tensor, generator: torch.Generator | None) -> Batch:
+        if self.perms.device != images.device:  # once, not per step
+            self.perms = self.perms.to(images.device)
         return make_puzzles(images, self.geo, self.perms, generator, self.rescale_prob, self.rescale_min)

@@ -20,11 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.augment import on_device
 from stages.common import param
 from stages.engine import Batch
 from stages.pretexts.base import PretextTask
 
-GRAY = (0.299, 0.587, 0.114)
+GRAY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 FROM_YIQ = torch.linalg.inv(TO_YIQ)  # once, on the CPU: no device sync per batch
 
@@ -53,7 +54,7 @@ def resized_crop_flip(images: torch.Tensor, crop_min: float, generator) -> torch
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
-    return (x * torch.tensor(GRAY, device=x.device).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return (x * on_device(GRAY, x.device)).sum(1, keepdim=True)
 
 
 def _hue(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,7 @@ def _hue(x: torch.Tensor, turn: torch.Tensor) -> torch.Tensor:
     rot = torch.zeros(len(x), 3, 3, device=x.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    m = FROM_YIQ.to(x.device) @ rot @ TO_YIQ.to(x.device)         # N x 3 x 3
+    m = on_device(FROM_YIQ, x.device) @ rot @ on_device(TO_YIQ, x.device)        # N x 3 x 3
     return torch.einsum("nij,njhw->nihw", m, x)
 
 
