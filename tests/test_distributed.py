@@ -153,3 +153,38 @@ def test_cpu_sync_batchnorm_equals_batchnorm_on_the_whole_batch():
         assert torch.allclose(grad, whole.grad[share], atol=1e-5)
         assert torch.allclose(running_var, bn.running_var, atol=1e-5)
     assert torch.allclose(weight_grad, bn.weight.grad, atol=1e-4)
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_over_c10d_rendezvous_match_one_process(workspace, tmp_path):
+    """What a cluster runs, on localhost: one torchrun per node, 1 process each, joined by torchrun's c10d
+    rendezvous (`--nnodes 2 --rdzv-backend c10d --rdzv-endpoint host:port`), gloo between the nodes."""
+    out = ["metrics/finetune/scratch/seed0", "models/finetune/scratch/seed0.pt"]
+    set_params(workspace, nproc=1)
+    stage(workspace, "stages.finetune", "--init", "scratch", "--seed", "0")
+    single = tmp_path / "single"
+    shutil.copytree(workspace / out[0], single / out[0])
+    shutil.rmtree(workspace / out[0])
+    (workspace / out[1]).unlink()
+    endpoint = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(workspace)}
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "study",
+                               "-m", "stages.finetune", "--init", "scratch", "--seed", "0"],
+                              cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    logs = [node.communicate(timeout=600) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(err[-2000:] for _, err in logs)
+    live = Path(out[0])
+    first, two = history(single / live, "train/loss"), history(workspace / live, "train/loss")
+    assert two[0] == pytest.approx(first[0], rel=0.01) and two[-1] == pytest.approx(first[-1], rel=0.1)
+    s = json.loads((single / live / "metrics.json").read_text())["best"]
+    d = json.loads((workspace / live / "metrics.json").read_text())["best"]
+    assert d["steps"] == s["steps"] and d["val"]["f1_macro"] == pytest.approx(s["val"]["f1_macro"], abs=0.05)
+    assert d["processes"] == 2 and s["processes"] == 1
