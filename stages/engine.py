@@ -35,6 +35,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CHECK_EVERY = 25  # steps between checks that the loss is still finite
+ESTIMATE_AFTER = 5  # steps timed before a `slow_hint` warning estimates the training time
 Criterion = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -74,8 +75,10 @@ class Trainer:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
                  warmup_steps: int, device: torch.device, label_smoothing: float = 0.0,
                  dist: Dist = Dist(), compile: bool = False, criterion: Criterion | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", slow_hint: str | None = None):
         self.device = device
+        self.total_steps = total_steps
+        self.slow_hint = slow_hint  # printed once, after ESTIMATE_AFTER steps, with the estimated training time
         self.precision = precision
         self.dist = dist
         self.model = model.to(device)
@@ -140,6 +143,8 @@ class Trainer:
                 score_sum += score.detach().float()
                 seen += len(targets)
                 bar.update(1)
+                if self.slow_hint and step == ESTIMATE_AFTER:
+                    self._estimate(step, time.perf_counter() - start)
                 if step % CHECK_EVERY == 0 and not torch.isfinite(loss_sum):  # one host sync per CHECK_EVERY steps
                     self._diverged(desc, float(loss_sum))
                 bar.set_postfix_str(f"{seen * self.dist.world / (time.perf_counter() - start):.0f} img/s",
@@ -154,6 +159,16 @@ class Trainer:
         return {"loss": mean_loss, "score": score_total / max(seen_total, 1), "seconds": seconds,
                 "images_per_s": seen_total / seconds, "lr": lr}
 
+    def _estimate(self, steps: int, seconds: float) -> None:
+        """Warn, once, with the training time these first steps predict (a host sync: once per run)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        total = seconds / steps * self.total_steps
+        if self.dist.main:
+            print(f"warning: about {total / 60:.0f} min of training at this speed "
+                  f"({steps / seconds:.2f} steps/s on {self.device.type}): {self.slow_hint}", file=sys.stderr)
+        self.slow_hint = None
+
     @staticmethod
     def _diverged(desc: str, loss: float) -> None:
         raise UserError(f"{desc}: the training loss became {loss}; the learning rate is likely too high (lower "
@@ -165,6 +180,13 @@ class Trainer:
     def predict(self, inputs: Iterable[torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
         """Outputs of `model` (default: the trained one); see `predict`."""
         return predict(model or self.model, inputs, self.device, self.dist, self.precision)
+
+
+def slow_hint(params: dict, device: torch.device) -> str | None:
+    """What to print when the `full` profile (sized for a GPU) resolved to a CPU: the `cpu` profile."""
+    if params.get("profile_name") == "full" and device.type == "cpu":
+        return "the `full` profile is sized for a GPU and this stage runs on a CPU; add -S profile=cpu"
+    return None
 
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

@@ -26,7 +26,7 @@ from stages.common import (announce, atomic_path, describe_device, device_from_p
                            save_torch, seed_everything)
 from stages.data import load_dataset
 from stages.distributed import NullLive, run_parallel_stage, setup
-from stages.engine import Trainer, resolve_precision, chunks, classification_metrics, sgd
+from stages.engine import Trainer, chunks, classification_metrics, resolve_precision, sgd, slow_hint
 from stages.models import Classifier, build_extractor, load_extractor
 from stages.resume import Resume, fingerprint
 
@@ -89,7 +89,8 @@ def main(init: str, seed: int) -> None:
     pool_size = len(dataset.train_labels) - len(validation)
     steps = math.ceil(pool_size / batch_size)
     trainer = Trainer(model, sgd(model, lr, weight_decay), epochs * steps, int(warmup * steps), device,
-                      label_smoothing=smoothing, dist=dist, compile=compile_model, precision=precision)
+                      label_smoothing=smoothing, dist=dist, compile=compile_model, precision=precision,
+                      slow_hint=slow_hint(params, device))
     gen = device_generator(seed, device)
 
     def norm(x: torch.Tensor) -> torch.Tensor:

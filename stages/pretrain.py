@@ -24,7 +24,7 @@ from stages.common import (UserError, announce, describe_device, device_from_par
                            seed_everything)
 from stages.data import ImageStore, load_dataset, should_stream
 from stages.distributed import NullLive, run_parallel_stage, setup
-from stages.engine import Trainer, resolve_precision, sgd
+from stages.engine import Trainer, resolve_precision, sgd, slow_hint
 from stages.models import build_extractor, save_extractor
 from stages.pretexts import build_task, heldout_scores, pretext_batches
 from stages.probe import frozen_features, linear_probe_accuracy
@@ -70,7 +70,8 @@ def main() -> None:
     images = ImageStore(sources, device, should_stream(stream, sources, device), rows)  # labels unused
     steps = math.ceil(len(images) / batch_size)
     trainer = Trainer(net, sgd(net, lr, weight_decay), epochs * steps, int(warmup * steps), device, dist=dist,
-                      compile=compile_model, criterion=task.criterion, precision=precision)
+                      compile=compile_model, criterion=task.criterion, precision=precision,
+                      slow_hint=slow_hint(params, device))
 
     rng = np.random.default_rng(seed)
     probe_idx = np.sort(rng.choice(validation, size=min(probe_size, len(validation)), replace=False))

@@ -173,3 +173,19 @@ def test_device_cuda_without_a_gpu_names_the_driver_problem():
     from stages.common import resolve_device
     with pytest.raises(UserError, match=r"param 'device' is 'cuda' but CUDA cannot be used \(.+\): fix the driver"):
         resolve_device("cuda")
+
+
+def test_the_full_profile_on_a_cpu_warns_with_an_estimate(capsys):
+    from stages.engine import slow_hint
+    cpu = torch.device("cpu")
+    assert slow_hint({"profile_name": "cpu"}, cpu) is None
+    hint = slow_hint({"profile_name": "full"}, cpu)
+    assert "-S profile=cpu" in hint
+    x, y = _toy()
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    trainer = Trainer(model, sgd(model, 0.1, 0.0), 1000, 0, cpu, slow_hint=hint)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(2):  # warned once, not every epoch
+        trainer.train_epoch(((x[i], y[i]) for i in index_batches(len(x), 32, 8, g)), 8, "toy")
+    err = capsys.readouterr().err
+    assert err.count("warning: about ") == 1 and "min of training at this speed" in err and hint in err
