@@ -21,11 +21,12 @@ import tarfile
 import urllib.parse
 import zipfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, TypeVar
 
 import numpy as np
 import psutil
@@ -35,6 +36,8 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.utils import download_url
 
 from stages.common import UserError, atomic_path, save_json, save_npy
+
+T = TypeVar("T")
 
 # The official archives: (URL, md5), used when data.url is empty.
 OFFICIAL = {
@@ -506,6 +509,25 @@ class ImageStore:
         if isinstance(idx, slice):
             idx = torch.arange(len(self))[idx]
         return self.take(torch.as_tensor(idx))
+
+
+_END = object()
+
+
+def prefetched(items: Iterable[T]) -> Iterator[T]:
+    """Yield `items` in order, making the next one in a background thread while the caller works on the
+    current one (a double buffer): a streamed batch is read from its memory-mapped arrays, copied to the
+    device and turned into pretext inputs during the previous step. Items are made one at a time and in
+    order, so random draws happen in the same sequence as without prefetching."""
+    iterator = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        pending = pool.submit(next, iterator, _END)
+        while True:
+            item = pending.result()
+            if item is _END:
+                return
+            pending = pool.submit(next, iterator, _END)
+            yield item
 
 
 def should_stream(mode: str, arrays: Sequence[np.ndarray], device: torch.device, share: float = 0.5) -> bool:

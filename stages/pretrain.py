@@ -22,7 +22,7 @@ from dvclive import Live
 from stages.augment import normalize
 from stages.common import (UserError, announce, describe_device, device_from_params, device_generator, load_params, param,
                            seed_everything)
-from stages.data import ImageStore, load_dataset, should_stream
+from stages.data import ImageStore, load_dataset, prefetched, should_stream
 from stages.distributed import NullLive, run_parallel_stage, setup
 from stages.engine import Trainer, resolve_precision, sgd, slow_hint
 from stages.models import build_extractor, save_extractor
@@ -106,6 +106,8 @@ def main() -> None:
     live.step = first_epoch  # step 0 is the random extractor, step e the end of epoch e
     for epoch in range(first_epoch, epochs + 1):
         batches = pretext_batches(task, images, batch_size, steps, gen, dist)
+        if images.stream:  # read and cut the next batch while this one trains
+            batches = prefetched(batches)
         stats = trainer.train_epoch(batches, steps, f"pretrain {task.name} {epoch}/{epochs}")
         accuracy = probe()
         live.log_metric("train/pretext_loss", stats["loss"])

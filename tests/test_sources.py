@@ -3,6 +3,8 @@ to a memory-mapped array), image folders with unlabeled/ images, resizing, and t
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -135,6 +137,31 @@ def test_image_store_keeps_only_the_given_rows(tmp_path, stream):
     assert len(store) == 5
     everything = store.take(torch.arange(5))[:, 0, 0, 0].tolist()
     assert everything == [1, 4, 7, 100, 101]
+
+
+def test_prefetched_keeps_order_and_works_ahead():
+    from stages.data import prefetched
+    made, done = [], []
+
+    def produce():
+        for i in range(4):
+            made.append(time.perf_counter())
+            yield i
+
+    seen = []
+    for item in prefetched(produce()):
+        time.sleep(0.05)  # the "training step": the next item is made meanwhile
+        seen.append(item)
+        done.append(time.perf_counter())
+    assert seen == [0, 1, 2, 3]
+    assert all(made[k + 1] < done[k] for k in range(3))  # item k+1 was made before step k ended
+    with pytest.raises(ValueError, match="bad batch"):
+        list(prefetched(iter_raising()))
+
+
+def iter_raising():
+    yield 1
+    raise ValueError("bad batch")
 
 
 def test_should_stream():
