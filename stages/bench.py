@@ -42,7 +42,7 @@ from stages.augment import labelled_batches
 from stages.common import (UserError, configure_device, device_generator, load_params, resolve_device, run_stage,
                            seed_everything)
 from stages.data import load_dataset
-from stages.engine import Batch, Trainer, sgd
+from stages.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd
 from stages.models import STEMS, Classifier, build_extractor
 from stages.pretexts import TASKS, build_task, pretext_batches
 
@@ -136,6 +136,7 @@ def paired_ratio(path: DataPath, reference: DataPath, name: str) -> dict:
 def bench(args: argparse.Namespace) -> dict:
     params = load_params(Path(args.params))
     device = configure_device(resolve_device(args.device))  # the stages' settings
+    precision = resolve_precision(args.precision, device)
     seed_everything(0)
     dataset, meta = load_dataset(Path(args.dataset))
     mean = torch.tensor(meta["mean"], device=device)
@@ -147,12 +148,15 @@ def bench(args: argparse.Namespace) -> dict:
                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
                     or platform.machine(), "cpu_threads": torch.get_num_threads(), "compile": args.compile,
                     "torch": torch.__version__, "dataset": str(args.dataset), "train_size": len(dataset.train_labels),
-                    "steps": args.steps, "repeats": args.repeats, "commit": commit()}
+                    "steps": args.steps, "repeats": args.repeats, "commit": commit(), "precision": precision,
+                    "channels_last": channels_last(device) if args.memory_format == "auto"
+                    else args.memory_format == "channels_last"}
 
     # ---- fine-tune step
     extractor, feat_dim = build_extractor(args.arch, args.stem)
     model = Classifier(extractor, feat_dim, len(dataset.classes))
-    trainer = Trainer(model, sgd(model, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile)
+    trainer = Trainer(model, sgd(model, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile,
+                      precision=precision, memory_format=args.memory_format)
     images = torch.from_numpy(dataset.train_images).to(device)
     labels = torch.from_numpy(dataset.train_labels).to(device)
     fixed = next(labelled_batches(images, labels, bs, 1, pad, mean, std, gen))
@@ -182,7 +186,7 @@ def bench(args: argparse.Namespace) -> dict:
         extractor, feat_dim = build_extractor(args.arch, args.stem)
         net = task.network(extractor, feat_dim)
         trainer = Trainer(net, sgd(net, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile,
-                          criterion=task.criterion)
+                          criterion=task.criterion, precision=precision, memory_format=args.memory_format)
         stream = pretext_batches(task, images, bs, 10 ** 9, gen)
         paths = [DataPath("model_only", repeat(next(stream))), DataPath("ours", stream)]
         report["pretext"][name] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "examples")
@@ -202,7 +206,8 @@ def commit() -> str:
 
 def table(report: dict) -> str:
     lines = [f"{report['arch']} ({report['stem']} stem), batch {report['batch_size']}, {report['device']} "
-             f"({report['device_name']}, {report['cpu_threads']} threads), compile={report['compile']}"]
+             f"({report['device_name']}, {report['cpu_threads']} threads), compile={report['compile']}, "
+             f"precision={report['precision']}, channels_last={report['channels_last']}"]
     steps = [("finetune", report["finetune"], "images")] if "finetune" in report else []
     steps += [(f"pretext {task}", r, "examples") for task, r in report["pretext"].items()]
     for step, result, unit in steps:
@@ -234,6 +239,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers of the usual path")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training forward")
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS),
+                        help="autocast dtype, as the param `precision` (auto: what the stages would pick here)")
+    parser.add_argument("--memory-format", default="auto", choices=["auto", "contiguous", "channels_last"],
+                        help="layout of models and batches (auto: what the stages use on this device)")
     parser.add_argument("--no-usual", action="store_true", help="skip the DataLoader path (cost tables)")
     parser.add_argument("--pretext", nargs="*", choices=sorted(TASKS),
                         help="pretext tasks to measure (default: params' pretext.task; none: only fine-tune)")

@@ -75,14 +75,16 @@ class Trainer:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
                  warmup_steps: int, device: torch.device, label_smoothing: float = 0.0,
                  dist: Dist = Dist(), compile: bool = False, criterion: Criterion | None = None,
-                 precision: str = "fp32", slow_hint: str | None = None):
+                 precision: str = "fp32", slow_hint: str | None = None, memory_format: str = "auto"):
         self.device = device
+        # "auto": channels_last where the device wants it (`channels_last`); the benchmark compares both
+        self.channels_last = channels_last(device) if memory_format == "auto" else memory_format == "channels_last"
         self.total_steps = total_steps
         self.slow_hint = slow_hint  # printed once, after ESTIMATE_AFTER steps, with the estimated training time
         self.precision = precision
         self.dist = dist
         self.model = model.to(device)
-        if channels_last(device):
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none
         self.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
@@ -111,7 +113,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
-        return to_layout(x, self.device)
+        if x.ndim == 4 and self.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def train_epoch(self, batches: Iterable[Batch], steps: int, desc: str) -> dict[str, float]:
         """One pass over `batches` (`steps` of them). Returns the mean loss, the mean score (accuracy for

@@ -54,6 +54,22 @@ def test_bench_reports_every_path(tmp_path):
         assert report["commit"] == head.stdout.strip() + ("-dirty" if dirty else "")
 
 
+def test_bench_measures_the_precision_and_layout_asked_for(tmp_path):
+    labels = np.arange(32) % 10
+    save_dataset(Dataset(images(labels, 0), labels, images(labels[:10], 1), labels[:10], CLASSES), tmp_path / "ds",
+                 "synthetic")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "stages.bench", "--arch", "nets.small_cnn:build", "--stem",
+                           "imagenet", "--batch-size", "8", "--steps", "1", "--warmup", "0", "--repeats", "1",
+                           "--no-usual", "--pretext", "--device", "cpu", "--precision", "bf16", "--memory-format",
+                           "contiguous", "--dataset", str(tmp_path / "ds"), "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["precision"] == "bf16" and report["channels_last"] is False and report["pretext"] == {}
+    assert "precision=bf16, channels_last=False" in proc.stdout
+
+
 def test_bench_refuses_bad_arguments():
     proc = subprocess.run([sys.executable, "-m", "stages.bench", "--steps", "0"], cwd=ROOT, capture_output=True,
                           text=True)
