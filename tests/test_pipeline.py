@@ -31,7 +31,7 @@ pretext:
 finetune:
   epochs: 3
   batch_size: 32
-  lr: 0.05
+  lr: 0.02
   eval_batch_size: 200
 """
 
