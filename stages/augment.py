@@ -67,7 +67,10 @@ def labelled_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int
                      ) -> Iterator[Batch]:
     """Fine-tuning batches: random crop (reflect padding `pad`) and flip, then per-channel normalisation.
 
-    Each step draws a global batch, augments all of it on the device, and yields this rank's share."""
+    Each step draws a global batch, augments all of it on the device, and yields this rank's share.
+    `images` is a uint8 tensor or an `ImageStore` (which may stream); a batch's indices are sorted, so
+    a streamed store reads its rows in order and images and labels stay paired either way."""
     for idx in index_batches(len(images), batch_size, steps, generator):
+        idx = torch.sort(idx).values
         x = normalize(random_crop_flip(images[idx], pad, generator), mean, std)
         yield dist.take(x), dist.take(labels[idx])

@@ -8,7 +8,10 @@ In one run, on one device, for the fine-tune step (images/s) and the pretext ste
 - ours: the real engine (`Trainer.train_epoch`) on the real batch streams of the stages (uint8 dataset
   tensors on the device, augmentation batched there);
 - usual (fine-tune only): a torchvision-style `Dataset` of PIL images, `DataLoader` workers and PIL
-  transforms (random crop with padding, flip, to-tensor, normalise), batches copied to the device.
+  transforms (random crop with padding, flip, to-tensor, normalise), batches copied to the device;
+- streamed (`--streamed`): the stages' path for images that do not fit the device (param `stream`):
+  each batch read from the memory-mapped arrays and copied over, the next one prefetched while a step
+  trains; its ratio to ours is what streaming costs.
 All three feed the same `Trainer`, so the differences are the data path alone. The paths are measured in
 turn, `--repeats` times, and the median is reported, with the memory each data path adds: host memory of
 the DataLoader worker processes (proportional set size) for the usual path; ours adds none on the host
@@ -41,7 +44,7 @@ from torchvision import transforms
 from stages.augment import labelled_batches
 from stages.common import (UserError, configure_device, device_generator, load_params, resolve_device, run_stage,
                            seed_everything)
-from stages.data import load_dataset
+from stages.data import ImageStore, load_dataset, prefetched
 from stages.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd
 from stages.models import STEMS, Classifier, build_extractor
 from stages.pretexts import TASKS, build_task, pretext_batches
@@ -121,6 +124,8 @@ def measure(trainer: Trainer, paths: list[DataPath], steps: int, warmup: int, re
         results[p.name].update(paired_ratio(p, by_name["model_only"], "model_only"))
     if "usual" in by_name:
         results["ours"].update(paired_ratio(by_name["ours"], by_name["usual"], "usual"))
+    if "streamed" in by_name:  # streamed from the memory-mapped arrays against held on the device
+        results["streamed"].update(paired_ratio(by_name["streamed"], by_name["ours"], "ours"))
     if device.type == "cuda":
         for p in paths:
             results[p.name]["gpu_added_mb"] = results[p.name]["gpu_peak_mb"] - results["model_only"]["gpu_peak_mb"]
@@ -157,8 +162,9 @@ def bench(args: argparse.Namespace) -> dict:
     model = Classifier(extractor, feat_dim, len(dataset.classes))
     trainer = Trainer(model, sgd(model, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile,
                       precision=precision, memory_format=args.memory_format)
-    images = torch.from_numpy(dataset.train_images).to(device)
+    images = torch.from_numpy(np.array(dataset.train_images)).to(device)  # the memory-mapped array, copied
     labels = torch.from_numpy(dataset.train_labels).to(device)
+    streamed = ImageStore([dataset.train_images], device, stream=True)  # param `stream: always`
     fixed = next(labelled_batches(images, labels, bs, 1, pad, mean, std, gen))
     usual = transforms.Compose([transforms.RandomCrop(dataset.train_images.shape[-1], padding=pad,
                                                       padding_mode="reflect"),
@@ -172,6 +178,9 @@ def bench(args: argparse.Namespace) -> dict:
              DataPath("ours", labelled_batches(images, labels, bs, 10 ** 9, pad, mean, std, gen))]
     if not args.no_usual:
         paths.append(DataPath("usual", from_loader(loader, device)))
+    if args.streamed:
+        paths.append(DataPath("streamed", prefetched(labelled_batches(streamed, labels, bs, 10 ** 9, pad, mean, std,
+                                                                      gen))))
     report["finetune"] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "images")
     if not args.no_usual:
         report["finetune"]["usual"]["workers"] = args.workers
@@ -189,6 +198,8 @@ def bench(args: argparse.Namespace) -> dict:
                           criterion=task.criterion, precision=precision, memory_format=args.memory_format)
         stream = pretext_batches(task, images, bs, 10 ** 9, gen)
         paths = [DataPath("model_only", repeat(next(stream))), DataPath("ours", stream)]
+        if args.streamed:
+            paths.append(DataPath("streamed", prefetched(pretext_batches(task, streamed, bs, 10 ** 9, gen))))
         report["pretext"][name] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "examples")
     return report
 
@@ -212,17 +223,18 @@ def table(report: dict) -> str:
     steps += [(f"pretext {task}", r, "examples") for task, r in report["pretext"].items()]
     for step, result, unit in steps:
         lines.append(f"  {step + ':':<23}{unit + '/s':>11}{'/model-only':>13}{'(rounds)':>13}{'/usual':>8}"
-                     f"{'+host MB':>12}{'+GPU MB':>9}{'warm-up s':>11}")
-        for name in ("model_only", "ours", "usual"):
+                     f"{'/ours':>7}{'+host MB':>12}{'+GPU MB':>9}{'warm-up s':>11}")
+        for name in ("model_only", "ours", "usual", "streamed"):
             r = result.get(name)
             if r is None:
                 continue
             usual = f"{r['ratio_to_usual']:.2f}" if "ratio_to_usual" in r else ""
+            ours = f"{r['ratio_to_ours']:.2f}" if "ratio_to_ours" in r else ""
             gpu = f"{r['gpu_added_mb']:.0f}" if "gpu_added_mb" in r else ""
             rounds = r["ratio_to_model_only_runs"]
             spread = f"{min(rounds):.2f}-{max(rounds):.2f}"
             lines.append(f"    {name:<21}{r[unit + '_per_s']:>11.0f}{r['ratio_to_model_only']:>13.3f}{spread:>13}"
-                         f"{usual:>8}{r['added_memory_mb']:>12.0f}{gpu:>9}{r['warmup_seconds']:>11.1f}")
+                         f"{usual:>8}{ours:>7}{r['added_memory_mb']:>12.0f}{gpu:>9}{r['warmup_seconds']:>11.1f}")
     return "\n".join(lines)
 
 
@@ -244,6 +256,9 @@ def main() -> None:
     parser.add_argument("--memory-format", default="auto", choices=["auto", "contiguous", "channels_last"],
                         help="layout of models and batches (auto: what the stages use on this device)")
     parser.add_argument("--no-usual", action="store_true", help="skip the DataLoader path (cost tables)")
+    parser.add_argument("--streamed", action="store_true",
+                        help="also measure the streamed path (param `stream: always`: batches read from the "
+                             "memory-mapped arrays, next one prefetched) against ours (held on the device)")
     parser.add_argument("--pretext", nargs="*", choices=sorted(TASKS),
                         help="pretext tasks to measure (default: params' pretext.task; none: only fine-tune)")
     parser.add_argument("--dataset", default="data/dataset", help="a directory written by the download stage")

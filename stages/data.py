@@ -453,7 +453,8 @@ def load_dataset(directory: Path) -> tuple[Dataset, dict]:
     if not meta_path.exists():
         raise UserError(f"{meta_path} not found: run `dvc repro download` first")
     meta = json.loads(meta_path.read_text())
-    arrays = {n: np.load(directory / f"{n}.npy", allow_pickle=False)
+    # images memory-mapped: a stage reads the rows it uses (or streams them), never the whole set twice
+    arrays = {n: np.load(directory / f"{n}.npy", mmap_mode="r" if n.endswith("images") else None, allow_pickle=False)
               for n in ("train_images", "train_labels", "test_images", "test_labels")}
     unlabeled = directory / "unlabeled_images.npy"
     extra = np.load(unlabeled, mmap_mode="r", allow_pickle=False) if unlabeled.exists() else None
@@ -505,10 +506,22 @@ class ImageStore:
         return batch.to(self.device)
 
     def __getitem__(self, idx) -> torch.Tensor:
-        """A contiguous slice or an index tensor, as a uint8 tensor on the device."""
+        """A contiguous slice or an index tensor, as a uint8 tensor on the device (rows in sorted order)."""
         if isinstance(idx, slice):
             idx = torch.arange(len(self))[idx]
         return self.take(torch.as_tensor(idx))
+
+
+def labelled_images(dataset: Dataset, labelled: np.ndarray, validation: np.ndarray, device: torch.device,
+                    mode: str) -> list[tuple[ImageStore, np.ndarray]]:
+    """(images, labels) of the labelled training rows, the validation rows and the test set, for a
+    fine-tune or a probe: held on the device, or, when param `stream` (`mode`) says they would not fit
+    there, streamed a batch at a time from the memory-mapped arrays. Rows come in sorted order."""
+    sets = [(dataset.train_images, dataset.train_labels, np.sort(labelled)),
+            (dataset.train_images, dataset.train_labels, np.sort(validation)),
+            (dataset.test_images, dataset.test_labels, None)]
+    stream = should_stream(mode, image_bytes([x for x, _, _ in sets], [r for _, _, r in sets]), device)
+    return [(ImageStore([x], device, stream, [r]), y if r is None else y[r]) for x, y, r in sets]
 
 
 _END = object()
@@ -530,12 +543,18 @@ def prefetched(items: Iterable[T]) -> Iterator[T]:
             yield item
 
 
-def should_stream(mode: str, arrays: Sequence[np.ndarray], device: torch.device, share: float = 0.5) -> bool:
-    """Param `stream`: `always`, `never`, or `auto`: stream when the images would take more than `share` of
-    the device's free memory (GPU memory on CUDA, available RAM otherwise)."""
+def image_bytes(arrays: Sequence[np.ndarray], rows: Sequence[np.ndarray | None] | None = None) -> int:
+    """The bytes the given rows of `arrays` (all rows where None) take once copied to a device."""
+    rows = list(rows) if rows is not None else [None] * len(arrays)
+    return sum(a.nbytes if r is None else len(r) * (a.nbytes // max(len(a), 1)) for a, r in zip(arrays, rows))
+
+
+def should_stream(mode: str, size: int, device: torch.device, share: float = 0.5) -> bool:
+    """Param `stream`: `always`, `never`, or `auto`: stream when the images (`size` bytes, see
+    `image_bytes`) would take more than `share` of the device's free memory (GPU memory on CUDA, available
+    RAM otherwise)."""
     if mode != "auto":
         return mode == "always"
-    size = sum(a.nbytes for a in arrays)
     if device.type == "cuda":
         free = torch.cuda.mem_get_info(device)[0]
     else:

@@ -24,7 +24,7 @@ from dvclive import Live
 from stages.augment import labelled_batches, normalize
 from stages.common import (announce, atomic_path, describe_device, device_from_params, device_generator, load_params, param,
                            save_torch, seed_everything)
-from stages.data import load_dataset
+from stages.data import labelled_images, load_dataset, prefetched
 from stages.distributed import NullLive, run_parallel_stage, setup
 from stages.engine import Trainer, chunks, classification_metrics, resolve_precision, sgd, slow_hint
 from stages.models import Classifier, build_extractor, load_extractor
@@ -79,12 +79,9 @@ def main(init: str, seed: int) -> None:
 
     mean = torch.tensor(meta["mean"], device=device)
     std = torch.tensor(meta["std"], device=device)
-    train_x = torch.from_numpy(dataset.train_images[labelled]).to(device)
-    train_y = torch.from_numpy(dataset.train_labels[labelled]).to(device)
-    val_x = torch.from_numpy(dataset.train_images[validation]).to(device)
-    val_y = dataset.train_labels[validation]
-    test_x = torch.from_numpy(dataset.test_images).to(device)
-    test_y = dataset.test_labels
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = labelled_images(dataset, labelled, validation, device,
+                                                                          param(params, "stream"))
+    train_y = torch.from_numpy(train_y).to(device)
 
     pool_size = len(dataset.train_labels) - len(validation)
     steps = math.ceil(pool_size / batch_size)
@@ -112,6 +109,8 @@ def main(init: str, seed: int) -> None:
     live.step = first_epoch - 1  # epoch e is step e - 1 (dvclive's own resume cannot tell step 0 from none)
     for epoch in range(first_epoch, epochs + 1):
         batches = labelled_batches(train_x, train_y, batch_size, steps, pad, mean, std, gen, dist)
+        if train_x.stream:  # read the next batch while this one trains
+            batches = prefetched(batches)
         stats = trainer.train_epoch(batches, steps, f"finetune@{init}-{seed} {epoch}/{epochs}")
         elapsed += stats["seconds"]
         val = classification_metrics(trainer.predict(chunks(val_x, eval_batch, norm)), val_y)
@@ -140,7 +139,8 @@ def main(init: str, seed: int) -> None:
     live.summary["best"] = {"epoch": best["epoch"], "val": best["val"], "test": best["test"],
                             "train_seconds": elapsed, "steps": epochs * steps, "steps_per_epoch": steps,
                             "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
-                            "processes": dist.world, "wall_seconds": wall_before + time.perf_counter() - wall_start}
+                            "processes": dist.world, "streamed": train_x.stream,
+                            "wall_seconds": wall_before + time.perf_counter() - wall_start}
     live.end()
     if not dist.main:
         return

@@ -18,7 +18,7 @@ import torch
 from stages.augment import normalize
 from stages.common import (announce, describe_device, device_from_params, load_params, param, run_stage, save_json,
                            seed_everything)
-from stages.data import load_dataset
+from stages.data import labelled_images, load_dataset
 from stages.engine import resolve_precision
 from stages.models import build_extractor, load_extractor
 from stages.probe import frozen_features, linear_probe
@@ -46,11 +46,8 @@ def main() -> None:
     n_classes = len(dataset.classes)
     mean = torch.tensor(meta["mean"], device=device)
     std = torch.tensor(meta["std"], device=device)
-    train_x = torch.from_numpy(dataset.train_images[labelled]).to(device)
-    images = [train_x, torch.from_numpy(dataset.train_images[validation]).to(device),
-              torch.from_numpy(dataset.test_images).to(device)]
-    labels = [dataset.train_labels[labelled], dataset.train_labels[validation], dataset.test_labels]
-    calibration = train_x[:CALIBRATION_IMAGES]
+    images, labels = zip(*labelled_images(dataset, labelled, validation, device, param(params, "stream")))
+    calibration = images[0][:CALIBRATION_IMAGES]
 
     def probe(extractor: torch.nn.Module) -> dict:
         feats = frozen_features(extractor, images, calibration, batch, lambda x: normalize(x, mean, std), device,

@@ -22,7 +22,7 @@ from dvclive import Live
 from stages.augment import normalize
 from stages.common import (UserError, announce, describe_device, device_from_params, device_generator, load_params, param,
                            seed_everything)
-from stages.data import ImageStore, load_dataset, prefetched, should_stream
+from stages.data import ImageStore, image_bytes, load_dataset, prefetched, should_stream
 from stages.distributed import NullLive, run_parallel_stage, setup
 from stages.engine import Trainer, resolve_precision, sgd, slow_hint
 from stages.models import build_extractor, save_extractor
@@ -67,7 +67,7 @@ def main() -> None:
     gen = device_generator(seed, device)
     sources = [dataset.train_images] + ([dataset.unlabeled_images] if dataset.unlabeled_images is not None else [])
     rows = [np.setdiff1d(np.arange(len(dataset.train_images)), validation)] + [None] * (len(sources) - 1)
-    images = ImageStore(sources, device, should_stream(stream, sources, device), rows)  # labels unused
+    images = ImageStore(sources, device, should_stream(stream, image_bytes(sources, rows), device), rows)  # no labels
     steps = math.ceil(len(images) / batch_size)
     trainer = Trainer(net, sgd(net, lr, weight_decay), epochs * steps, int(warmup * steps), device, dist=dist,
                       compile=compile_model, criterion=task.criterion, precision=precision,

@@ -24,11 +24,11 @@ def test_bench_reports_every_path(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "stages.bench", "--arch", "resnet18", "--stem", "imagenet",
                            "--batch-size", "16", "--steps", "2", "--warmup", "1", "--repeats", "2", "--workers", "1",
                            "--device", "cpu", "--dataset", str(tmp_path / "ds"), "--json", str(out),
-                           "--pretext", "context", "rotation"],
+                           "--pretext", "context", "rotation", "--streamed"],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["finetune"]) >= {"model_only", "ours", "usual"}
+    assert set(report["finetune"]) >= {"model_only", "ours", "usual", "streamed"}
     assert set(report["pretext"]) == {"context", "rotation"}
     steps = [(report["finetune"], "images")] + [(r, "examples") for r in report["pretext"].values()]
     for result, unit in steps:
@@ -46,7 +46,11 @@ def test_bench_reports_every_path(tmp_path):
         rounds = [a / b for a, b in zip(ours["images_per_s_runs"], ref["images_per_s_runs"])]
         assert ours[f"ratio_to_{name}_runs"] == rounds
         assert ours[f"ratio_to_{name}"] == sum(rounds) / 2  # the median of two rounds
-    assert "ours" in proc.stdout and "usual" in proc.stdout and "pretext rotation" in proc.stdout  # the table
+    for result, unit in steps:  # streaming is measured against the images held on the device, round by round
+        rounds = [a / b for a, b in zip(result["streamed"][f"{unit}_per_s_runs"], result["ours"][f"{unit}_per_s_runs"])]
+        assert result["streamed"]["ratio_to_ours_runs"] == rounds
+    for word in ("ours", "usual", "streamed", "pretext rotation"):  # the table
+        assert word in proc.stdout
     # the measured code: HEAD, marked when the working tree differs from it
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     if head.returncode == 0:

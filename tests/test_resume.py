@@ -183,3 +183,26 @@ def test_same_seed_gives_byte_identical_splits(workspace):
     first = {p.name: p.read_bytes() for p in (ws / "data" / "splits").iterdir()}
     subprocess.run([sys.executable, "-m", "stages.split"], cwd=ws, env=env(ws), check=True, capture_output=True)
     assert {p.name: p.read_bytes() for p in (ws / "data" / "splits").iterdir()} == first
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_streamed_images_give_the_same_run_as_images_on_the_device(workspace, name):
+    # param `stream`: pretraining, fine-tune (and probes) read batches from the memory-mapped arrays instead
+    # of a device copy, prefetching the next one; same batches, same order, so the same run
+    ws = workspace
+    args, _, outputs, live = STAGES[name]
+    original = (ws / "params.yaml").read_text()
+    runs = []
+    try:
+        for mode in ("never", "always"):
+            params = yaml.safe_load(original)
+            params["stream"] = mode
+            (ws / "params.yaml").write_text(yaml.safe_dump(params))
+            subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True)
+            result = summary(ws / live)
+            section = result["pretext"] if name == "pretrain" else result["best"]
+            assert section.pop("streamed") == (mode == "always")  # the summary says which it was
+            runs.append((histories(ws / live), result))
+    finally:
+        (ws / "params.yaml").write_text(original)
+    assert runs[0] == runs[1]

@@ -12,8 +12,9 @@ from PIL import Image
 
 from stages import data
 from stages.common import UserError
-from stages.data import (OFFICIAL, Dataset, ImageStore, fetch, folder_files, load_dataset, read_archive,
-                         read_cifar100, read_image_folder, read_stl10, resize_batch, save_dataset, should_stream)
+from stages.data import (OFFICIAL, Dataset, ImageStore, fetch, folder_files, image_bytes, labelled_images,
+                         load_dataset, read_archive, read_cifar100, read_image_folder, read_stl10, resize_batch,
+                         save_dataset, should_stream)
 from tests.synthetic import CLASSES, cifar100_archive, image_folder, images, stl10_archive
 
 
@@ -165,15 +166,28 @@ def iter_raising():
 
 
 def test_should_stream():
-    big = np.zeros((1,), dtype=np.uint8)
-    assert should_stream("always", [big], torch.device("cpu"))
-    assert not should_stream("never", [big], torch.device("cpu"))
-    assert not should_stream("auto", [big], torch.device("cpu"))
+    cpu = torch.device("cpu")
+    assert should_stream("always", 1, cpu)
+    assert not should_stream("never", 1 << 60, cpu)
+    assert not should_stream("auto", 1, cpu)
+    assert should_stream("auto", 1 << 60, cpu)
+    a = np.zeros((10, 3, 4, 4), dtype=np.uint8)
+    assert image_bytes([a, a], [np.array([1, 2]), None]) == 2 * 48 + 480
 
-    class Huge:
-        nbytes = 1 << 60
 
-    assert should_stream("auto", [Huge()], torch.device("cpu"))
+@pytest.mark.parametrize("stream", [False, True])
+def test_labelled_images_pair_rows_with_labels(tmp_path, stream):
+    # fine-tune and probe read their three sets through the same store, streamed or held
+    labels = np.arange(20) % 10
+    ds = Dataset(images(labels, 0), labels, images(labels[:10], 1), labels[:10], CLASSES)
+    save_dataset(ds, tmp_path / "ds", "synthetic")
+    loaded, _ = load_dataset(tmp_path / "ds")
+    sets = labelled_images(loaded, np.array([7, 2, 15]), np.array([9, 0]), torch.device("cpu"),
+                           "always" if stream else "never")
+    for (store, y), rows, source in zip(sets, ([2, 7, 15], [0, 9], list(range(10))),
+                                        (ds.train_images, ds.train_images, ds.test_images)):
+        assert store.stream == stream and len(store) == len(rows) and y.tolist() == [labels[r] for r in rows]
+        assert torch.equal(store[0:len(rows)], torch.from_numpy(source[rows]))
 
 
 def test_pretraining_store_includes_unlabeled_images(tmp_path):
