@@ -197,6 +197,7 @@ def test_streamed_images_give_the_same_run_as_images_on_the_device(workspace, na
         for mode in ("never", "always"):
             params = yaml.safe_load(original)
             params["stream"] = mode
+            params["pretext"]["epochs"] = params["finetune"]["epochs"] = 2  # enough to compare, CI-cheap
             (ws / "params.yaml").write_text(yaml.safe_dump(params))
             subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True)
             result = summary(ws / live)
