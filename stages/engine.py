@@ -178,9 +178,6 @@ class Trainer:
         raise UserError(f"{desc}: the training loss became {loss}; the learning rate is likely too high (lower "
                         f"it) or the precision too low")
 
-    def recalibrate_bn(self, model: nn.Module, inputs: Iterable[torch.Tensor]) -> None:
-        recalibrate_bn(model, inputs, self.device, self.precision)
-
     def predict(self, inputs: Iterable[torch.Tensor], model: nn.Module | None = None) -> torch.Tensor:
         """Outputs of `model` (default: the trained one); see `predict`."""
         return predict(model or self.model, inputs, self.device, self.dist, self.precision)

@@ -26,7 +26,6 @@ class PretextTask:
 
     name: ClassVar[str]
     metric: ClassVar[str] = "accuracy"   # what the criterion's score measures; logged as pretext_<metric>
-    higher_is_better: ClassVar[bool] = True
     chance: float | None = None           # the metric of a network that learned nothing, if there is one
     controls: ClassVar[tuple[str, ...]] = ()  # shortcut controls: variants of the held-out batch (control_batch)
 
