@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from stages.common import run_stage, save_json
-from stages.report import (README, _ci, _p, check_same_study, experiment_refs, read_experiment, readme_section,
+from stages.report import (README, _ci, _p, check_same_study, dataset_name, experiment_refs, read_experiment, readme_section,
                            splice)
 
 METHODS_JSON = Path("metrics/methods.json")
@@ -49,7 +49,7 @@ def build(experiments: list[dict]) -> dict:
         "labelled_size": experiments[0]["compare"]["labelled_size"],
         "profile": params.get("profile_name", "?"),
         "pretext_epochs": params["pretext"]["epochs"], "finetune_epochs": params["finetune"]["epochs"],
-        "dataset": Path(data["path"] if data["source"] == "folder" else data["url"] or data["source"]).name,
+        "dataset": dataset_name(data),
         "device": experiments[0]["compare"]["device"],
         "commit": experiments[0]["baseline"][:10],
     }

@@ -37,6 +37,15 @@ METRICS = [("best_f1_macro", "test macro-F1 (primary)"), ("best_accuracy", "test
            ("probe_f1_macro", "linear probe test macro-F1"), ("probe_accuracy", "linear probe test accuracy")]
 
 
+
+def dataset_name(data: dict) -> str:
+    """What the `data` params read, by file name: the folder or archive (`data.path`) of a folder source, the
+    mirror at `data.url`, or else the source's official archive."""
+    from stages.data import OFFICIAL  # imported here: the report needs no torch otherwise
+    if data["source"] == "folder":
+        return Path(data["path"]).name
+    return Path(data["url"] or OFFICIAL[data["source"]][0]).name
+
 def git(*args: str) -> str:
     proc = subprocess.run(["git", *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -135,7 +144,7 @@ def build_study(experiments: list[dict]) -> dict:
                                                    "epochs": params["pretext"]["epochs"]},
         "finetune_epochs": params["finetune"]["epochs"],
         "dataset": {"source": data["source"],
-                    "origin": Path(data["path"] if data["source"] == "folder" else data["url"]).name,
+                    "origin": dataset_name(data),
                     "md5": data.get("md5") if data["source"] == "cifar10" else None,
                     "test_size": first["compare"]["test_size"]},
         "device": first["compare"]["device"],

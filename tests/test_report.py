@@ -37,3 +37,12 @@ def test_readme_methods_table_matches_the_committed_comparison():
     assert [r["task"] for r in data["rows"]] == ["context", "rotation", "simclr", "reconstruction", "jigsaw"]
     for row in data["rows"]:  # every row's fine-tunes share the scratch runs
         assert row["finetune"]["scratch"] == data["rows"][0]["finetune"]["scratch"]
+
+
+def test_dataset_name_is_never_empty():
+    # the default data.url is empty: the report names the official archive, not ""
+    from stages.report import dataset_name
+    assert dataset_name({"source": "cifar10", "url": "", "path": ""}) == "cifar-10-python.tar.gz"
+    assert dataset_name({"source": "cifar10", "url": "file:///m/tiny.tar.gz", "path": ""}) == "tiny.tar.gz"
+    assert dataset_name({"source": "folder", "url": "", "path": "/d/cifar10-jpeg.tar.gz"}) == "cifar10-jpeg.tar.gz"
+    assert dataset_name({"source": "stl10", "url": "", "path": ""}) == "stl10_binary.tar.gz"
