@@ -443,6 +443,8 @@ def save_dataset(ds: Dataset, out: Path, source: str) -> None:
     if ds.unlabeled_images is not None and not (isinstance(ds.unlabeled_images, np.memmap)
                                                 and Path(ds.unlabeled_images.filename).resolve() == unlabeled.resolve()):
         save_npy(np.ascontiguousarray(ds.unlabeled_images), unlabeled)
+    elif ds.unlabeled_images is None:
+        unlabeled.unlink(missing_ok=True)  # left by an earlier source (a run outside DVC): never pretrain on it
     save_json(meta, out / "meta.json")
 
 

@@ -266,3 +266,14 @@ def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_pat
     # every unlabeled and training image but the held-out validation ones
     assert summary["pretext"]["images"] == 100 - split["validation_size"] and summary["pretext"]["streamed"] is True
     assert split["validation_size"] + split["pool_size"] == 60  # labels come from the labelled images only
+
+
+def test_a_stale_unlabeled_array_is_removed(tmp_path):
+    # an STL-10 run left unlabeled images; a CIFAR dataset saved over it (outside DVC) must not keep them
+    labels = np.arange(10) % 10
+    save_dataset(Dataset(images(labels, 0), labels, images(labels, 1), labels, CLASSES, images(labels[:4], 2)),
+                 tmp_path / "ds", "stl10")
+    assert load_dataset(tmp_path / "ds")[0].unlabeled_images is not None
+    save_dataset(Dataset(images(labels, 0), labels, images(labels, 1), labels, CLASSES), tmp_path / "ds", "cifar10")
+    assert load_dataset(tmp_path / "ds")[0].unlabeled_images is None
+    assert not (tmp_path / "ds" / "unlabeled_images.npy").exists()
