@@ -518,11 +518,12 @@ def labelled_images(dataset: Dataset, labelled: np.ndarray, validation: np.ndarr
     """(images, labels) of the labelled training rows, the validation rows and the test set, for a
     fine-tune or a probe: held on the device, or, when param `stream` (`mode`) says they would not fit
     there, streamed a batch at a time from the memory-mapped arrays. Rows come in sorted order."""
-    sets = [(dataset.train_images, dataset.train_labels, np.sort(labelled)),
-            (dataset.train_images, dataset.train_labels, np.sort(validation)),
+    sets = [(dataset.train_images, dataset.train_labels, labelled),
+            (dataset.train_images, dataset.train_labels, validation),
             (dataset.test_images, dataset.test_labels, None)]
     stream = should_stream(mode, image_bytes([x for x, _, _ in sets], [r for _, _, r in sets]), device)
-    return [(ImageStore([x], device, stream, [r]), y if r is None else y[r]) for x, y, r in sets]
+    stores = [(ImageStore([x], device, stream, [r]), y) for x, y, r in sets]
+    return [(store, y[store.rows[0]]) for store, y in stores]  # the labels of the rows the store keeps
 
 
 _END = object()

@@ -37,7 +37,6 @@ METRICS = [("best_f1_macro", "test macro-F1 (primary)"), ("best_accuracy", "test
            ("probe_f1_macro", "linear probe test macro-F1"), ("probe_accuracy", "linear probe test accuracy")]
 
 
-
 def dataset_name(data: dict) -> str:
     """What the `data` params read, by file name: the folder or archive (`data.path`) of a folder source, the
     mirror at `data.url`, or else the source's official archive."""
@@ -45,6 +44,7 @@ def dataset_name(data: dict) -> str:
     if data["source"] == "folder":
         return Path(data["path"]).name
     return Path(data["url"] or OFFICIAL[data["source"]][0]).name
+
 
 def git(*args: str) -> str:
     proc = subprocess.run(["git", *args], capture_output=True, text=True)

@@ -27,6 +27,7 @@ GRID = {"upscale": {"kind": int, "low": 1}, "patch_size": {"kind": int, "low": 4
 SOURCES = ["cifar10", "cifar100", "stl10", "folder"]        # stages.data.SOURCES
 STEMS = ["cifar", "half", "imagenet"]                               # stages.models.STEMS
 TASKS = ["context", "reconstruction", "rotation", "jigsaw", "simclr"]  # stages.pretexts.TASKS
+PRECISIONS = ["auto", "bf16", "fp16", "fp32"]                       # stages.engine.PRECISIONS
 
 
 @cache
@@ -39,7 +40,7 @@ def spec() -> dict[str, dict[str, Any]]:
         "device": {"kind": str, "choices": ["auto", "cpu", "cuda", "mps"]},
         "nproc": {"kind": int, "low": 1},
         "compile": {"kind": bool},
-        "precision": {"kind": str, "choices": ["auto", "bf16", "fp16", "fp32"]},
+        "precision": {"kind": str, "choices": PRECISIONS},
         "stream": {"kind": str, "choices": ["auto", "always", "never"]},
         "profile_name": {"kind": str},
         "data.source": {"kind": str, "choices": SOURCES},

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import data, models, pretexts, schema
+from stages import data, engine, models, pretexts, schema
 from stages.common import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ def test_choices_agree_with_the_modules_that_implement_them():
     assert schema.SOURCES == list(data.SOURCES)
     assert schema.STEMS == list(models.STEMS)
     assert schema.TASKS == list(pretexts.TASKS)
+    assert schema.PRECISIONS == list(engine.PRECISIONS)
 
 
 @pytest.mark.parametrize("key", sorted(schema.spec()))
