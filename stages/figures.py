@@ -35,16 +35,14 @@ def _mean_band(ax, runs: list[np.ndarray], color: str, label: str, ls: str = "-"
 
 
 def curves(histories: dict[str, list[dict[str, np.ndarray]]], threshold: float, path: Path) -> None:
-    """Validation (solid) and test (dotted) curves per quantity, scratch vs pretrained on one axis each: the
-    mean over seeds, with the range over seeds shaded."""
+    """Validation curves per quantity (and the training loss, dashed), scratch vs pretrained on one axis each:
+    the mean over seeds, with the range over seeds shaded. No test curve: the test set is scored once."""
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4 * len(CURVES), 3.4))
     for ax, (key, title) in zip(axes, CURVES):
         for init, runs in histories.items():
             _mean_band(ax, [h[f"val/{key}"] for h in runs], COLORS[init], f"{init} val")
             if key == "loss":
                 _mean_band(ax, [h["train/loss"] for h in runs], COLORS[init], f"{init} train", "--")
-            else:
-                _mean_band(ax, [h[f"test/{key}"] for h in runs], COLORS[init], f"{init} test", ":")
         if key == "f1_macro":
             ax.axhline(threshold, color="gray", lw=0.8, ls="-.", label="convergence threshold")
         ax.set_title(title)
@@ -54,23 +52,27 @@ def curves(histories: dict[str, list[dict[str, np.ndarray]]], threshold: float, 
     _save(fig, path)
 
 
-def pretext(history: dict[str, np.ndarray], task: dict, path: Path) -> None:
-    """Pretext loss, the task's metric (train and held-out, with chance where it has one), linear probe."""
+def pretext(histories: list[dict[str, np.ndarray]], task: dict, path: Path) -> None:
+    """Per seed's pretraining: pretext loss, the task's metric (train and held-out, with chance where it has
+    one), linear probe."""
     metric = task["metric"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    loss = history.get("train/pretext_loss", np.array([]))
-    axes[0].plot(np.arange(1, len(loss) + 1), loss)
-    axes[0].set_title(f"Pretext ({task['task']}) training loss")
-    acc = history.get(f"train/pretext_{metric}", np.array([]))
-    axes[1].plot(np.arange(1, len(acc) + 1), acc, label="train")
-    held = history.get(f"val/pretext_{metric}", np.array([]))
-    axes[1].plot(np.arange(len(held)), held, label="held-out (val images)")
+    for k, history in enumerate(histories):
+        color = f"C{k}"
+        loss = history.get("train/pretext_loss", np.array([]))
+        axes[0].plot(np.arange(1, len(loss) + 1), loss, color=color)
+        acc = history.get(f"train/pretext_{metric}", np.array([]))
+        axes[1].plot(np.arange(1, len(acc) + 1), acc, color=color, label="train" if k == 0 else None)
+        held = history.get(f"val/pretext_{metric}", np.array([]))
+        axes[1].plot(np.arange(len(held)), held, color=color, ls="--",
+                     label="held-out (val images)" if k == 0 else None)
+        probe = history.get("probe/linear_accuracy", np.array([]))
+        axes[2].plot(np.arange(len(probe)), probe, marker="o", ms=3, color=color)
     if task.get("chance"):
         axes[1].axhline(task["chance"], color="gray", lw=0.8, ls="-.", label="chance")
+    axes[0].set_title(f"Pretext ({task['task']}) training loss, {len(histories)} seeds")
     axes[1].set_title(f"Pretext {metric}")
     axes[1].legend(fontsize=7)
-    probe = history.get("probe/linear_accuracy", np.array([]))
-    axes[2].plot(np.arange(len(probe)), probe, marker="o", ms=3)
     axes[2].set_title("Linear probe accuracy (epoch 0 = random)")
     for ax in axes:
         ax.set_xlabel("epoch")

@@ -1,11 +1,13 @@
 """Stage `finetune@{scratch,pretrained}`: train the classifier on the labelled fraction.
 
-Run once per seed in `seeds` (`--seed`). Both inits use the same classifier, recipe, seed and number of
-optimiser steps; only the extractor's initial weights differ: `scratch` draws them from the seed,
-`pretrained` loads models/pretrained.pt. The head is drawn from the seed after that, so it starts
-identical for both inits of a seed (a paired comparison). An "epoch" is the number of steps of one pass over the
-full (100 %) labelled pool, whatever the fraction, so smaller fractions make more passes and every
-fraction trains for the same number of steps. Validation picks the best epoch; test is only reported.
+Run once per seed in `seeds` (`--seed`), on that seed's split. Both inits use the same classifier, recipe,
+seed and number of optimiser steps; only the extractor's initial weights differ: `scratch` draws them from
+the seed, `pretrained` loads the seed's own pretraining (models/pretrained/seed{seed}.pt). The head is drawn
+from the seed after that, so it starts identical for both inits of a seed (a paired comparison). An "epoch"
+is the number of steps of one pass over the full (100 %) labelled pool, whatever the fraction, so smaller
+fractions make more passes and every fraction trains for the same number of steps. Each epoch logs training
+and validation metrics only; validation macro-F1 picks the best epoch, and the test set is evaluated once,
+at the end, on that epoch's weights.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from dvclive import Live
 
+from stages import paths
 from stages.augment import labelled_batches, normalize
 from stages.common import (announce, atomic_path, describe_device, device_from_params, device_generator, load_params, param,
                            save_torch, seed_everything)
@@ -30,12 +33,11 @@ from stages.engine import Trainer, chunks, classification_metrics, resolve_preci
 from stages.models import Classifier, build_extractor, load_extractor
 from stages.resume import Resume, fingerprint
 
-INITS = ("scratch", "pretrained")
-PRETRAINED = Path("models/pretrained.pt")
+INITS = paths.INITS
 
 
 def outputs(init: str, seed: int) -> tuple[Path, Path]:
-    return Path(f"models/finetune/{init}/seed{seed}.pt"), Path(f"metrics/finetune/{init}/seed{seed}")
+    return paths.finetuned(init, seed), paths.finetune_log(init, seed)
 
 
 def write_predictions(path: Path, indices: np.ndarray, labels: np.ndarray, preds: np.ndarray,
@@ -66,14 +68,14 @@ def main(init: str, seed: int) -> None:
     model_path, live_dir = outputs(init, seed)
 
     seed_everything(seed)
-    dataset, meta = load_dataset(Path("data/dataset"))
-    validation = np.load("data/splits/validation.npy")
-    labelled = np.load("data/splits/labelled.npy")
+    dataset, meta = load_dataset(paths.DATASET)
+    validation = np.load(paths.validation(seed))
+    labelled = np.load(paths.labelled(seed))
     if init == "scratch":
         extractor, feat_dim = build_extractor(arch, stem)
     else:
         # read only by finetune_pretrained (declared there): the checkpoint must come from this pretext
-        extractor, feat_dim = load_extractor(PRETRAINED, arch, stem, param(params, "pretext.task"))
+        extractor, feat_dim = load_extractor(paths.pretrained(seed), arch, stem, param(params, "pretext.task"))
     torch.manual_seed(seed)  # the head starts identical for both inits
     model = Classifier(extractor, feat_dim, len(dataset.classes))
 
@@ -93,7 +95,7 @@ def main(init: str, seed: int) -> None:
     def norm(x: torch.Tensor) -> torch.Tensor:
         return normalize(x, mean, std)
 
-    inputs = [Path("data/dataset"), Path("data/splits")] + ([PRETRAINED] if init == "pretrained" else [])
+    inputs = [paths.DATASET, paths.splits(seed)] + ([paths.pretrained(seed)] if init == "pretrained" else [])
     resume = Resume(f"finetune-{init}-seed{seed}",
                     fingerprint({"init": init, "seed": seed, "model": params["model"], "finetune": params["finetune"],
                                  "world": dist.world}, inputs),
@@ -102,7 +104,7 @@ def main(init: str, seed: int) -> None:
     elapsed, wall_before, first_epoch = 0.0, 0.0, 1
     state = resume.restore(trainer, gen)
     if state is not None:  # a checkpoint is saved after an epoch, so it always has a best epoch
-        best = {**state["best"], "preds": state["best"]["preds"].numpy()}
+        best = state["best"]
         elapsed, wall_before, first_epoch = state["elapsed"], state["wall_seconds"], state["epoch"] + 1
     live = (Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=state is not None)
             if dist.main else NullLive())
@@ -114,29 +116,32 @@ def main(init: str, seed: int) -> None:
         stats = trainer.train_epoch(batches, steps, f"finetune@{init}-{seed} {epoch}/{epochs}")
         elapsed += stats["seconds"]
         val = classification_metrics(trainer.predict(chunks(val_x, eval_batch, norm)), val_y)
-        test_logits = trainer.predict(chunks(test_x, eval_batch, norm))
-        test = classification_metrics(test_logits, test_y)
         live.log_metric("train/loss", stats["loss"])
         live.log_metric("train/accuracy", stats["score"])
-        for split, values in (("val", val), ("test", test)):
-            for key, value in values.items():
-                live.log_metric(f"{split}/{key}", value)
+        for key, value in val.items():
+            live.log_metric(f"val/{key}", value)
         live.log_metric("lr", stats["lr"])
         live.log_metric("epoch_seconds", stats["seconds"])
         live.log_metric("images_per_s", stats["images_per_s"])
         if dist.main:
             print(f"finetune@{init}-{seed} {epoch}/{epochs}: train loss {stats['loss']:.3f}, val F1 {val['f1_macro']:.3f}, "
-                  f"test F1 {test['f1_macro']:.3f}, {stats['images_per_s']:.0f} img/s")
+                  f"{stats['images_per_s']:.0f} img/s")
         if val["f1_macro"] > best["val_f1"]:
-            best = {"val_f1": val["f1_macro"], "epoch": epoch, "test": test, "val": val,
-                    "preds": test_logits.argmax(1).numpy(),
+            best = {"val_f1": val["f1_macro"], "epoch": epoch, "val": val,
                     "state": copy.deepcopy({k: v.cpu() for k, v in trainer.model.state_dict().items()})}
         live.next_step()
         if dist.main:
-            resume.save_epoch(epoch, trainer, gen, best={**best, "preds": torch.from_numpy(best["preds"])},
-                              elapsed=elapsed, wall_seconds=wall_before + time.perf_counter() - wall_start)
+            resume.save_epoch(epoch, trainer, gen, best=best, elapsed=elapsed,
+                              wall_seconds=wall_before + time.perf_counter() - wall_start)
 
-    live.summary["best"] = {"epoch": best["epoch"], "val": best["val"], "test": best["test"],
+    # the one look at the test set: the validation-selected epoch's weights
+    trainer.model.load_state_dict(best["state"])
+    test_logits = trainer.predict(chunks(test_x, eval_batch, norm))
+    test = classification_metrics(test_logits, test_y)
+    if dist.main:
+        print(f"finetune@{init}-{seed}: epoch {best['epoch']} chosen on validation (F1 {best['val_f1']:.3f}); "
+              f"test F1 {test['f1_macro']:.3f}")
+    live.summary["best"] = {"epoch": best["epoch"], "val": best["val"], "test": test,
                             "train_seconds": elapsed, "steps": epochs * steps, "steps_per_epoch": steps,
                             "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
                             "processes": dist.world, "streamed": train_x.stream,
@@ -144,7 +149,7 @@ def main(init: str, seed: int) -> None:
     live.end()
     if not dist.main:
         return
-    write_predictions(live_dir / "predictions.csv", np.arange(len(test_y)), test_y, best["preds"],
+    write_predictions(live_dir / "predictions.csv", np.arange(len(test_y)), test_y, test_logits.argmax(1).numpy(),
                       dataset.classes)
     save_torch({"arch": arch, "stem": stem, "init": init, "epoch": best["epoch"], "classes": dataset.classes,
                 "state_dict": best["state"]}, model_path)

@@ -34,7 +34,6 @@ PRECISIONS = ["auto", "bf16", "fp16", "fp32"]                       # stages.eng
 def spec() -> dict[str, dict[str, Any]]:
     """key -> keyword arguments of `stages.common.param` (`kind` first)."""
     return {
-        "seed": {"kind": int},
         "seeds": {"kind": list},
         "fraction": {"kind": float, "low": 0, "high": 1, "low_open": True},
         "device": {"kind": str, "choices": ["auto", "cpu", "cuda", "mps"]},
@@ -88,6 +87,7 @@ def spec() -> dict[str, dict[str, Any]]:
         "probe.C": {"kind": list},
         "probe.max_iter": {"kind": int, "low": 1},
         "probe.batch_size": {"kind": int, "low": 1},
+        "probe.calibration_images": {"kind": int, "low": 1},
         "compare.plateau": {"kind": float, "low": 0, "high": 1, "low_open": True},
         "compare.confidence": {"kind": float, "low": 0.5, "high": 0.999},
         "compare.amortise_over": {"kind": int, "low": 1},

@@ -125,7 +125,7 @@ def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
     params["pretext"].update({"batch_size": 64, "probe_size": 40, "eval_batch_size": 64, **pretext})
     params["finetune"].update({"batch_size": 32, "eval_batch_size": 64, **finetune})
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
-    for name in ("download", "split"):
-        subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=ws, env={**os.environ, "PYTHONPATH": str(ws)},
+    for args in (["stages.download"], ["stages.split", "--seed", "0"]):
+        subprocess.run([sys.executable, "-m", *args], cwd=ws, env={**os.environ, "PYTHONPATH": str(ws)},
                        check=True, capture_output=True)
     return ws

@@ -93,14 +93,14 @@ def test_finetune_on_two_processes_matches_one(workspace):
 
 
 def test_pretrain_on_two_processes_matches_one(workspace):
-    single, double = run_both(workspace, "stages.pretrain", (), ["metrics/pretrain"])
-    live = Path("metrics/pretrain")
+    single, double = run_both(workspace, "stages.pretrain", ("--seed", "0"), ["metrics/pretrain/seed0"])
+    live = Path("metrics/pretrain/seed0")
     assert history(double / live, "train/pretext_loss") == pytest.approx(
         history(single / live, "train/pretext_loss"), rel=0.01)
     assert history(double / live, "val/pretext_accuracy") == pytest.approx(
         history(single / live, "val/pretext_accuracy"), abs=0.1)
-    assert (double / "metrics/pretrain/metrics.json").exists()
-    assert (workspace / "models/pretrained.pt").exists()
+    assert (double / "metrics/pretrain/seed0/metrics.json").exists()
+    assert (workspace / "models/pretrained/seed0.pt").exists()
 
 
 def _sync_bn_worker(rank: int, port: int, x: torch.Tensor, queue) -> None:

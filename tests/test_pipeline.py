@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -78,8 +79,9 @@ def study(tmp_path_factory):
 
 def test_exp_run_produces_metrics_plots_and_figures(study):
     repo, first = study
-    for stage in ("download", "split", "pretrain", "finetune_scratch@0", "finetune_scratch@1",
-                  "finetune_pretrained@0", "finetune_pretrained@1", "linear_probe", "compare"):
+    for stage in ("download", "split@0", "split@1", "pretrain@0", "pretrain@1", "finetune_scratch@0",
+                  "finetune_scratch@1", "finetune_pretrained@0", "finetune_pretrained@1", "linear_probe@0",
+                  "linear_probe@1", "compare"):
         assert f"Running stage '{stage}'" in first.stdout
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
     assert compare["seeds"] == [0, 1]
@@ -96,6 +98,11 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
             summary = json.loads((live / "metrics.json").read_text())
             assert summary["best"]["epoch"] == run_["best_epoch"] and summary["best"]["seed"] == seed
             assert summary["best"]["test"]["f1_macro"] == pytest.approx(run_["best_f1_macro"])
+            # test once: the per-epoch log holds training and validation only
+            logs = live / "plots" / "metrics"
+            logged = {p.relative_to(logs).parts[0] for p in logs.rglob("*.tsv")}
+            assert "test" not in logged and {"train", "val"} <= logged
+            assert run_["epochs_to_loss_threshold"] is None or 1 <= run_["epochs_to_loss_threshold"] <= 3
             rows = (live / "predictions.csv").read_text().splitlines()
             assert rows[0] == "index,actual,predicted" and len(rows) == 101
             if run_["steps_to_threshold"] is not None:
@@ -107,22 +114,31 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
     assert primary["scratch"]["mean"] == pytest.approx(sum(values["scratch"]) / 2)
     assert primary["difference"]["mean"] == pytest.approx(primary["pretrained"]["mean"] - primary["scratch"]["mean"])
     assert primary["difference"]["df"] == 1 and 0 <= primary["difference"]["p"] <= 1
-    for key in ("best_accuracy", "probe_f1_macro"):
-        d = compare["tests"][key]["difference"]
-        assert d["p_holm"] is None or d["p_holm"] >= d["p"]
-    probe = json.loads((repo / "metrics" / "linear_probe.json").read_text())
-    assert [r["seed"] for r in probe["scratch"]] == [0, 1] and probe["scratch"][0]["C"] in (0.1, 1.0)
-    assert probe["scratch"][0]["test"]["accuracy"] > 0.3  # even random features separate the toy classes
-    fair = compare["convergence"]["pretrained"]
-    if fair["seconds"] is not None:
-        assert fair["seconds_with_pretraining"] == pytest.approx(
-            fair["seconds"] + compare["convergence"]["pretrain_seconds"] / 3)
+    probes = [json.loads((repo / "metrics" / "linear_probe" / f"seed{s}.json").read_text()) for s in (0, 1)]
+    assert [p["seed"] for p in probes] == [0, 1] and probes[0]["scratch"]["C"] in (0.1, 1.0)
+    assert probes[0]["scratch"]["test"]["accuracy"] > 0.3  # even random features separate the toy classes
+    for init in ("scratch", "pretrained"):
+        assert [r["probe_f1_macro"] for r in compare["runs"][init]] == [p[init]["test"]["f1_macro"] for p in probes]
+    # a replicate is (split, pretraining, fine-tune): each seed has its own of each
+    splits = [repo / "data" / "splits" / f"seed{s}" for s in (0, 1)]
+    assert (splits[0] / "validation.npy").read_bytes() != (splits[1] / "validation.npy").read_bytes()
+    assert (splits[0] / "labelled.npy").read_bytes() != (splits[1] / "labelled.npy").read_bytes()
+    assert (repo / "models/pretrained/seed0.pt").read_bytes() != (repo / "models/pretrained/seed1.pt").read_bytes()
+    # compute-fair: each pretrained run adds its own seed's pretraining, shared over 3 fractions
+    shares = [r["pretrain_share_seconds"] for r in compare["runs"]["pretrained"]]
+    assert shares == pytest.approx([t / 3 for t in compare["pretext"]["train_seconds"]])
+    assert all(r["pretrain_share_seconds"] == 0 for r in compare["runs"]["scratch"])
+    reached = [r for r in compare["runs"]["pretrained"] if r["seconds_to_threshold"] is not None]
+    if reached:
+        assert compare["convergence"]["pretrained"]["seconds_with_pretraining"] == pytest.approx(
+            sum(r["seconds_to_threshold"] + r["pretrain_share_seconds"] for r in reached) / len(reached))
     assert 0 <= compare["pretext"]["probe_random_extractor"] <= 1
     # held out means never pretrained on: pretraining draws from the training images minus validation
-    pre_summary = json.loads((repo / "metrics" / "pretrain" / "metrics.json").read_text())
-    split = json.loads((repo / "metrics" / "split.json").read_text())
-    assert pre_summary["pretext"]["images"] == 300 - split["validation_size"] == 270
-    assert pre_summary["pretext"]["heldout_images"] == 30
+    for s in (0, 1):
+        pre_summary = json.loads((repo / "metrics" / "pretrain" / f"seed{s}" / "metrics.json").read_text())
+        split = json.loads((repo / "data" / "splits" / f"seed{s}" / "counts.json").read_text())
+        assert pre_summary["pretext"]["images"] == 300 - split["validation_size"] == 270
+        assert pre_summary["pretext"]["heldout_images"] == 30 and pre_summary["seed"] == s
     controls = compare["pretext"]["controls"]
     assert set(controls) == {"other_centre", "other_neighbour", "shuffled"}
     assert all(0 <= v <= 1 for v in controls.values())
@@ -151,25 +167,29 @@ def test_second_repro_is_a_no_op_and_shows_plots(study):
 
 def test_new_fraction_skips_download_and_pretrain(study):
     repo, _ = study
-    out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.5"], repo).stdout
-    for stage in ("download", "pretrain"):
+    before = {s: np.load(repo / "data" / "splits" / f"seed{s}" / "labelled.npy") for s in (0, 1)}
+    out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.1"], repo).stdout
+    for stage in ("download", "pretrain@0", "pretrain@1"):
         assert f"Running stage '{stage}'" not in out, out
-    for stage in ("split", "finetune_scratch@0", "finetune_pretrained@1", "linear_probe", "compare"):
+    for stage in ("split@0", "finetune_scratch@0", "finetune_pretrained@1", "linear_probe@1", "compare"):
         assert f"Running stage '{stage}'" in out, out
-    split = json.loads((repo / "metrics" / "split.json").read_text())
-    assert split["fraction"] == 0.5 and split["labelled_size"] == pytest.approx(split["pool_size"] / 2, abs=10)
+    for s in (0, 1):
+        split = json.loads((repo / "data" / "splits" / f"seed{s}" / "counts.json").read_text())
+        assert split["fraction"] == 0.1 and split["labelled_size"] == 30 and split["pool_size"] == 270
+        # nested within the seed: the 10 % subset is inside that seed's 100 % one
+        assert set(np.load(repo / "data" / "splits" / f"seed{s}" / "labelled.npy")) < set(before[s])
 
 
 def test_another_pretext_task_keeps_scratch(study):
     repo, _ = study
-    out = run(["dvc", "exp", "run", "-n", "tiny-rotation", "-S", "profile=tiny", "-S", "fraction=0.5", "-S",
+    out = run(["dvc", "exp", "run", "-n", "tiny-rotation", "-S", "profile=tiny", "-S", "fraction=0.1", "-S",
                "pretext.task=rotation"], repo).stdout
-    assert "Running stage 'pretrain'" in out and "Running stage 'finetune_pretrained@0'" in out
-    assert "Running stage 'finetune_scratch@" not in out and "Running stage 'split'" not in out
+    assert "Running stage 'pretrain@0'" in out and "Running stage 'finetune_pretrained@0'" in out
+    assert "Running stage 'finetune_scratch@" not in out and "Running stage 'split@" not in out
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
     assert compare["pretext"]["task"] == "rotation" and compare["pretext"]["chance"] == 0.25
     assert 0 <= compare["pretext"]["final_heldout"] <= 1
-    summary = json.loads((repo / "metrics" / "pretrain" / "metrics.json").read_text())
+    summary = json.loads((repo / "metrics" / "pretrain" / "seed1" / "metrics.json").read_text())
     assert summary["pretext"] == {"task": "rotation", "metric": "accuracy", "chance": 0.25, "images": 270,
                                   "heldout_images": 30, "streamed": False}
     assert set(compare["pretext"]["controls"]) == {"shuffled"}
@@ -180,37 +200,51 @@ def test_bad_param_fails_in_one_line_and_writes_nothing(study):
     proc = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=1.5"], repo, check=False)
     assert proc.returncode != 0
     assert "error: param 'fraction' is 1.5: must be <= 1" in proc.stderr + proc.stdout
-    assert not (repo / "data" / "splits").exists()
+    assert not list((repo / "data" / "splits").glob("seed*"))  # the failed split@0 left no output
 
 
 def test_report_collects_the_fractions_into_the_readme(study):
     repo, _ = study
     # named runs of the same study at two fractions; both restore every stage from DVC's run-cache
-    for name, fraction in (("tiny-full", "1.0"), ("tiny-half", "0.5")):
+    for name, fraction in (("tiny-full", "1.0"), ("tiny-tenth", "0.1")):
         out = run(["dvc", "exp", "run", "-n", name, "-S", "profile=tiny", "-S", f"fraction={fraction}"], repo).stdout
         assert "Running stage" not in out, out
     # the baseline also holds the rotation experiment: not the same study, so the default refuses
     refused = run([sys.executable, "-m", "stages.report"], repo, check=False)
     assert refused.returncode == 1 and "differ in pretext.task" in refused.stderr
-    run([sys.executable, "-m", "stages.report", "--exp", "tiny-full", "tiny-half"], repo)
+    run([sys.executable, "-m", "stages.report", "--exp", "tiny-full", "tiny-tenth"], repo)
     study_json = json.loads((repo / "metrics" / "study.json").read_text())
-    assert [f["fraction"] for f in study_json["fractions"]] == [1.0, 0.5]
-    assert study_json["experiments"] == ["tiny-full", "tiny-half"] and study_json["seeds"] == [0, 1]
-    half = study_json["fractions"][1]
+    assert [f["fraction"] for f in study_json["fractions"]] == [1.0, 0.1]
+    assert study_json["experiments"] == ["tiny-full", "tiny-tenth"] and study_json["seeds"] == [0, 1]
+    full, tenth = study_json["fractions"]
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], repo).stdout.split()
-    ref = next(r for r in refs if r.endswith("/tiny-half"))
+    ref = next(r for r in refs if r.endswith("/tiny-tenth"))
     compare = json.loads(run(["git", "show", f"{ref}:metrics/compare.json"], repo).stdout)
-    assert half["tests"] == compare["tests"] and half["labelled_size"] == compare["labelled_size"]
+    assert tenth["labelled_size"] == compare["labelled_size"] == 30
+    # the primary endpoint is the 10 % gain, tested alone; everything else is Holm-corrected as one family
+    assert tenth["primary"] and not full["primary"]
+    assert tenth["tests"]["best_f1_macro"]["p_holm"] is None
+    assert {k: {n: v for n, v in t.items() if n != "p_holm"} for k, t in tenth["tests"].items()} == compare["tests"]
+    for fr in (full, tenth):
+        for t in fr["tests"].values():
+            if t["p_holm"] is not None:
+                assert t["p_holm"] >= t["difference"]["p"]
+    assert study_json["secondary_tests"] == 2 * 7 - 1
     readme = (repo / "README.md").read_text()
     from stages.report import readme_section, render
     assert readme_section(readme) == render(study_json)
-    assert "| 50% | " in readme and "test macro-F1 (primary)" in readme
+    assert "| 10% **(primary)** | 30 |" in readme and "| 100% | 270 |" in readme
+    # the four questions, answered per fraction in words
+    for label in ("**100%:**", "**10%:**"):
+        line = next(x for x in readme.splitlines() if x.startswith(f"- {label}"))
+        assert "validation loss fell" in line and "rose faster for" in line and "plateau" in line
+        assert "best test macro-F1" in line
     for png in ("label_efficiency", "fraction_curves"):
         assert (repo / "plots" / f"{png}.png").stat().st_size > 5000
     # the pretext comparison: same study at 50 %, context vs rotation, sharing the scratch runs
     refused = run([sys.executable, "-m", "stages.methods", "--exp", "tiny-full", "tiny-rotation"], repo, check=False)
     assert refused.returncode == 1 and "differ in fraction" in refused.stderr
-    run([sys.executable, "-m", "stages.methods", "--exp", "tiny-half", "tiny-rotation"], repo)
+    run([sys.executable, "-m", "stages.methods", "--exp", "tiny-tenth", "tiny-rotation"], repo)
     from stages import methods
     table = json.loads((repo / "metrics" / "methods.json").read_text())
     assert [r["task"] for r in table["rows"]] == ["context", "rotation"]

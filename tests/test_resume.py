@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STAGES = {
     "finetune": (["stages.finetune", "--init", "scratch", "--seed", "0"], "finetune-scratch-seed0",
                  ["models/finetune/scratch/seed0.pt", "metrics/finetune/scratch/seed0"], "metrics/finetune/scratch/seed0"),
-    "pretrain": (["stages.pretrain"], "pretrain", ["models/pretrained.pt", "metrics/pretrain"], "metrics/pretrain"),
+    "pretrain": (["stages.pretrain", "--seed", "0"], "pretrain-seed0",
+                 ["models/pretrained/seed0.pt", "metrics/pretrain/seed0"], "metrics/pretrain/seed0"),
 }
 VOLATILE = ("epoch_seconds", "images_per_s", "examples_per_s")  # timings differ run to run
 
@@ -180,9 +181,12 @@ def test_same_seed_gives_identical_metrics_on_cpu(workspace):
 
 def test_same_seed_gives_byte_identical_splits(workspace):
     ws = workspace
-    first = {p.name: p.read_bytes() for p in (ws / "data" / "splits").iterdir()}
-    subprocess.run([sys.executable, "-m", "stages.split"], cwd=ws, env=env(ws), check=True, capture_output=True)
-    assert {p.name: p.read_bytes() for p in (ws / "data" / "splits").iterdir()} == first
+    splits = ws / "data" / "splits" / "seed0"
+    first = {p.name: p.read_bytes() for p in splits.iterdir()}
+    assert set(first) == {"validation.npy", "labelled.npy", "counts.json"}
+    subprocess.run([sys.executable, "-m", "stages.split", "--seed", "0"], cwd=ws, env=env(ws), check=True,
+                   capture_output=True)
+    assert {p.name: p.read_bytes() for p in splits.iterdir()} == first
 
 
 @pytest.mark.parametrize("name", list(STAGES))

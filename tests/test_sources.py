@@ -256,13 +256,13 @@ def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_pat
     params["split"]["val_fraction"] = 0.34
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ws)}
-    for stage in ("download", "split", "pretrain"):
-        proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=ws, env=env, capture_output=True, text=True)
+    for args in (["stages.download"], ["stages.split", "--seed", "0"], ["stages.pretrain", "--seed", "0"]):
+        proc = subprocess.run([sys.executable, "-m", *args], cwd=ws, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((ws / "data" / "dataset" / "meta.json").read_text())
     assert (meta["train_size"], meta["test_size"], meta["unlabeled_size"], meta["image_size"]) == (60, 20, 40, 32)
-    summary = json.loads((ws / "metrics" / "pretrain" / "metrics.json").read_text())
-    split = json.loads((ws / "metrics" / "split.json").read_text())
+    summary = json.loads((ws / "metrics" / "pretrain" / "seed0" / "metrics.json").read_text())
+    split = json.loads((ws / "data" / "splits" / "seed0" / "counts.json").read_text())
     # every unlabeled and training image but the held-out validation ones
     assert summary["pretext"]["images"] == 100 - split["validation_size"] and summary["pretext"]["streamed"] is True
     assert split["validation_size"] + split["pool_size"] == 60  # labels come from the labelled images only

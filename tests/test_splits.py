@@ -43,3 +43,17 @@ def test_same_seed_same_split_other_seed_other_split():
     c = split_indices(y, 4, 0.1, 0.5)
     assert all(np.array_equal(x, z) for x, z in zip(a, b))
     assert not np.array_equal(a[1], c[1])
+
+
+def test_each_seed_is_its_own_replicate_nested_within_and_different_across_seeds():
+    # a replicate (seed) draws its own validation set and labelled subset; within it 10 % < 50 % < 100 %
+    y = labels()
+    draws = {seed: {f: split_indices(y, seed, 0.1, f) for f in (1.0, 0.5, 0.1)} for seed in (0, 1, 2)}
+    for by_fraction in draws.values():
+        assert set(by_fraction[0.1][1]) < set(by_fraction[0.5][1]) < set(by_fraction[1.0][1])
+        assert all(np.array_equal(by_fraction[1.0][0], by_fraction[f][0]) for f in (0.5, 0.1))
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        for f in (0.5, 0.1):
+            overlap = len(set(draws[a][f][1]) & set(draws[b][f][1])) / len(draws[a][f][1])
+            assert overlap < f + 0.1  # about what two independent draws of share f share, not the same pool
+        assert not np.array_equal(draws[a][1.0][0], draws[b][1.0][0])
