@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TypeVar
@@ -90,6 +90,9 @@ def fetch(url: str, md5: str | None, cache_dir: Path) -> Path:
             try:
                 download_url(url, str(cache_dir), filename)
             except Exception as e:  # network errors come in many types
+                path.unlink(missing_ok=True)  # no half-written archive, and no empty cache directory, is left
+                with suppress(OSError):
+                    cache_dir.rmdir()
                 raise UserError(f"could not download data.url={url} ({e}); behind a firewall, "
                                 f"set data.url to a local copy (file:// URL or path)") from e
     if not path.is_file():

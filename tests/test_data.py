@@ -125,3 +125,11 @@ def test_image_folder_errors(tmp_path):
     (root / "train" / "airplane" / "broken.png").write_bytes(b"not an image")
     with pytest.raises(UserError, match="broken.png"):
         read_image_folder(folder_files(root), root, 32)
+
+
+def test_failed_download_leaves_nothing(tmp_path):
+    # an unreachable URL (nothing listens on port 9 here): one-line error, no partial file, no empty cache dir
+    cache = tmp_path / "raw"
+    with pytest.raises(UserError, match="could not download data.url=http://127.0.0.1:9/c.tar.gz"):
+        fetch("http://127.0.0.1:9/c.tar.gz", None, cache)
+    assert not cache.exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -66,13 +67,15 @@ def study(tmp_path_factory):
     archive = tmp / "mirror" / "tiny-cifar.tar.gz"
     md5 = cifar_archive(archive, n_train=300, n_test=100, batches=2)
     repo = fresh_copy(tmp / "repo")
-    # a user behind a firewall points the composed config at a local mirror
-    config = (repo / "conf" / "config.yaml").read_text()
-    config = config.replace('  url: ""', f'  url: "file://{archive}"').replace('  md5: ""', f'  md5: "{md5}"')
-    (repo / "conf" / "config.yaml").write_text(config)
+    # a user behind a firewall points this machine's git-ignored config at a local mirror; every
+    # `dvc exp run` composes it, so no later run falls back to the official URL
+    local = (repo / "conf" / "machine" / "example.yaml").read_text()
+    local = local.replace('  url: ""', f'  url: "file://{archive}"').replace('  md5: ""', f'  md5: "{md5}"')
+    (repo / "conf" / "machine" / "local.yaml").write_text(local)
     (repo / "conf" / "profile" / "tiny.yaml").write_text(TINY_PROFILE)
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny"], repo)
+    assert "local.yaml" not in run(["git", "ls-files", "conf"], repo).stdout  # machine settings stay out of git
     first = run(["dvc", "exp", "run", "-S", "profile=tiny"], repo)
     return repo, first
 
@@ -200,7 +203,8 @@ def test_bad_param_fails_in_one_line_and_writes_nothing(study):
     proc = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=1.5"], repo, check=False)
     assert proc.returncode != 0
     assert "error: param 'fraction' is 1.5: must be <= 1" in proc.stderr + proc.stdout
-    assert not list((repo / "data" / "splits").glob("seed*"))  # the failed split@0 left no output
+    failed = re.search(r"Running stage 'split@(\d+)'", proc.stdout).group(1)  # the first to run, and fail
+    assert not (repo / "data" / "splits" / f"seed{failed}").exists()  # it left no half-written output
 
 
 def test_report_collects_the_fractions_into_the_readme(study):
