@@ -1,4 +1,4 @@
-"""The pretext comparison: one experiment per pretext task (or backbone), side by side in one README table.
+"""The pretext comparison: one experiment per pretext task (or backbone), side by side in one table (docs/pretexts.md).
 
     python -m stages.methods --exp task-context task-rotation task-jigsaw ...
 
@@ -6,8 +6,8 @@ Not a DVC stage: like `stages.report` it reads DVC experiments (Git refs). The e
 param except `pretext.*` and `model.*` (and the hardware knobs): the same data, split, fraction, fine-tune
 recipe and seeds. Scratch fine-tunes do not depend on the pretext, so DVC's run-cache restores them and
 every row compares against the same scratch runs. Writes metrics/methods.json and the Markdown table,
-spliced into README.md between the methods markers; `render(methods.json)` is pure, so a test checks that
-the README shows exactly what the JSON holds.
+spliced into docs/pretexts.md between the methods markers; `render(methods.json)` is pure, so a test checks that
+the document shows exactly what the JSON holds.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import argparse
 from pathlib import Path
 
 from stages.common import run_stage, save_json
-from stages.report import (README, _ci, _p, check_same_study, dataset_name, experiment_refs, read_experiment, readme_section,
+from stages.report import (_ci, _p, check_same_study, dataset_name, experiment_refs, read_experiment, readme_section,
                            splice)
 
 METHODS_JSON = Path("metrics/methods.json")
+PRETEXTS_DOC = Path("docs/pretexts.md")
 BEGIN, END = "<!-- methods:begin (written by python -m stages.methods) -->", "<!-- methods:end -->"
 FREE = ("pretext", "model", "device", "nproc", "compile", "stream", "precision")  # may differ between the rows
 
@@ -87,14 +88,14 @@ def render(methods: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exp", nargs="+", required=True, help="experiment names, one row each, in this order")
-    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--doc", type=Path, default=PRETEXTS_DOC)
     args = parser.parse_args(argv)
     refs = experiment_refs(None, args.exp)
     by_name = {r.rsplit("/", 1)[1]: r for r in refs}
     methods = build([read_experiment(by_name[name]) for name in args.exp])
     save_json(methods, METHODS_JSON)
-    args.readme.write_text(splice(args.readme.read_text(), render(methods), BEGIN, END))
-    print(f"methods: {len(methods['rows'])} experiments -> {METHODS_JSON}, {args.readme}")
+    args.doc.write_text(splice(args.doc.read_text(), render(methods), BEGIN, END))
+    print(f"methods: {len(methods['rows'])} experiments -> {METHODS_JSON}, {args.doc}")
 
 
 if __name__ == "__main__":

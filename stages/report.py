@@ -1,4 +1,4 @@
-"""The label-efficiency report: the study's experiments (one per label fraction) in one results section.
+"""The label-efficiency report: the study's experiments (one per label fraction) in one set of results.
 
     python -m stages.report                 # the experiments of the current commit (dvc exp run --queue ...)
     python -m stages.report --baseline REV  # ... of another baseline commit
@@ -10,9 +10,10 @@ param but `fraction` (and the hardware knobs); of several runs at one fraction t
 primary endpoint, declared before any run, is the test macro-F1 gain of pretraining at 10 % of the labels
 (`PRIMARY_FRACTION`: the claim is about scarce labels), tested alone; every other comparison (the gains at
 the other fractions, the other metrics) is secondary, its p-values Holm-corrected over that whole family. Writes
-metrics/study.json (every number the section shows), plots/label_efficiency.png, plots/fraction_curves.png,
-and the Markdown section, spliced into README.md between the results markers. `render(study.json)` is a
-pure function, so a test can check that the README shows exactly what study.json holds.
+metrics/study.json (every number shown), plots/label_efficiency.png, plots/fraction_curves.png, the full
+Markdown results (`render`) into docs/results.md and the short answer (`render_answer`: the primary endpoint
+table, the verdict, the figure) into README.md, each between its results markers. Both renders are pure
+functions of study.json, so a test checks that the documents show exactly what it holds.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from stages.stats import holm
 STUDY_JSON = Path("metrics/study.json")
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}
 README = Path("README.md")
+RESULTS_DOC = Path("docs/results.md")
 BEGIN, END = "<!-- results:begin (written by python -m stages.report) -->", "<!-- results:end -->"
 IGNORED_PARAMS = {"fraction", "device", "nproc", "compile", "stream", "precision"}
 INITS = ("scratch", "pretrained")
@@ -215,15 +217,7 @@ def render(study: dict) -> str:
         f"tested alone. Every other p-value is secondary, Holm-corrected over all {study['secondary_tests']} "
         "secondary comparisons.",
         "",
-        "| labels | labelled images | scratch | pretrained | difference (paired) | p | p (Holm) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for fr in study["fractions"]:
-        t = fr["tests"][PRIMARY]
-        mark = " **(primary)**" if fr["primary"] else ""
-        holm_p = "primary: not corrected" if fr["primary"] else _p(t["p_holm"])
-        lines.append(f"| {fr['fraction']:.0%}{mark} | {fr['labelled_size']:,} | {_ci(t['scratch'])} | "
-                     f"{_ci(t['pretrained'])} | {_ci(t['difference'])} | {_p(t['difference']['p'])} | {holm_p} |")
+    ] + primary_table(study)[2:]
     lines += ["", "**The four questions, per fraction** (means over seeds; loss: epochs until validation loss first "
               "comes within the plateau share of the lower mean minimum; metric: mean validation macro-F1 over "
               "epochs; plateau: validation macro-F1 reaches the common threshold, epochs and seconds over the runs "
@@ -268,8 +262,36 @@ def render(study: dict) -> str:
               f"per-epoch probe on validation images: random extractor {pre['probe_random_extractor']:.3f}, "
               f"pretrained {pre['probe_pretrained_extractor']:.3f}.",
               "", "**What holds.** " + verdict(study), "",
-              f"![label efficiency]({FIGURES['label_efficiency'].as_posix()})",
-              f"![validation curves per fraction]({FIGURES['curves'].as_posix()})"]
+              f"![label efficiency](../{FIGURES['label_efficiency'].as_posix()})",
+              f"![validation curves per fraction](../{FIGURES['curves'].as_posix()})"]
+    return "\n".join(lines) + "\n"
+
+
+def primary_table(study: dict) -> list[str]:
+    conf = f"{study['confidence']:.0%}"
+    lines = [f"Test macro-F1 at the validation-selected epoch, mean over {len(study['seeds'])} seeds [{conf} t "
+             "interval]; difference = pretrained - scratch, paired over seeds.", "",
+             "| labels | labelled images | scratch | pretrained | difference (paired) | p | p (Holm) |",
+             "|---|---|---|---|---|---|---|"]
+    for fr in study["fractions"]:
+        t = fr["tests"][PRIMARY]
+        mark = " **(primary)**" if fr["primary"] else ""
+        holm_p = "primary: not corrected" if fr["primary"] else _p(t["p_holm"])
+        lines.append(f"| {fr['fraction']:.0%}{mark} | {fr['labelled_size']:,} | {_ci(t['scratch'])} | "
+                     f"{_ci(t['pretrained'])} | {_ci(t['difference'])} | {_p(t['difference']['p'])} | {holm_p} |")
+    return lines
+
+
+def render_answer(study: dict) -> str:
+    """The README's short answer: the primary endpoint table, the verdict and the label-efficiency figure."""
+    d = study["dataset"]
+    lines = primary_table(study) + [
+        "", verdict(study), "",
+        f"Profile `{study['profile']}` ({study['model']}), {d['origin']}, seeds {study['seeds']}, device "
+        f"{study['device']}, code at commit `{study['commit']}`, {_minutes(study['wall_seconds'])} of stage wall "
+        f"time. Everything else (the four questions per fraction, every metric, per-class F1, the pretext): "
+        f"[docs/results.md]({RESULTS_DOC.as_posix()}).", "",
+        f"![label efficiency]({FIGURES['label_efficiency'].as_posix()})"]
     return "\n".join(lines) + "\n"
 
 
@@ -350,6 +372,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", help="commit whose experiments to report (default HEAD)")
     parser.add_argument("--exp", nargs="+", help="experiment names instead")
     parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results-doc", type=Path, default=RESULTS_DOC)
     args = parser.parse_args(argv)
     experiments = [read_experiment(r) for r in experiment_refs(args.baseline, args.exp)]
     study = build_study(experiments)
@@ -358,9 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     fractions = [fr["fraction"] for fr in study["fractions"]]
     figures.label_efficiency(fractions, stats, FIGURES["label_efficiency"])
     figures.fraction_curves({fr["fraction"]: fr["curves"] for fr in study["fractions"]}, FIGURES["curves"])
-    args.readme.write_text(splice(args.readme.read_text(), render(study)))
+    args.results_doc.write_text(splice(args.results_doc.read_text(), render(study)))
+    args.readme.write_text(splice(args.readme.read_text(), render_answer(study)))
     print(f"report: {len(fractions)} fractions ({', '.join(study['experiments'])}) -> {STUDY_JSON}, "
-          f"{', '.join(map(str, FIGURES.values()))}, {args.readme}")
+          f"{', '.join(map(str, FIGURES.values()))}, {args.results_doc}, {args.readme}")
 
 
 if __name__ == "__main__":

@@ -234,13 +234,14 @@ def test_report_collects_the_fractions_into_the_readme(study):
             if t["p_holm"] is not None:
                 assert t["p_holm"] >= t["difference"]["p"]
     assert study_json["secondary_tests"] == 2 * 7 - 1
-    readme = (repo / "README.md").read_text()
-    from stages.report import readme_section, render
-    assert readme_section(readme) == render(study_json)
-    assert "| 10% **(primary)** | 30 |" in readme and "| 100% | 270 |" in readme
+    readme, results = (repo / "README.md").read_text(), (repo / "docs" / "results.md").read_text()
+    from stages.report import readme_section, render, render_answer
+    assert readme_section(readme) == render_answer(study_json) and readme_section(results) == render(study_json)
+    for doc in (readme, results):
+        assert "| 10% **(primary)** | 30 |" in doc and "| 100% | 270 |" in doc
     # the four questions, answered per fraction in words
     for label in ("**100%:**", "**10%:**"):
-        line = next(x for x in readme.splitlines() if x.startswith(f"- {label}"))
+        line = next(x for x in results.splitlines() if x.startswith(f"- {label}"))
         assert "validation loss fell" in line and "rose faster for" in line and "plateau" in line
         assert "best test macro-F1" in line
     for png in ("label_efficiency", "fraction_curves"):
@@ -253,4 +254,5 @@ def test_report_collects_the_fractions_into_the_readme(study):
     table = json.loads((repo / "metrics" / "methods.json").read_text())
     assert [r["task"] for r in table["rows"]] == ["context", "rotation"]
     assert table["rows"][0]["finetune"]["scratch"] == table["rows"][1]["finetune"]["scratch"]
-    assert readme_section((repo / "README.md").read_text(), methods.BEGIN, methods.END) == methods.render(table)
+    pretexts = (repo / "docs" / "pretexts.md").read_text()
+    assert readme_section(pretexts, methods.BEGIN, methods.END) == methods.render(table)

@@ -1,4 +1,5 @@
-"""The README's results section is exactly what metrics/study.json (written by `python -m stages.report`) holds."""
+"""The README's answer and docs/results.md are exactly what metrics/study.json (written by `python -m stages.report`)
+holds; docs/pretexts.md's comparison is exactly metrics/methods.json."""
 
 from __future__ import annotations
 
@@ -7,15 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from stages.report import BEGIN, END, readme_section, render, splice
+from stages.report import BEGIN, END, readme_section, render, render_answer, splice
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_results_match_the_committed_study():
     study = json.loads((ROOT / "metrics" / "study.json").read_text())
-    assert readme_section((ROOT / "README.md").read_text()) == render(study), \
-        "README.md's results differ from metrics/study.json: run `python -m stages.report`"
+    assert readme_section((ROOT / "docs" / "results.md").read_text()) == render(study), \
+        "docs/results.md differs from metrics/study.json: run `python -m stages.report`"
+    assert readme_section((ROOT / "README.md").read_text()) == render_answer(study), \
+        "README.md's answer differs from metrics/study.json: run `python -m stages.report`"
     for fraction in study["fractions"]:
         for init in ("scratch", "pretrained"):
             assert fraction["tests"]["best_f1_macro"][init]["n"] == len(study["seeds"])
@@ -31,9 +34,9 @@ def test_splice_replaces_only_the_section():
 def test_readme_methods_table_matches_the_committed_comparison():
     from stages import methods
     data = json.loads((ROOT / "metrics" / "methods.json").read_text())
-    readme = (ROOT / "README.md").read_text()
-    assert readme_section(readme, methods.BEGIN, methods.END) == methods.render(data), \
-        "README.md's pretext table differs from metrics/methods.json: run `python -m stages.methods`"
+    doc = (ROOT / "docs" / "pretexts.md").read_text()
+    assert readme_section(doc, methods.BEGIN, methods.END) == methods.render(data), \
+        "docs/pretexts.md's table differs from metrics/methods.json: run `python -m stages.methods`"
     assert [r["task"] for r in data["rows"]] == ["context", "rotation", "simclr", "reconstruction", "jigsaw"]
     for row in data["rows"]:  # every row's fine-tunes share the scratch runs
         assert row["finetune"]["scratch"] == data["rows"][0]["finetune"]["scratch"]
@@ -46,3 +49,14 @@ def test_dataset_name_is_never_empty():
     assert dataset_name({"source": "cifar10", "url": "file:///m/tiny.tar.gz", "path": ""}) == "tiny.tar.gz"
     assert dataset_name({"source": "folder", "url": "", "path": "/d/cifar10-jpeg.tar.gz"}) == "cifar10-jpeg.tar.gz"
     assert dataset_name({"source": "stl10", "url": "", "path": ""}) == "stl10_binary.tar.gz"
+
+
+def test_readme_is_a_front_page():
+    # the answer and the two commands on the first screen, reference detail in docs/, every doc linked
+    readme = (ROOT / "README.md").read_text()
+    lines = readme.splitlines()
+    assert len(lines) <= 160
+    assert lines.index("## The answer so far") < 20
+    assert "pip install -r requirements.txt && dvc repro" in "\n".join(lines[:60])
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        assert f"(docs/{doc.name})" in readme, f"README.md does not link docs/{doc.name}"
