@@ -198,6 +198,51 @@ def test_another_pretext_task_keeps_scratch(study):
     assert set(compare["pretext"]["controls"]) == {"shuffled"}
 
 
+UPSIDE = """\"\"\"Pretext `upside`: was the image turned upside down? (The end-to-end test's added task.)\"\"\"
+
+import torch
+
+from stages.augment import normalize, random_crop_flip
+from stages.pretexts.rotation import Rotation, rotate
+
+
+class Upside(Rotation):
+    name = "upside"
+    chance = 1 / 2
+
+    def batch(self, images, generator):
+        x = normalize(random_crop_flip(images, self.pad, generator), self.mean, self.std)
+        turns = 2 * torch.randint(0, 2, (len(x),), generator=generator, device=x.device)
+        return rotate(x, turns), turns
+"""
+
+
+def test_a_new_pretext_module_reruns_only_pretraining_and_pretrained_runs(study):
+    repo, _ = study
+    (repo / "stages" / "pretexts" / "upside.py").write_text(UPSIDE)
+    registry = repo / "stages" / "pretexts" / "__init__.py"
+    registry.write_text(registry.read_text().replace(
+        "from stages.pretexts.simclr import SimCLR\n", "from stages.pretexts.simclr import SimCLR\n"
+        "from stages.pretexts.upside import Upside\n").replace('    "simclr": SimCLR,\n', '    "simclr": SimCLR,\n'
+                                                                 '    "upside": Upside,\n'))
+    schema = repo / "stages" / "schema.py"
+    schema.write_text(schema.read_text().replace('"jigsaw", "simclr"]', '"jigsaw", "simclr", "upside"]'))
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "a new pretext task"], repo)
+    try:
+        out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.1", "-S", "pretext.task=upside"],
+                  repo).stdout
+        compare = json.loads((repo / "metrics" / "compare.json").read_text())
+    finally:  # the later tests run on the original code
+        run(["git", "reset", "-q", "--hard", "HEAD~1"], repo)
+    for stage in ("pretrain@0", "pretrain@1", "finetune_pretrained@0", "finetune_pretrained@1", "linear_probe@0",
+                  "compare"):
+        assert f"Running stage '{stage}'" in out, out
+    for stage in ("download", "split@", "finetune_scratch@"):
+        assert f"Running stage '{stage}" not in out, out  # restored: the scratch runs do not depend on pretexts
+    assert compare["pretext"]["task"] == "upside" and compare["pretext"]["chance"] == 0.5
+
+
 def test_bad_param_fails_in_one_line_and_writes_nothing(study):
     repo, _ = study
     proc = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=1.5"], repo, check=False)
