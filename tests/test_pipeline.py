@@ -301,3 +301,25 @@ def test_report_collects_the_fractions_into_the_readme(study):
     assert table["rows"][0]["finetune"]["scratch"] == table["rows"][1]["finetune"]["scratch"]
     pretexts = (repo / "docs" / "pretexts.md").read_text()
     assert readme_section(pretexts, methods.BEGIN, methods.END) == methods.render(table)
+
+
+def test_a_team_shares_the_study_through_a_dvc_remote(study, tmp_path):
+    # push data, models and experiments to a DVC remote (a local directory here), clone, pull: nothing to re-run
+    repo, _ = study
+    run(["dvc", "repro"], repo)  # the workspace is the last experiment's, complete
+    run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "results and the team remote"], repo)
+    run(["dvc", "push"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    assert (clone / "models" / "pretrained" / "seed1.pt").read_bytes() == (
+        repo / "models" / "pretrained" / "seed1.pt").read_bytes()
+    again = run(["dvc", "repro"], clone)
+    assert "Running stage" not in again.stdout, again.stdout
+    # experiments travel through Git (refs/exps: the clone's origin) with their outputs in the DVC remote
+    run(["dvc", "exp", "pull", "--all-commits", "origin"], clone)
+    listing = ["dvc", "exp", "list", "--all-commits", "--name-only"]
+    names = sorted(run(listing, repo).stdout.split())
+    assert names and sorted(run(listing, clone).stdout.split()) == names
