@@ -202,8 +202,9 @@ def render(study: dict) -> str:
     d = study["dataset"]
     lines = [
         f"**What was run.** Device: {study['device']}. Dataset: {d['origin']} ({d['source']}"
-        + (f", md5 {d['md5']}" if d["md5"] else "") + f"), {study['fractions'][0]['labelled_size']:,} labelled "
-        f"training images at 100 %, {d['test_size']:,} test images. Profile `{study['profile']}` "
+        + (f", md5 {d['md5']}" if d["md5"] else "") + "), labelled training images: "
+        + ", ".join(f"{fr['labelled_size']:,} at {fr['fraction']:.0%}" for fr in study["fractions"])
+        + f"; {d['test_size']:,} test images. Profile `{study['profile']}` "
         f"({study['model']}, pretext epochs: {study['pretext']['epochs']}, fine-tune epochs: "
         f"{study['finetune_epochs']}), seeds {study['seeds']}: each seed is a replicate with its own split, "
         f"pretraining and fine-tunes. Code at commit `{study['commit']}`, experiments "
@@ -319,9 +320,13 @@ def answers(fr: dict) -> str:
                f"{_num(c['scratch']['seconds'], 0)} s, or {_num(fair, 0)} s for pretrained counting its share of "
                "pretraining")
     best = t[PRIMARY]
+    loss = who("epochs_to_loss")
+    loss = "as fast for both inits" if loss == "both inits equally" else f"faster for {loss}"
     return (f"**{fr['fraction']:.0%}:** the validation loss fell to within reach of its floor "
-            f"({fr['threshold_val_loss']:.3f}) faster for {who('epochs_to_loss')} "
-            f"({_epochs(c['pretrained']['epochs_to_loss'])} vs {_epochs(c['scratch']['epochs_to_loss'])} epochs); "
+            f"({fr['threshold_val_loss']:.3f}) {loss} ({_epochs(c['pretrained']['epochs_to_loss'])} vs "
+            f"{_epochs(c['scratch']['epochs_to_loss'])} epochs, pretrained vs scratch; "
+            f"{c['pretrained']['runs_reaching_loss']} and {c['scratch']['runs_reaching_loss']} of "
+            f"{c['scratch']['runs']} runs got there); "
             f"validation macro-F1 rose faster for {'pretrained' if auc['pretrained'] > auc['scratch'] else 'scratch'} "
             f"(area {auc['pretrained']:.3f} vs {auc['scratch']:.3f}); {plateau}; best test macro-F1 "
             f"{best['pretrained']['mean']:.4f} vs {best['scratch']['mean']:.4f}.")
