@@ -42,10 +42,6 @@ SECONDARY = ("best_accuracy", "best_precision_macro", "best_recall_macro", "val_
 CURVE_KEYS = ("val/f1_macro", "val/loss", "val/precision_macro", "val/recall_macro", "val/accuracy", "train/loss")
 
 
-def run_dir(init: str, seed: int) -> Path:
-    return paths.finetune_log(init, seed)
-
-
 def read_history(live_dir: Path) -> dict[str, np.ndarray]:
     """Every per-step metric a dvclive directory holds, as arrays indexed by step order."""
     root = live_dir / "plots" / "metrics"
@@ -187,23 +183,24 @@ def main() -> None:
     confidence = param(params, "compare.confidence")
     amortise = param(params, "compare.amortise_over")
 
-    histories = {init: [read_history(run_dir(init, s)) for s in seeds] for init in INITS}
-    summaries = {init: [read_summary(run_dir(init, s)) for s in seeds] for init in INITS}
+    histories = {init: [read_history(paths.finetune_log(init, s)) for s in seeds] for init in INITS}
+    summaries = {init: [read_summary(paths.finetune_log(init, s)) for s in seeds] for init in INITS}
     threshold = plateau * max(float(np.mean([h["val/f1_macro"].max() for h in histories[init]])) for init in INITS)
     loss_threshold = min(float(np.mean([h["val/loss"].min() for h in histories[init]])) for init in INITS) / plateau
     runs = {init: [summarise(h, s, threshold, loss_threshold) for h, s in zip(histories[init], summaries[init])]
             for init in INITS}
     pretrainings = [read_pretraining(s) for s in seeds]
+    pretext = pretext_summary(pretrainings)
     probes = [read_probe(s) for s in seeds]
     for init in INITS:
-        for run, (pre, _), probe in zip(runs[init], pretrainings, probes):
-            run["pretrain_share_seconds"] = float(pre["epoch_seconds"].sum()) / amortise if init == "pretrained" else 0.0
+        for run, seconds, probe in zip(runs[init], pretext["train_seconds"], probes):
+            run["pretrain_share_seconds"] = seconds / amortise if init == "pretrained" else 0.0
             run["probe_f1_macro"] = probe[init]["test"]["f1_macro"]
             run["probe_accuracy"] = probe[init]["test"]["accuracy"]
 
     dataset, _ = load_dataset(paths.DATASET)
     classes = dataset.classes
-    predictions = {init: [read_predictions(run_dir(init, s) / "predictions.csv", classes) for s in seeds]
+    predictions = {init: [read_predictions(paths.finetune_log(init, s) / "predictions.csv", classes) for s in seeds]
                    for init in INITS}
     for init in INITS:
         for run, (actual, pred) in zip(runs[init], predictions[init]):
@@ -211,7 +208,6 @@ def main() -> None:
                                            zero_division=0).tolist()
 
     tests = compare_inits(runs, (PRIMARY, *SECONDARY, "val_loss_mean"), confidence)
-    pretext = pretext_summary(pretrainings)
     curves = write_curves(histories, CURVES_CSV)
     wall = (sum(s.get("wall_seconds", 0.0) for _, s in pretrainings) + sum(p["wall_seconds"] for p in probes)
             + sum(r["wall_seconds"] for init in INITS for r in runs[init]))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from stages import figures
+from stages import figures, paths
 from stages.common import UserError, run_stage, save_json
 from stages.stats import holm
 
@@ -35,7 +35,7 @@ README = Path("README.md")
 RESULTS_DOC = Path("docs/results.md")
 BEGIN, END = "<!-- results:begin (written by python -m stages.report) -->", "<!-- results:end -->"
 IGNORED_PARAMS = {"fraction", "device", "nproc", "compile", "stream", "precision"}
-INITS = ("scratch", "pretrained")
+INITS = paths.INITS
 PRIMARY_FRACTION = 0.1
 PRIMARY = "best_f1_macro"
 METRICS = [("best_f1_macro", "test macro-F1"), ("best_accuracy", "test accuracy"),
@@ -218,7 +218,7 @@ def render(study: dict) -> str:
         f"tested alone. Every other p-value is secondary, Holm-corrected over all {study['secondary_tests']} "
         "secondary comparisons.",
         "",
-    ] + primary_table(study)[2:]
+    ] + primary_table(study)
     lines += ["", "**The four questions, per fraction** (means over seeds; loss: epochs until validation loss first "
               "comes within the plateau share of the lower mean minimum; metric: mean validation macro-F1 over "
               "epochs; plateau: validation macro-F1 reaches the common threshold, epochs and seconds over the runs "
@@ -269,10 +269,8 @@ def render(study: dict) -> str:
 
 
 def primary_table(study: dict) -> list[str]:
-    conf = f"{study['confidence']:.0%}"
-    lines = [f"Test macro-F1 at the validation-selected epoch, mean over {len(study['seeds'])} seeds [{conf} t "
-             "interval]; difference = pretrained - scratch, paired over seeds.", "",
-             "| labels | labelled images | scratch | pretrained | difference (paired) | p | p (Holm) |",
+    """The primary metric's table, one row per fraction (the primary fraction marked)."""
+    lines = ["| labels | labelled images | scratch | pretrained | difference (paired) | p | p (Holm) |",
              "|---|---|---|---|---|---|---|"]
     for fr in study["fractions"]:
         t = fr["tests"][PRIMARY]
@@ -286,7 +284,9 @@ def primary_table(study: dict) -> list[str]:
 def render_answer(study: dict) -> str:
     """The README's short answer: the primary endpoint table, the verdict and the label-efficiency figure."""
     d = study["dataset"]
-    lines = primary_table(study) + [
+    lines = [f"Test macro-F1 at the validation-selected epoch, mean over {len(study['seeds'])} seeds "
+             f"[{study['confidence']:.0%} t interval]; difference = pretrained - scratch, paired over seeds.",
+             ""] + primary_table(study) + [
         "", verdict(study), "",
         f"Profile `{study['profile']}` ({study['model']}), {d['origin']}, seeds {study['seeds']}, device "
         f"{study['device']}, code at commit `{study['commit']}`, {_minutes(study['wall_seconds'])} of stage wall "
