@@ -11,7 +11,7 @@ three sources of variance. Per run (init x seed) it answers the study's four que
   `compare.amortise_over` fractions;
 - the best metrics: the test metrics of the validation-selected epoch (the one test evaluation of the run).
 Over seeds: mean, standard deviation and t interval per init, and pretrained vs scratch as a paired t test
-(stages/stats.py), p uncorrected here: the report (stages/report.py) declares the primary endpoint across the
+(selfsup/stats.py), p uncorrected here: the report (tools/report.py) declares the primary endpoint across the
 study and Holm-corrects the rest.
 """
 
@@ -24,13 +24,16 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
-from stages import figures, paths
-from stages.common import UserError, atomic_path, load_params, param, run_stage, save_json
-from stages.data import load_dataset
-from stages.stats import mean_ci, paired_t
+from selfsup import figures, paths
+from selfsup.data import load_dataset
+from selfsup.files import atomic_path, save_json
+from selfsup.params import UserError, load_params, param
+from selfsup.stage import run_stage
+from selfsup.stats import mean_ci, paired_t
 
 INITS = paths.INITS
 OUT_JSON = Path("metrics/compare.json")
+SUMMARY_JSON = Path("metrics/summary.json")  # the stage's one DVC metrics file: what `dvc exp show` lists
 CURVES_CSV = Path("metrics/compare/curves.csv")
 PREDICTIONS = {init: Path(f"metrics/compare/predictions_{init}.csv") for init in INITS}
 PLOTS = Path("plots")
@@ -168,12 +171,58 @@ def pretext_summary(pretrainings: list[tuple[dict[str, np.ndarray], dict]]) -> d
         **task,
         "final_train": mean_last(f"train/pretext_{task['metric']}"),
         "final_heldout": mean_last(f"val/pretext_{task['metric']}"),
-        # the same network on held-out inputs with one cue removed (see stages/pretexts/base.py)
+        # the same network on held-out inputs with one cue removed (see selfsup/pretexts/base.py)
         "controls": {k.removeprefix("val/control_"): mean_last(k) for k in sorted(first) if k.startswith("val/control_")},
         "probe_random_extractor": float(np.mean([h["probe/linear_accuracy"][0] for h, _ in pretrainings])),
         "probe_pretrained_extractor": mean_last("probe/linear_accuracy"),
         "train_seconds": [float(h["epoch_seconds"].sum()) for h, _ in pretrainings],
     }
+
+
+def summary(tests: dict, convergence: dict, pretext: dict, labelled_size: int, wall_seconds: float) -> dict:
+    """The few numbers DVC lists per experiment (`dvc exp show`, `dvc metrics diff`), numbers only: the test
+    macro-F1 gain and each init's mean, each init's epochs to the plateau, the probe and pretext numbers and
+    the wall time. Everything else stays in metrics/compare.json, for the reports."""
+    def numbers(d: dict) -> dict:
+        return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    gain = tests[PRIMARY]["difference"]
+    return {
+        "labelled_images": labelled_size,
+        "test_f1_gain": numbers({"mean": gain["mean"], "ci_low": gain["ci_low"], "ci_high": gain["ci_high"],
+                                 "p": gain["p"]}),
+        **{init: numbers({"test_f1": tests[PRIMARY][init]["mean"], "test_accuracy": tests["best_accuracy"][init]["mean"],
+                          "plateau_epochs": convergence[init]["epochs"],
+                          "probe_f1": tests["probe_f1_macro"][init]["mean"]}) for init in INITS},
+        "pretext_heldout": pretext["final_heldout"],  # the task's metric (accuracy; PSNR for reconstruction)
+        "wall_minutes": wall_seconds / 60,
+    }
+
+
+def add_seed_results(runs: dict[str, list[dict]], pretrain_seconds: list[float], amortise: float, probes: list[dict],
+                     predictions: dict[str, list[tuple[np.ndarray, np.ndarray]]], n_classes: int) -> None:
+    """Add to each run what its seed's other stages say: its share of the seed's pretraining seconds (0 for
+    scratch), the linear probe of its init, and its per-class test F1."""
+    for init in INITS:
+        for run, seconds, probe, (actual, pred) in zip(runs[init], pretrain_seconds, probes, predictions[init]):
+            run["pretrain_share_seconds"] = seconds / amortise if init == "pretrained" else 0.0
+            run["probe_f1_macro"] = probe[init]["test"]["f1_macro"]
+            run["probe_accuracy"] = probe[init]["test"]["accuracy"]
+            run["per_class_f1"] = f1_score(actual, pred, labels=np.arange(n_classes), average=None,
+                                           zero_division=0).tolist()
+
+
+def draw_figures(histories: dict, threshold: float, pretrainings: list, pretext: dict,
+                 predictions: dict[str, list[tuple[np.ndarray, np.ndarray]]], test_images: np.ndarray,
+                 classes: list[str]) -> None:
+    figures.curves(histories, threshold, FIGURES[0])
+    figures.pretext([h for h, _ in pretrainings], pretext, FIGURES[1])
+    # one test image per class where possible (the first of each), so the grid is the same every run
+    first_actual = predictions["scratch"][0][0]
+    picks = [int(np.flatnonzero(first_actual == c)[0]) for c in range(len(classes)) if (first_actual == c).any()][:10]
+    figures.examples(test_images[picks], [classes[first_actual[i]] for i in picks],
+                     {init: [classes[predictions[init][0][1][i]] for i in picks] for init in INITS}, FIGURES[2])
+    figures.confusions(first_actual, {init: [p for _, p in predictions[init]] for init in INITS}, classes,
+                       FIGURES[3])
 
 
 def main() -> None:
@@ -192,22 +241,14 @@ def main() -> None:
     pretrainings = [read_pretraining(s) for s in seeds]
     pretext = pretext_summary(pretrainings)
     probes = [read_probe(s) for s in seeds]
-    for init in INITS:
-        for run, seconds, probe in zip(runs[init], pretext["train_seconds"], probes):
-            run["pretrain_share_seconds"] = seconds / amortise if init == "pretrained" else 0.0
-            run["probe_f1_macro"] = probe[init]["test"]["f1_macro"]
-            run["probe_accuracy"] = probe[init]["test"]["accuracy"]
-
     dataset, _ = load_dataset(paths.DATASET)
     classes = dataset.classes
     predictions = {init: [read_predictions(paths.finetune_log(init, s) / "predictions.csv", classes) for s in seeds]
                    for init in INITS}
-    for init in INITS:
-        for run, (actual, pred) in zip(runs[init], predictions[init]):
-            run["per_class_f1"] = f1_score(actual, pred, labels=np.arange(len(classes)), average=None,
-                                           zero_division=0).tolist()
+    add_seed_results(runs, pretext["train_seconds"], amortise, probes, predictions, len(classes))
 
     tests = compare_inits(runs, (PRIMARY, *SECONDARY, "val_loss_mean"), confidence)
+    converged = {init: convergence(runs[init]) for init in INITS}
     curves = write_curves(histories, CURVES_CSV)
     wall = (sum(s.get("wall_seconds", 0.0) for _, s in pretrainings) + sum(p["wall_seconds"] for p in probes)
             + sum(r["wall_seconds"] for init in INITS for r in runs[init]))
@@ -218,7 +259,7 @@ def main() -> None:
         "threshold_val_loss": loss_threshold,
         "runs": runs,
         "tests": tests,
-        "convergence": {init: convergence(runs[init]) for init in INITS} | {"amortised_over": amortise},
+        "convergence": converged | {"amortised_over": amortise},
         "per_class_f1": {init: np.mean([r["per_class_f1"] for r in runs[init]], axis=0).tolist() for init in INITS},
         "classes": classes,
         "curves": {k: v for k, v in curves.items() if "val_f1_macro" in k or k == "epoch"},
@@ -229,19 +270,12 @@ def main() -> None:
         "pretrain_wall_seconds": sum(s.get("wall_seconds", 0.0) for _, s in pretrainings),
         "stage_wall_seconds": wall,
     }, OUT_JSON)
+    save_json(summary(tests, converged, pretext, summaries["scratch"][0]["best"]["labelled_size"], wall), SUMMARY_JSON)
 
-    first_actual = predictions["scratch"][0][0]
     for init in INITS:
         write_predictions(PREDICTIONS[init], [(s, classes[a], classes[p]) for s, (actual, pred) in
                                               zip(seeds, predictions[init]) for a, p in zip(actual, pred)])
-    figures.curves(histories, threshold, FIGURES[0])
-    figures.pretext([h for h, _ in pretrainings], pretext, FIGURES[1])
-    # one test image per class where possible (the first of each), so the grid is the same every run
-    picks = [int(np.flatnonzero(first_actual == c)[0]) for c in range(len(classes)) if (first_actual == c).any()][:10]
-    figures.examples(dataset.test_images[picks], [classes[first_actual[i]] for i in picks],
-                     {init: [classes[predictions[init][0][1][i]] for i in picks] for init in INITS}, FIGURES[2])
-    figures.confusions(first_actual, {init: [p for _, p in predictions[init]] for init in INITS}, classes,
-                       FIGURES[3])
+    draw_figures(histories, threshold, pretrainings, pretext, predictions, dataset.test_images, classes)
     d = tests[PRIMARY]["difference"]
     print(f"compare: test macro-F1 over {len(seeds)} seeds: scratch {tests[PRIMARY]['scratch']['mean']:.4f}, "
           f"pretrained {tests[PRIMARY]['pretrained']['mean']:.4f}, paired difference {d['mean']:+.4f}"
@@ -249,4 +283,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, outputs=[OUT_JSON, CURVES_CSV, *PREDICTIONS.values(), *FIGURES])
+    run_stage(main, outputs=[OUT_JSON, SUMMARY_JSON, CURVES_CSV, *PREDICTIONS.values(), *FIGURES])

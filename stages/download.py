@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages.common import UserError, load_params, param, run_stage
-from stages.data import (OFFICIAL, fetch, folder_files, read_archive, read_cifar10, read_cifar100,
-                         read_image_folder, read_stl10, resize_batch, save_dataset)
+from selfsup.data import (
+    OFFICIAL,
+    fetch,
+    folder_files,
+    read_archive,
+    read_cifar10,
+    read_cifar100,
+    read_image_folder,
+    read_stl10,
+    resize_batch,
+    save_dataset,
+)
+from selfsup.params import UserError, load_params, param
+from selfsup.stage import run_stage
 
 OUT = Path("data/dataset")
 RAW = Path("data/raw")

@@ -16,22 +16,22 @@ import argparse
 import copy
 import csv
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
 
-from stages import paths
-from stages.augment import labelled_batches, normalize
-from stages.common import (announce, atomic_path, describe_device, device_from_params, device_generator, load_params, param,
-                           save_torch, seed_everything)
-from stages.data import labelled_images, load_dataset, prefetched
-from stages.distributed import NullLive, run_parallel_stage, setup
-from stages.engine import Trainer, chunks, classification_metrics, resolve_precision, sgd, slow_hint
-from stages.models import Classifier, build_extractor, load_extractor
-from stages.resume import Resume, fingerprint
+from selfsup import paths
+from selfsup.augment import labelled_batches, normalize
+from selfsup.data import labelled_images, load_dataset, prefetched
+from selfsup.devices import describe_device, device_generator, seed_everything
+from selfsup.distributed import run_parallel_stage
+from selfsup.engine import chunks, classification_metrics
+from selfsup.files import atomic_path, save_torch
+from selfsup.models import Classifier, build_extractor, load_extractor
+from selfsup.params import param
+from selfsup.resume import fingerprint
+from selfsup.training_stage import EpochLog, Recipe, TrainingStage
 
 INITS = paths.INITS
 
@@ -49,21 +49,9 @@ def write_predictions(path: Path, indices: np.ndarray, labels: np.ndarray, preds
 
 
 def main(init: str, seed: int) -> None:
-    wall_start = time.perf_counter()
-    params = load_params()
-    dist, device = setup(device_from_params(params))
-    precision = resolve_precision(param(params, "precision"), device)
-    if dist.main:
-        announce(f"finetune {init} seed {seed}", device, precision)
-    compile_model = param(params, "compile")
-    epochs = param(params, "finetune.epochs")
-    batch_size = param(params, "finetune.batch_size")
-    lr = param(params, "finetune.lr")
-    weight_decay = param(params, "finetune.weight_decay")
-    warmup = param(params, "finetune.warmup_epochs")
-    smoothing = param(params, "finetune.label_smoothing")
-    pad = param(params, "finetune.crop_padding")
-    eval_batch = param(params, "finetune.eval_batch_size")
+    stage = TrainingStage.start(f"finetune {init} seed {seed}")
+    params, device, dist = stage.params, stage.device, stage.dist
+    recipe = Recipe.read(params, "finetune")
     arch, stem = param(params, "model.arch"), param(params, "model.stem")
     model_path, live_dir = outputs(init, seed)
 
@@ -86,74 +74,58 @@ def main(init: str, seed: int) -> None:
     train_y = torch.from_numpy(train_y).to(device)
 
     pool_size = len(dataset.train_labels) - len(validation)
-    steps = math.ceil(pool_size / batch_size)
-    trainer = Trainer(model, sgd(model, lr, weight_decay), epochs * steps, int(warmup * steps), device,
-                      label_smoothing=smoothing, dist=dist, compile=compile_model, precision=precision,
-                      slow_hint=slow_hint(params, device))
+    steps = math.ceil(pool_size / recipe.batch_size)
+    trainer = recipe.trainer(model, steps, stage, label_smoothing=param(params, "finetune.label_smoothing"))
     gen = device_generator(seed, device)
+    pad = param(params, "finetune.crop_padding")
 
     def norm(x: torch.Tensor) -> torch.Tensor:
         return normalize(x, mean, std)
 
     inputs = [paths.DATASET, paths.splits(seed)] + ([paths.pretrained(seed)] if init == "pretrained" else [])
-    resume = Resume(f"finetune-{init}-seed{seed}",
-                    fingerprint({"init": init, "seed": seed, "model": params["model"], "finetune": params["finetune"],
-                                 "world": dist.world}, inputs),
-                    live_dir if dist.main else None)
-    best: dict = {"val_f1": -1.0}
-    elapsed, wall_before, first_epoch = 0.0, 0.0, 1
-    state = resume.restore(trainer, gen)
-    if state is not None:  # a checkpoint is saved after an epoch, so it always has a best epoch
-        best = state["best"]
-        elapsed, wall_before, first_epoch = state["elapsed"], state["wall_seconds"], state["epoch"] + 1
-    live = (Live(str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=state is not None)
-            if dist.main else NullLive())
-    live.step = first_epoch - 1  # epoch e is step e - 1 (dvclive's own resume cannot tell step 0 from none)
-    for epoch in range(first_epoch, epochs + 1):
-        batches = labelled_batches(train_x, train_y, batch_size, steps, pad, mean, std, gen, dist)
+    log = EpochLog(f"finetune-{init}-seed{seed}",
+                   live_dir, fingerprint({"init": init, "seed": seed, "model": params["model"],
+                                          "finetune": params["finetune"], "world": dist.world}, inputs),
+                   stage, recipe.epochs)
+    state = log.open(trainer, gen)
+    best: dict = {"val_f1": -1.0} if state is None else state["best"]  # a saved epoch always has a best one
+    elapsed = 0.0 if state is None else state["elapsed"]
+    for epoch in log.epochs():
+        batches = labelled_batches(train_x, train_y, recipe.batch_size, steps, pad, mean, std, gen, dist)
         if train_x.stream:  # read the next batch while this one trains
             batches = prefetched(batches)
-        stats = trainer.train_epoch(batches, steps, f"finetune@{init}-{seed} {epoch}/{epochs}")
+        stats = trainer.train_epoch(batches, steps, f"finetune@{init}-{seed} {epoch}/{recipe.epochs}")
         elapsed += stats["seconds"]
-        val = classification_metrics(trainer.predict(chunks(val_x, eval_batch, norm)), val_y)
-        live.log_metric("train/loss", stats["loss"])
-        live.log_metric("train/accuracy", stats["score"])
-        for key, value in val.items():
-            live.log_metric(f"val/{key}", value)
-        live.log_metric("lr", stats["lr"])
-        live.log_metric("epoch_seconds", stats["seconds"])
-        live.log_metric("images_per_s", stats["images_per_s"])
+        val = classification_metrics(trainer.predict(chunks(val_x, recipe.eval_batch_size, norm)), val_y)
+        log.log({"train/loss": stats["loss"], "train/accuracy": stats["score"],
+                 **{f"val/{key}": value for key, value in val.items()},
+                 "lr": stats["lr"], "epoch_seconds": stats["seconds"], "images_per_s": stats["images_per_s"]})
         if dist.main:
-            print(f"finetune@{init}-{seed} {epoch}/{epochs}: train loss {stats['loss']:.3f}, val F1 {val['f1_macro']:.3f}, "
-                  f"{stats['images_per_s']:.0f} img/s")
+            print(f"finetune@{init}-{seed} {epoch}/{recipe.epochs}: train loss {stats['loss']:.3f}, "
+                  f"val F1 {val['f1_macro']:.3f}, {stats['images_per_s']:.0f} img/s")
         if val["f1_macro"] > best["val_f1"]:
             best = {"val_f1": val["f1_macro"], "epoch": epoch, "val": val,
                     "state": copy.deepcopy({k: v.cpu() for k, v in trainer.model.state_dict().items()})}
-        live.next_step()
-        if dist.main:
-            resume.save_epoch(epoch, trainer, gen, best=best, elapsed=elapsed,
-                              wall_seconds=wall_before + time.perf_counter() - wall_start)
+        log.end_epoch(epoch, trainer, gen, best=best, elapsed=elapsed)
 
     # the one look at the test set: the validation-selected epoch's weights
     trainer.model.load_state_dict(best["state"])
-    test_logits = trainer.predict(chunks(test_x, eval_batch, norm))
+    test_logits = trainer.predict(chunks(test_x, recipe.eval_batch_size, norm))
     test = classification_metrics(test_logits, test_y)
     if dist.main:
         print(f"finetune@{init}-{seed}: epoch {best['epoch']} chosen on validation (F1 {best['val_f1']:.3f}); "
               f"test F1 {test['f1_macro']:.3f}")
-    live.summary["best"] = {"epoch": best["epoch"], "val": best["val"], "test": test,
-                            "train_seconds": elapsed, "steps": epochs * steps, "steps_per_epoch": steps,
-                            "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
-                            "processes": dist.world, "streamed": train_x.stream,
-                            "wall_seconds": wall_before + time.perf_counter() - wall_start}
-    live.end()
+    log.close({"best": {"epoch": best["epoch"], "val": best["val"], "test": test,
+                        "train_seconds": elapsed, "steps": recipe.epochs * steps, "steps_per_epoch": steps,
+                        "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
+                        "processes": dist.world, "streamed": train_x.stream, "wall_seconds": log.wall_seconds}})
     if not dist.main:
         return
     write_predictions(live_dir / "predictions.csv", np.arange(len(test_y)), test_y, test_logits.argmax(1).numpy(),
                       dataset.classes)
     save_torch({"arch": arch, "stem": stem, "init": init, "epoch": best["epoch"], "classes": dataset.classes,
                 "state_dict": best["state"]}, model_path)
-    resume.clear()
+    log.finish()
 
 
 if __name__ == "__main__":

@@ -15,14 +15,16 @@ import time
 import numpy as np
 import torch
 
-from stages import paths
-from stages.augment import normalize
-from stages.common import (announce, describe_device, device_from_params, load_params, param, run_stage, save_json,
-                           seed_everything)
-from stages.data import labelled_images, load_dataset
-from stages.engine import resolve_precision
-from stages.models import build_extractor, load_extractor
-from stages.probe import frozen_features, linear_probe
+from selfsup import paths
+from selfsup.augment import normalize
+from selfsup.data import labelled_images, load_dataset
+from selfsup.devices import announce, describe_device, device_from_params, seed_everything
+from selfsup.engine import resolve_precision
+from selfsup.files import save_json
+from selfsup.linear_eval import frozen_features, linear_probe
+from selfsup.models import build_extractor, load_extractor
+from selfsup.params import load_params, param
+from selfsup.stage import run_stage
 
 
 def main(seed: int) -> None:
@@ -31,7 +33,7 @@ def main(seed: int) -> None:
     device = device_from_params(params)
     precision = resolve_precision(param(params, "precision"), device)
     announce(f"linear_probe seed {seed}", device, precision)
-    cs = param(params, "probe.C")  # lists' items are checked with every param (stages/schema.py)
+    cs = param(params, "probe.C")  # lists' items are checked with every param (selfsup/schema.py)
     max_iter = param(params, "probe.max_iter")
     batch = param(params, "probe.batch_size")
     arch, stem = param(params, "model.arch"), param(params, "model.stem")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from stages import paths
-from stages.common import load_params, param, run_stage, save_json, save_npy
-from stages.data import load_dataset
-from stages.splits import class_counts, split_indices
+from selfsup import paths
+from selfsup.data import load_dataset
+from selfsup.files import save_json, save_npy
+from selfsup.params import load_params, param
+from selfsup.stage import run_stage
+from selfsup.subsets import class_counts, split_indices
 
 
 def main(seed: int) -> None:

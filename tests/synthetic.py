@@ -104,7 +104,7 @@ def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: 
 
 
 def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
-    """A directory to run stage scripts in directly (`python -m stages.X`): a copy of stages/, a CPU params.yaml
+    """A directory to run stage scripts in directly (`python -m stages.X`): a copy of stages/ and selfsup/, a CPU params.yaml
     with these pretext/finetune overrides, and a tiny dataset already downloaded and split."""
     import os
     import shutil
@@ -117,7 +117,8 @@ def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
     archive = tmp / "tiny.tar.gz"
     md5 = cifar_archive(archive, n_train=300, n_test=100)
     ws = tmp / "ws"
-    shutil.copytree(root / "stages", ws / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("stages", "selfsup"):
+        shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"].update(url=str(archive), md5=md5)
     params["model"]["stem"] = "imagenet"

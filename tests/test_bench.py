@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.bench import CODE
-from stages.data import Dataset, save_dataset
+from selfsup.data import Dataset, save_dataset
 from tests.synthetic import CLASSES, images
+from tools.bench import CODE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,7 +21,7 @@ def test_bench_reports_every_path(tmp_path):
     save_dataset(Dataset(images(labels, 0), labels, images(labels[:20], 1), labels[:20], CLASSES), tmp_path / "ds",
                  "synthetic")
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "stages.bench", "--arch", "resnet18", "--stem", "imagenet",
+    proc = subprocess.run([sys.executable, "-m", "tools.bench", "--arch", "resnet18", "--stem", "imagenet",
                            "--batch-size", "16", "--steps", "2", "--warmup", "1", "--repeats", "2", "--workers", "1",
                            "--device", "cpu", "--dataset", str(tmp_path / "ds"), "--json", str(out),
                            "--pretext", "context", "rotation", "--streamed"],
@@ -63,7 +63,7 @@ def test_bench_measures_the_precision_and_layout_asked_for(tmp_path):
     save_dataset(Dataset(images(labels, 0), labels, images(labels[:10], 1), labels[:10], CLASSES), tmp_path / "ds",
                  "synthetic")
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "stages.bench", "--arch", "nets.small_cnn:build", "--stem",
+    proc = subprocess.run([sys.executable, "-m", "tools.bench", "--arch", "nets.small_cnn:build", "--stem",
                            "imagenet", "--batch-size", "8", "--steps", "1", "--warmup", "0", "--repeats", "1",
                            "--no-usual", "--pretext", "--device", "cpu", "--precision", "bf16", "--memory-format",
                            "contiguous", "--dataset", str(tmp_path / "ds"), "--json", str(out)],
@@ -75,7 +75,7 @@ def test_bench_measures_the_precision_and_layout_asked_for(tmp_path):
 
 
 def test_bench_refuses_bad_arguments():
-    proc = subprocess.run([sys.executable, "-m", "stages.bench", "--steps", "0"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "tools.bench", "--steps", "0"], cwd=ROOT, capture_output=True,
                           text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == ["error: --batch-size, --steps and --repeats must be >= 1; "

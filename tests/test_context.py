@@ -4,10 +4,10 @@ respected), the colour treatment, and the shortcut controls."""
 import pytest
 import torch
 
-from stages.common import UserError
-from stages.models import build_extractor
-from stages.pretexts.context import Context, sample_pair_positions
-from stages.pretexts.grid import OFFSETS, Geometry
+from selfsup.models import build_extractor
+from selfsup.params import UserError
+from selfsup.pretexts.context import Context, sample_pair_positions
+from selfsup.pretexts.grid import OFFSETS, Geometry
 from tests.test_pretexts import PARAMS
 
 GEO = Geometry(upscale=1, patch_size=14, gap=2, jitter=1)
@@ -161,7 +161,7 @@ def relation_oracle(inputs):
 
 
 def test_controls_expose_a_position_shortcut_and_credit_a_relation():
-    from stages.pretexts.base import heldout_scores
+    from selfsup.pretexts.base import heldout_scores
     task = context(gray_prob=0.0, brightness=0.0, contrast=0.0, flip=False)
     images = coded_images(250).repeat(8, 1, 1, 1)
     shortcut = heldout_scores(task, position_oracle, images, 500, seed=0)

@@ -17,7 +17,7 @@ import torch.multiprocessing as mp
 import yaml
 from torch import nn
 
-from stages.distributed import CpuSyncBatchNorm, Dist
+from selfsup.distributed import CpuSyncBatchNorm, Dist
 from tests.synthetic import stage_workspace
 
 ROOT = Path(__file__).resolve().parents[1]

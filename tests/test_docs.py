@@ -1,4 +1,4 @@
-"""The param reference (docs/params.md) and conf/config.yaml agree with stages/schema.py, the one place that
+"""The param reference (docs/params.md) and conf/config.yaml agree with selfsup/schema.py, the one place that
 defines the params: every param is documented once, and nothing documented is not a param."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.schema import leaves, spec
+from selfsup.schema import leaves, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 

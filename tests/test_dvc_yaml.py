@@ -12,16 +12,17 @@ ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # read, deliberately not declared: a hardware knob must not invalidate results
 HARDWARE = {"device", "nproc", "compile", "stream", "precision"}
+PACKAGES = ("stages", "selfsup")  # the stage scripts and the library they call (tools/ holds no stage)
 
 
 def local_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
     seen = set() if seen is None else seen
     for node in ast.walk(ast.parse(module.read_text())):
         names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("stages"):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
             names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
         elif isinstance(node, ast.Import):
-            names = [a.name for a in node.names if a.name.startswith("stages")]
+            names = [a.name for a in node.names if a.name.split(".")[0] in PACKAGES]
         for name in names:
             path = ROOT / (name.replace(".", "/") + ".py")
             if not path.exists():  # a package
@@ -33,9 +34,15 @@ def local_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
 
 
 def read_keys(modules: set[Path]) -> set[str]:
+    from dataclasses import fields
+
+    from selfsup.training_stage import Recipe
     keys = set()
     for m in modules:
-        keys |= set(re.findall(r'param\(params,\s*"([\w.]+)"', m.read_text()))
+        text = m.read_text()
+        keys |= set(re.findall(r'param\(params,\s*"([\w.]+)"', text))
+        for section in re.findall(r'Recipe\.read\(params,\s*"(\w+)"\)', text):  # a section's recipe keys
+            keys |= {f"{section}.{f.name}" for f in fields(Recipe)}
     return keys
 
 
@@ -47,14 +54,15 @@ def stages():
 
 # imported, deliberately not deps: it checks params before a stage writes anything and cannot change an output,
 # so adding a param or a pretext task's name to it re-runs nothing by itself
-VALIDATION_ONLY = {"stages/schema.py"}
+VALIDATION_ONLY = {"selfsup/schema.py"}
+PACKAGE_MARKERS = {"stages/__init__.py", "selfsup/__init__.py"}  # docstrings only
 
 
 def test_every_imported_module_is_a_dep():
     for name, stage, script in stages():
         deps = set(stage["deps"])
         modules = {script} | local_imports(script)
-        missing = {m.relative_to(ROOT).as_posix() for m in modules} - deps - {"stages/__init__.py"} - VALIDATION_ONLY
+        missing = {m.relative_to(ROOT).as_posix() for m in modules} - deps - PACKAGE_MARKERS - VALIDATION_ONLY
         missing = {m for m in missing if not any(m.startswith(d.rstrip("/") + "/") for d in deps)}  # dep folders
         assert not missing, f"stage {name} imports {missing} but does not list them as deps"
 
@@ -77,10 +85,30 @@ def test_declared_params_are_exactly_those_read():
 def test_stages_that_build_a_backbone_depend_on_nets():
     # model.arch may name nets.<file>:<function>: editing your network must re-run what uses it
     for name, stage, script in stages():
-        if ROOT / "stages" / "models.py" in local_imports(script) and name != "compare":
+        if ROOT / "selfsup" / "models.py" in local_imports(script) and name != "compare":
             assert "nets" in stage["deps"], f"stage {name} builds a backbone but does not depend on nets/"
 
 
 def test_validation_only_code_is_no_dep():
     for name, stage, _ in stages():
         assert not VALIDATION_ONLY & set(stage["deps"]), f"stage {name} depends on validation-only code"
+
+
+def test_no_dep_is_code_the_stage_does_not_run():
+    # exact deps: a module the stage never imports cannot change its outputs, so it must not re-run it
+    for name, stage, script in stages():
+        code = {script.relative_to(ROOT).as_posix()} | {m.relative_to(ROOT).as_posix() for m in local_imports(script)}
+        for dep in stage["deps"]:
+            if dep.endswith(".py"):
+                assert dep in code, f"stage {name} depends on {dep} but never imports it"
+            elif dep in ("selfsup/pretexts", "nets"):
+                assert any(c.startswith("selfsup/pretexts/") for c in code) if dep != "nets" else \
+                    "selfsup/models.py" in code, f"stage {name} depends on {dep} but never uses it"
+
+
+def test_stage_scripts_are_apart_from_the_library_and_the_tools():
+    scripts = {re.search(r"python -m stages\.(\w+)", s["cmd"]).group(1) for s in DVC["stages"].values()}
+    assert {p.stem for p in (ROOT / "stages").glob("*.py")} - {"__init__"} == scripts
+    for tool in (ROOT / "tools").glob("*.py"):  # no stage imports a tool
+        for _, _, script in stages():
+            assert f"tools.{tool.stem}" not in script.read_text()

@@ -156,16 +156,29 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
 
 def test_second_repro_is_a_no_op_and_shows_plots(study):
     repo, _ = study
-    # a fresh clone has no bytecode caches: the folder deps (stages/pretexts, nets) must not see them
+    # a fresh clone has no bytecode caches: the folder deps (selfsup/pretexts, nets) must not see them
     for cache in list(repo.rglob("__pycache__")):
         shutil.rmtree(cache)
     again = run(["dvc", "repro"], repo)
     assert "Running stage" not in again.stdout
     assert "up to date" in again.stdout
-    metrics = run(["dvc", "metrics", "show", "--json"], repo)
-    assert "best_f1_macro" in metrics.stdout
-    shown = run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
-    assert (repo / "dvc_plots" / "index.html").exists(), shown.stdout
+    # DVC's metrics are the compare stage's small summary, numbers only; the per-run logs are not metrics
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    declared = {path for rev in shown.values() for path in rev["data"]}
+    assert declared == {"metrics/summary.json"}, declared
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    compare = json.loads((repo / "metrics" / "compare.json").read_text())
+    assert summary["scratch"]["test_f1"] == compare["tests"]["best_f1_macro"]["scratch"]["mean"]
+    assert summary["test_f1_gain"]["mean"] == compare["tests"]["best_f1_macro"]["difference"]["mean"]
+    assert summary["pretext_heldout"] == compare["pretext"]["final_heldout"]
+    assert summary["wall_minutes"] == pytest.approx(compare["stage_wall_seconds"] / 60)
+    assert all(isinstance(v, (int, float)) for v in flatten(summary).values()) and len(flatten(summary)) <= 16
+    # `dvc plots show` leads with the comparison plots (mean over seeds) and draws no per-run log
+    run(["dvc", "plots", "show", "-o", "dvc_plots"], repo)
+    page = (repo / "dvc_plots" / "index.html").read_text()
+    assert "metrics/finetune" not in page and "metrics/pretrain" not in page
+    first = page.index("Validation macro F1 (mean over seeds)")
+    assert first < page.index("Confusion matrix, scratch") and first < page.index("curves.png")
 
 
 def test_new_fraction_skips_download_and_pretrain(study):
@@ -181,6 +194,24 @@ def test_new_fraction_skips_download_and_pretrain(study):
         assert split["fraction"] == 0.1 and split["labelled_size"] == 30 and split["pool_size"] == 270
         # nested within the seed: the 10 % subset is inside that seed's 100 % one
         assert set(np.load(repo / "data" / "splits" / f"seed{s}" / "labelled.npy")) < set(before[s])
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_exp_show_is_a_table_people_can_read(study):
+    repo, _ = study  # after the fraction=0.1 experiment: two experiments that differ in the fraction
+    header = run(["dvc", "exp", "show", "--csv", "--only-changed"], repo).stdout.splitlines()[0].split(",")
+    assert len(header) <= 40, header
+    assert "fraction" in header and "scratch.test_f1" in header and "test_f1_gain.mean" in header
+    assert not any(c.startswith("metrics/") and c.endswith((".json", ".tsv")) for c in header), header
 
 
 def test_another_pretext_task_keeps_scratch(study):
@@ -202,8 +233,8 @@ UPSIDE = """\"\"\"Pretext `upside`: was the image turned upside down? (The end-t
 
 import torch
 
-from stages.augment import normalize, random_crop_flip
-from stages.pretexts.rotation import Rotation, rotate
+from selfsup.augment import normalize, random_crop_flip
+from selfsup.pretexts.rotation import Rotation, rotate
 
 
 class Upside(Rotation):
@@ -219,13 +250,13 @@ class Upside(Rotation):
 
 def test_a_new_pretext_module_reruns_only_pretraining_and_pretrained_runs(study):
     repo, _ = study
-    (repo / "stages" / "pretexts" / "upside.py").write_text(UPSIDE)
-    registry = repo / "stages" / "pretexts" / "__init__.py"
+    (repo / "selfsup" / "pretexts" / "upside.py").write_text(UPSIDE)
+    registry = repo / "selfsup" / "pretexts" / "__init__.py"
     registry.write_text(registry.read_text().replace(
-        "from stages.pretexts.simclr import SimCLR\n", "from stages.pretexts.simclr import SimCLR\n"
-        "from stages.pretexts.upside import Upside\n").replace('    "simclr": SimCLR,\n', '    "simclr": SimCLR,\n'
+        "from selfsup.pretexts.simclr import SimCLR\n", "from selfsup.pretexts.simclr import SimCLR\n"
+        "from selfsup.pretexts.upside import Upside\n").replace('    "simclr": SimCLR,\n', '    "simclr": SimCLR,\n'
                                                                  '    "upside": Upside,\n'))
-    schema = repo / "stages" / "schema.py"
+    schema = repo / "selfsup" / "schema.py"
     schema.write_text(schema.read_text().replace('"jigsaw", "simclr"]', '"jigsaw", "simclr", "upside"]'))
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "a new pretext task"], repo)
@@ -259,9 +290,9 @@ def test_report_collects_the_fractions_into_the_readme(study):
         out = run(["dvc", "exp", "run", "-n", name, "-S", "profile=tiny", "-S", f"fraction={fraction}"], repo).stdout
         assert "Running stage" not in out, out
     # the baseline also holds the rotation experiment: not the same study, so the default refuses
-    refused = run([sys.executable, "-m", "stages.report"], repo, check=False)
+    refused = run([sys.executable, "-m", "tools.report"], repo, check=False)
     assert refused.returncode == 1 and "differ in pretext.task" in refused.stderr
-    run([sys.executable, "-m", "stages.report", "--exp", "tiny-full", "tiny-tenth"], repo)
+    run([sys.executable, "-m", "tools.report", "--exp", "tiny-full", "tiny-tenth"], repo)
     study_json = json.loads((repo / "metrics" / "study.json").read_text())
     assert [f["fraction"] for f in study_json["fractions"]] == [1.0, 0.1]
     assert study_json["experiments"] == ["tiny-full", "tiny-tenth"] and study_json["seeds"] == [0, 1]
@@ -280,7 +311,7 @@ def test_report_collects_the_fractions_into_the_readme(study):
                 assert t["p_holm"] >= t["difference"]["p"]
     assert study_json["secondary_tests"] == 2 * 7 - 1
     readme, results = (repo / "README.md").read_text(), (repo / "docs" / "results.md").read_text()
-    from stages.report import readme_section, render, render_answer
+    from tools.report import readme_section, render, render_answer
     assert readme_section(readme) == render_answer(study_json) and readme_section(results) == render(study_json)
     for doc in (readme, results):
         assert "| 10% **(primary)** | 30 |" in doc and "| 100% | 270 |" in doc
@@ -292,10 +323,10 @@ def test_report_collects_the_fractions_into_the_readme(study):
     for png in ("label_efficiency", "fraction_curves"):
         assert (repo / "plots" / f"{png}.png").stat().st_size > 5000
     # the pretext comparison: same study at 50 %, context vs rotation, sharing the scratch runs
-    refused = run([sys.executable, "-m", "stages.methods", "--exp", "tiny-full", "tiny-rotation"], repo, check=False)
+    refused = run([sys.executable, "-m", "tools.pretext_table", "--exp", "tiny-full", "tiny-rotation"], repo, check=False)
     assert refused.returncode == 1 and "differ in fraction" in refused.stderr
-    run([sys.executable, "-m", "stages.methods", "--exp", "tiny-tenth", "tiny-rotation"], repo)
-    from stages import methods
+    run([sys.executable, "-m", "tools.pretext_table", "--exp", "tiny-tenth", "tiny-rotation"], repo)
+    from tools import pretext_table as methods
     table = json.loads((repo / "metrics" / "methods.json").read_text())
     assert [r["task"] for r in table["rows"]] == ["context", "rotation"]
     assert table["rows"][0]["finetune"]["scratch"] == table["rows"][1]["finetune"]["scratch"]

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from stages.common import UserError
-from stages.engine import Trainer, sgd
-from stages.models import Classifier, build_extractor, load_extractor, save_extractor
-from stages.pretexts import TASKS, build_task, heldout_scores, pretext_batches
-from stages.pretexts.grid import Geometry
-from stages.pretexts.jigsaw import make_puzzles, permutation_set
-from stages.pretexts.rotation import rotate
-from stages.pretexts.simclr import _hue, color_distort, nt_xent, resized_crop_flip
+from selfsup.engine import Trainer, sgd
+from selfsup.models import Classifier, build_extractor, load_extractor, save_extractor
+from selfsup.params import UserError
+from selfsup.pretexts import TASKS, build_task, heldout_scores, pretext_batches
+from selfsup.pretexts.grid import Geometry
+from selfsup.pretexts.jigsaw import make_puzzles, permutation_set
+from selfsup.pretexts.rotation import rotate
+from selfsup.pretexts.simclr import _hue, color_distort, nt_xent, resized_crop_flip
 from tests.synthetic import images
 
 PARAMS = {"pretext": {"task": "context",

@@ -1,4 +1,4 @@
-"""The README's answer and docs/results.md are exactly what metrics/study.json (written by `python -m stages.report`)
+"""The README's answer and docs/results.md are exactly what metrics/study.json (written by `python -m tools.report`)
 holds; docs/pretexts.md's comparison is exactly metrics/methods.json."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.report import BEGIN, END, readme_section, render, render_answer, splice
+from tools.report import BEGIN, END, readme_section, render, render_answer, splice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_readme_results_match_the_committed_study():
     study = json.loads((ROOT / "metrics" / "study.json").read_text())
     assert readme_section((ROOT / "docs" / "results.md").read_text()) == render(study), \
-        "docs/results.md differs from metrics/study.json: run `python -m stages.report`"
+        "docs/results.md differs from metrics/study.json: run `python -m tools.report`"
     assert readme_section((ROOT / "README.md").read_text()) == render_answer(study), \
-        "README.md's answer differs from metrics/study.json: run `python -m stages.report`"
+        "README.md's answer differs from metrics/study.json: run `python -m tools.report`"
     for fraction in study["fractions"]:
         for init in ("scratch", "pretrained"):
             assert fraction["tests"]["best_f1_macro"][init]["n"] == len(study["seeds"])
@@ -32,11 +32,11 @@ def test_splice_replaces_only_the_section():
 
 
 def test_readme_methods_table_matches_the_committed_comparison():
-    from stages import methods
+    from tools import pretext_table as methods
     data = json.loads((ROOT / "metrics" / "methods.json").read_text())
     doc = (ROOT / "docs" / "pretexts.md").read_text()
     assert readme_section(doc, methods.BEGIN, methods.END) == methods.render(data), \
-        "docs/pretexts.md's table differs from metrics/methods.json: run `python -m stages.methods`"
+        "docs/pretexts.md's table differs from metrics/methods.json: run `python -m tools.pretext_table`"
     assert [r["task"] for r in data["rows"]] == ["context", "rotation", "simclr", "reconstruction", "jigsaw"]
     for row in data["rows"]:  # every row's fine-tunes share the scratch runs
         assert row["finetune"]["scratch"] == data["rows"][0]["finetune"]["scratch"]
@@ -44,7 +44,7 @@ def test_readme_methods_table_matches_the_committed_comparison():
 
 def test_dataset_name_is_never_empty():
     # the default data.url is empty: the report names the official archive, not ""
-    from stages.report import dataset_name
+    from tools.report import dataset_name
     assert dataset_name({"source": "cifar10", "url": "", "path": ""}) == "cifar-10-python.tar.gz"
     assert dataset_name({"source": "cifar10", "url": "file:///m/tiny.tar.gz", "path": ""}) == "tiny.tar.gz"
     assert dataset_name({"source": "folder", "url": "", "path": "/d/cifar10-jpeg.tar.gz"}) == "cifar10-jpeg.tar.gz"

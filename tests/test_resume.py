@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from stages.resume import Resume, fingerprint, loaded_code, rng_state, set_rng_state
+from selfsup.resume import Resume, fingerprint, loaded_code, rng_state, set_rng_state
 from tests.synthetic import stage_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +142,7 @@ def test_an_edited_dependency_between_kill_and_rerun_starts_over(workspace):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL and checkpoint.exists()
-    engine = ws / "stages" / "engine.py"
+    engine = ws / "selfsup" / "engine.py"
     original = engine.read_text()
     try:
         engine.write_text(original + "\n# an edit to a module pretraining imports\n")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages import data, engine, models, pretexts, schema
-from stages.common import UserError
+from selfsup import data, engine, models, pretexts, schema
+from selfsup.params import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -10,11 +10,25 @@ import pytest
 import torch
 from PIL import Image
 
-from stages import data
-from stages.common import UserError
-from stages.data import (OFFICIAL, Dataset, ImageStore, fetch, folder_files, image_bytes, labelled_images,
-                         load_dataset, read_archive, read_cifar100, read_image_folder, read_stl10, resize_batch,
-                         save_dataset, should_stream)
+from selfsup import data
+from selfsup.data import (
+    OFFICIAL,
+    Dataset,
+    ImageStore,
+    fetch,
+    folder_files,
+    image_bytes,
+    labelled_images,
+    load_dataset,
+    read_archive,
+    read_cifar100,
+    read_image_folder,
+    read_stl10,
+    resize_batch,
+    save_dataset,
+    should_stream,
+)
+from selfsup.params import UserError
 from tests.synthetic import CLASSES, cifar100_archive, image_folder, images, stl10_archive
 
 
@@ -141,7 +155,7 @@ def test_image_store_keeps_only_the_given_rows(tmp_path, stream):
 
 
 def test_prefetched_keeps_order_and_works_ahead():
-    from stages.data import prefetched
+    from selfsup.data import prefetched
     made, done = [], []
 
     def produce():
@@ -247,7 +261,8 @@ def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_pat
     archive = tmp_path / "stl10_binary.tar.gz"
     md5 = stl10_archive(archive, n_train=60, n_test=20, n_unlabeled=40)
     ws = tmp_path / "ws"
-    shutil.copytree(root / "stages", ws / "stages", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("stages", "selfsup"):
+        shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"].update(source="stl10", url=str(archive), md5=md5, image_size=32)
     params.update(device="cpu", stream="always")

@@ -1,6 +1,6 @@
 import numpy as np
 
-from stages.splits import split_indices
+from selfsup.subsets import split_indices
 
 
 def labels():

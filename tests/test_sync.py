@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from stages.augment import labelled_batches
-from stages.engine import Trainer, sgd
-from stages.models import Classifier, build_extractor
-from stages.pretexts import TASKS, pretext_batches
+from selfsup.augment import labelled_batches
+from selfsup.engine import Trainer, sgd
+from selfsup.models import Classifier, build_extractor
+from selfsup.pretexts import TASKS, pretext_batches
 from tests.synthetic import images
 from tests.test_pretexts import MEAN, STD, task_for
 

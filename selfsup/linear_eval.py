@@ -21,8 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from stages.engine import channels_last, chunks, classification_metrics, predict, recalibrate_bn
-
+from selfsup.engine import channels_last, chunks, classification_metrics, predict, recalibrate_bn
 
 # The per-epoch monitor of pretraining: fixed, not params, so that changing the `probe` params (the
 # linear_probe stage's) never re-runs pretraining; it tracks a trend, the linear_probe stage scores transfer.

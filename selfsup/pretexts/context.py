@@ -8,7 +8,7 @@ could exploit; the `other_centre` and `other_neighbour` controls (centre or neig
 image) measure how much of the accuracy such single-patch cues explain.
 
 The shortcuts the paper found, and the ones 32x32 JPEG-re-encoded data adds, are closed as follows (params
-under `pretext.context`, geometry in stages/pretexts/grid.py):
+under `pretext.context`, geometry in selfsup/pretexts/grid.py):
 
 - a `gap` between the patches and a per-patch `jitter`, so edges and lines cannot simply be continued;
 - the stride `patch_size + gap` a multiple of 8 source pixels (default 14 + 2): JPEG's 8x8 and 16x16 block
@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.augment import crop, normalize, on_device
-from stages.common import param
-from stages.engine import Batch
-from stages.pretexts.base import ClassifierHead, PretextTask
-from stages.pretexts.grid import OFFSETS, Geometry, to_gray, upscaled
+from selfsup.augment import crop, normalize, on_device
+from selfsup.engine import Batch
+from selfsup.params import param
+from selfsup.pretexts.base import ClassifierHead, PretextTask
+from selfsup.pretexts.grid import OFFSETS, Geometry, to_gray, upscaled
 
 
 def sample_pair_positions(n: int, side: int, geo: Geometry, generator: torch.Generator | None = None,

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from stages.distributed import Dist
-from stages.engine import Batch, index_batches
-
+from selfsup.distributed import Dist
+from selfsup.engine import Batch, index_batches
 
 _ON_DEVICE: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 

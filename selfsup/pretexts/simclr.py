@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.augment import on_device
-from stages.common import param
-from stages.engine import Batch
-from stages.pretexts.base import PretextTask
+from selfsup.augment import on_device
+from selfsup.engine import Batch
+from selfsup.params import param
+from selfsup.pretexts.base import PretextTask
 
 GRAY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])

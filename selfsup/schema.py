@@ -9,7 +9,7 @@ import difflib
 from functools import cache
 from typing import Any
 
-from stages.common import UserError, param
+from selfsup.params import UserError, param
 
 NUMBER = (int, float)
 POSITIVE = {"kind": float, "low": 0, "low_open": True}
@@ -24,15 +24,15 @@ GRID = {"upscale": {"kind": int, "low": 1}, "patch_size": {"kind": int, "low": 4
 
 # Choices defined by the modules that implement them (tests/test_schema.py checks that they agree); named
 # here so that checking params imports nothing else and stays one cheap dependency of every stage.
-SOURCES = ["cifar10", "cifar100", "stl10", "folder"]        # stages.data.SOURCES
-STEMS = ["cifar", "half", "imagenet"]                               # stages.models.STEMS
-TASKS = ["context", "reconstruction", "rotation", "jigsaw", "simclr"]  # stages.pretexts.TASKS
-PRECISIONS = ["auto", "bf16", "fp16", "fp32"]                       # stages.engine.PRECISIONS
+SOURCES = ["cifar10", "cifar100", "stl10", "folder"]        # selfsup.data.SOURCES
+STEMS = ["cifar", "half", "imagenet"]                               # selfsup.models.STEMS
+TASKS = ["context", "reconstruction", "rotation", "jigsaw", "simclr"]  # selfsup.pretexts.TASKS
+PRECISIONS = ["auto", "bf16", "fp16", "fp32"]                       # selfsup.engine.PRECISIONS
 
 
 @cache
 def spec() -> dict[str, dict[str, Any]]:
-    """key -> keyword arguments of `stages.common.param` (`kind` first)."""
+    """key -> keyword arguments of `selfsup.params.param` (`kind` first)."""
     return {
         "seeds": {"kind": list},
         "fraction": {"kind": float, "low": 0, "high": 1, "low_open": True},

@@ -1,19 +1,20 @@
 """The label-efficiency report: the study's experiments (one per label fraction) in one set of results.
 
-    python -m stages.report                 # the experiments of the current commit (dvc exp run --queue ...)
-    python -m stages.report --baseline REV  # ... of another baseline commit
-    python -m stages.report --exp a b c     # these experiments, by name
+    python -m tools.report                 # the experiments of the current commit (dvc exp run --queue ...)
+    python -m tools.report --baseline REV  # ... of another baseline commit
+    python -m tools.report --exp a b c     # these experiments, by name
 
-Not a DVC stage: it reads across experiments, which DVC keeps as Git refs (refs/exps/...), each commit
-holding that run's params.yaml, dvc.lock and small committed outputs. All experiments must share every
-param but `fraction` (and the hardware knobs); of several runs at one fraction the newest is used. The
-primary endpoint, declared before any run, is the test macro-F1 gain of pretraining at 10 % of the labels
-(`PRIMARY_FRACTION`: the claim is about scarce labels), tested alone; every other comparison (the gains at
-the other fractions, the other metrics) is secondary, its p-values Holm-corrected over that whole family. Writes
-metrics/study.json (every number shown), plots/label_efficiency.png, plots/fraction_curves.png, the full
-Markdown results (`render`) into docs/results.md and the short answer (`render_answer`: the primary endpoint
-table, the verdict, the figure) into README.md, each between its results markers. Both renders are pure
-functions of study.json, so a test checks that the documents show exactly what it holds.
+Not a DVC stage: it reads across experiments, which DVC keeps as Git refs (refs/exps/...), each commit holding
+that run's params.yaml and dvc.lock, and reads each one's metrics/compare.json from DVC's cache. All
+experiments must share every param but `fraction` (and the hardware knobs); of several runs at one fraction
+the newest is used. The primary endpoint, declared before any run, is the test macro-F1 gain of pretraining at
+10 % of the labels (`PRIMARY_FRACTION`: the claim is about scarce labels), tested alone; every other
+comparison (the gains at the other fractions, the other metrics) is secondary, its p-values Holm-corrected
+over that whole family. Writes metrics/study.json (every number shown), plots/label_efficiency.png,
+plots/fraction_curves.png, the full Markdown results (`render`) into docs/results.md and the short answer
+(`render_answer`: the primary endpoint table, the verdict, the figure) into README.md, each between its
+results markers. Both renders are pure functions of study.json, so a test checks that the documents show
+exactly what it holds.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ from pathlib import Path
 
 import yaml
 
-from stages import figures, paths
-from stages.common import UserError, run_stage, save_json
-from stages.stats import holm
+from selfsup import figures, paths
+from selfsup.files import save_json
+from selfsup.params import UserError
+from selfsup.stage import run_stage
+from selfsup.stats import holm
 
 STUDY_JSON = Path("metrics/study.json")
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}
 README = Path("README.md")
 RESULTS_DOC = Path("docs/results.md")
-BEGIN, END = "<!-- results:begin (written by python -m stages.report) -->", "<!-- results:end -->"
+BEGIN, END = "<!-- results:begin (written by python -m tools.report) -->", "<!-- results:end -->"
 IGNORED_PARAMS = {"fraction", "device", "nproc", "compile", "stream", "precision"}
 INITS = paths.INITS
 PRIMARY_FRACTION = 0.1
@@ -47,7 +50,7 @@ METRICS = [("best_f1_macro", "test macro-F1"), ("best_accuracy", "test accuracy"
 def dataset_name(data: dict) -> str:
     """What the `data` params read, by file name: the folder or archive (`data.path`) of a folder source, the
     mirror at `data.url`, or else the source's official archive."""
-    from stages.data import OFFICIAL  # imported here: the report needs no torch otherwise
+    from selfsup.data import OFFICIAL  # imported here: the report needs no torch otherwise
     if data["source"] == "folder":
         return Path(data["path"]).name
     return Path(data["url"] or OFFICIAL[data["source"]][0]).name
@@ -78,17 +81,20 @@ def experiment_refs(baseline: str | None, names: list[str] | None) -> list[str]:
 
 
 def read_experiment(ref: str) -> dict:
-    def show(path: str) -> str:
-        return git("show", f"{ref}:{path}")
+    """An experiment's params (in its Git commit) and metrics/compare.json (a DVC output: its commit's
+    dvc.lock names it, DVC's cache holds it; `dvc exp pull` fetches both)."""
+    import dvc.api  # imported here: only reading experiments needs it
+    name = ref.rsplit("/", 1)[1]
     try:
-        compare = json.loads(show("metrics/compare.json"))
-    except UserError as e:
-        raise UserError(f"experiment {ref.rsplit('/', 1)[1]} has no metrics/compare.json: did it fail?") from e
+        compare = json.loads(dvc.api.read("metrics/compare.json", repo=".", rev=ref))
+    except Exception as e:  # DVC raises several types: not in the commit, not in the cache
+        raise UserError(f"experiment {name} has no readable metrics/compare.json ({type(e).__name__}): did it "
+                        f"fail? Was it pulled with `dvc exp pull`?") from e
     return {
-        "name": ref.rsplit("/", 1)[1],
+        "name": name,
         "baseline": ref.split("/")[2] + ref.split("/")[3],
         "finished": int(git("log", "-1", "--format=%ct", ref).strip()),
-        "params": yaml.safe_load(show("params.yaml")),
+        "params": yaml.safe_load(git("show", f"{ref}:params.yaml")),
         "compare": compare,
     }
 

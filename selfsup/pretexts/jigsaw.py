@@ -1,6 +1,6 @@
 """Pretext `jigsaw`: which permutation shuffled the 9 tiles of a 3x3 grid? (Noroozi & Favaro, 2016.)
 
-The grid (`pretext.jigsaw.upscale`, `patch_size`, `gap`, `jitter`; stages/pretexts/grid.py) is laid at a random
+The grid (`pretext.jigsaw.upscale`, `patch_size`, `gap`, `jitter`; selfsup/pretexts/grid.py) is laid at a random
 place; tiles are dropped to gray (chromatic aberration and JPEG's 16x16 chroma blocks would leak position),
 a random share (`rescale_prob`) is scaled down and up again (so sharpness and block edges mean nothing),
 and each is standardised on its own (no brightness or contrast cue across tiles). The tiles are then put in
@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.augment import crop, on_device
-from stages.common import param
-from stages.engine import Batch
-from stages.pretexts.base import ClassifierHead, PretextTask
-from stages.pretexts.grid import Geometry, to_gray, upscaled
+from selfsup.augment import crop, on_device
+from selfsup.engine import Batch
+from selfsup.params import param
+from selfsup.pretexts.base import ClassifierHead, PretextTask
+from selfsup.pretexts.grid import Geometry, to_gray, upscaled
 
 TILES = 9
 CELLS = torch.tensor([(r, c) for r in range(3) for c in range(3)])  # (row, column) of each cell, row-major

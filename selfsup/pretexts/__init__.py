@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
-from stages.common import param
-from stages.pretexts.base import PretextTask, heldout_scores, pretext_batches
-from stages.pretexts.context import Context
-from stages.pretexts.jigsaw import Jigsaw
-from stages.pretexts.reconstruction import Reconstruction
-from stages.pretexts.rotation import Rotation
-from stages.pretexts.simclr import SimCLR
+from selfsup.params import param
+from selfsup.pretexts.base import PretextTask, heldout_scores, pretext_batches
+from selfsup.pretexts.context import Context
+from selfsup.pretexts.jigsaw import Jigsaw
+from selfsup.pretexts.reconstruction import Reconstruction
+from selfsup.pretexts.rotation import Rotation
+from selfsup.pretexts.simclr import SimCLR
 
 TASKS: dict[str, type[PretextTask]] = {
     "context": Context,

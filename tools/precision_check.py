@@ -1,6 +1,6 @@
 """Do bf16 and fp32 train to the same place? A short real fine-tune, same seed, in each precision.
 
-    python bench/precision_check.py --dataset data/dataset --json bench/precision-check.json
+    python -m tools.precision_check --dataset data/dataset --json bench/precision-check.json
 
 Fine-tunes a classifier from scratch on `--train` images of a dataset written by the download stage and
 scores macro-F1 on `--val` other training images after every epoch, through the stages' own engine and
@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from stages.augment import labelled_batches, normalize  # noqa: E402
-from stages.common import configure_device, device_generator, resolve_device, seed_everything  # noqa: E402
-from stages.data import load_dataset  # noqa: E402
-from stages.engine import PRECISIONS, Trainer, chunks, classification_metrics, sgd  # noqa: E402
-from stages.models import STEMS, Classifier, build_extractor  # noqa: E402
+from selfsup.augment import labelled_batches, normalize
+from selfsup.data import load_dataset
+from selfsup.devices import configure_device, device_generator, resolve_device, seed_everything
+from selfsup.engine import PRECISIONS, Trainer, chunks, classification_metrics, sgd
+from selfsup.models import STEMS, Classifier, build_extractor
 
 
 def run(args: argparse.Namespace, precision: str) -> dict:

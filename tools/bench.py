@@ -1,6 +1,6 @@
 """Benchmark: how close the training path comes to the model's own speed, and to what most CIFAR code does.
 
-    python -m stages.bench --arch resnet18 --stem cifar --batch-size 256 --json bench.json
+    python -m tools.bench --arch resnet18 --stem cifar --batch-size 256 --json bench.json
 
 In one run, on one device, for the fine-tune step (images/s) and the pretext step of each task in
 `--pretext` (examples/s: images, or for context pairs of patches, for jigsaw 9-tile puzzles):
@@ -41,16 +41,17 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from stages.augment import labelled_batches
-from stages.common import (UserError, configure_device, device_generator, load_params, resolve_device, run_stage,
-                           seed_everything)
-from stages.data import ImageStore, load_dataset, prefetched
-from stages.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd
-from stages.models import STEMS, Classifier, build_extractor
-from stages.pretexts import TASKS, build_task, pretext_batches
+from selfsup.augment import labelled_batches
+from selfsup.data import ImageStore, load_dataset, prefetched
+from selfsup.devices import configure_device, device_generator, resolve_device, seed_everything
+from selfsup.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd
+from selfsup.models import STEMS, Classifier, build_extractor
+from selfsup.params import UserError, load_params
+from selfsup.pretexts import TASKS, build_task, pretext_batches
+from selfsup.stage import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("stages", "nets", "params.yaml")  # what a benchmark run executes or reads
+CODE = ("selfsup", "tools/bench.py", "nets", "params.yaml")  # what a benchmark run executes or reads
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -205,7 +206,8 @@ def bench(args: argparse.Namespace) -> dict:
 
 
 def commit() -> str:
-    """The measured code's commit, "-dirty" when the code it runs (stages/, nets/, params.yaml) differs from it."""
+    """The measured code's commit, "-dirty" when the code it runs (selfsup/, tools/bench.py, nets/, params.yaml)
+    differs from it."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from stages.augment import normalize, random_crop_flip
-from stages.common import param
-from stages.engine import Batch
-from stages.pretexts.base import PretextTask
+from selfsup.augment import normalize, random_crop_flip
+from selfsup.engine import Batch
+from selfsup.params import param
+from selfsup.pretexts.base import PretextTask
 
 
 def rotate(images: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.augment import normalize, random_crop_flip
-from stages.common import UserError, param
-from stages.engine import Batch
-from stages.pretexts.base import PretextTask
+from selfsup.augment import normalize, random_crop_flip
+from selfsup.engine import Batch
+from selfsup.params import UserError, param
+from selfsup.pretexts.base import PretextTask
 
 
 class Reconstruction(PretextTask):

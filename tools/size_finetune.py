@@ -1,6 +1,6 @@
 """Sizing a profile: one scratch fine-tune with the project's engine, validation macro-F1 after every epoch.
 
-    python bench/size_finetune.py --arch nets.fast_cnn:build --fraction 0.1 --epochs 6 --out size.json
+    python -m tools.size_finetune --arch nets.fast_cnn:build --fraction 0.1 --epochs 6 --out size.json
 
 Reads a downloaded dataset (`data/dataset`, or --dataset) and splits it as `split@<seed>` does; an epoch is
 one pass over the 100 % labelled pool, as in `finetune`. Not a stage and not a test: its numbers are in the
@@ -10,19 +10,17 @@ README ("Sizing the cpu profile").
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from stages.augment import labelled_batches, normalize  # noqa: E402
-from stages.common import device_generator, seed_everything  # noqa: E402
-from stages.data import labelled_images, load_dataset  # noqa: E402
-from stages.engine import Trainer, chunks, classification_metrics, sgd  # noqa: E402
-from stages.models import Classifier, build_extractor  # noqa: E402
-from stages.splits import split_indices  # noqa: E402
+from selfsup.augment import labelled_batches, normalize
+from selfsup.data import labelled_images, load_dataset
+from selfsup.devices import device_generator, seed_everything
+from selfsup.engine import Trainer, chunks, classification_metrics, sgd
+from selfsup.models import Classifier, build_extractor
+from selfsup.subsets import split_indices
 
 
 def main() -> None:

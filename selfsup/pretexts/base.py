@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from stages.distributed import Dist
-from stages.engine import Batch, classification_criterion, index_batches
+from selfsup.distributed import Dist
+from selfsup.engine import Batch, classification_criterion, index_batches
 
 
 class PretextTask:

@@ -1,8 +1,8 @@
 """The pretext comparison: one experiment per pretext task (or backbone), side by side in one table (docs/pretexts.md).
 
-    python -m stages.methods --exp task-context task-rotation task-jigsaw ...
+    python -m tools.pretext_table --exp task-context task-rotation task-jigsaw ...
 
-Not a DVC stage: like `stages.report` it reads DVC experiments (Git refs). The experiments must share every
+Not a DVC stage: like `tools.report` it reads DVC experiments (Git refs). The experiments must share every
 param except `pretext.*` and `model.*` (and the hardware knobs): the same data, split, fraction, fine-tune
 recipe and seeds. Scratch fine-tunes do not depend on the pretext, so DVC's run-cache restores them and
 every row compares against the same scratch runs. Writes metrics/methods.json and the Markdown table,
@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stages.common import run_stage, save_json
-from stages.report import (_ci, _p, check_same_study, dataset_name, experiment_refs, read_experiment, readme_section,
-                           splice)
+from selfsup.files import save_json
+from selfsup.stage import run_stage
+from tools.report import _ci, _p, check_same_study, dataset_name, experiment_refs, read_experiment, readme_section, splice
 
 METHODS_JSON = Path("metrics/methods.json")
 PRETEXTS_DOC = Path("docs/pretexts.md")
-BEGIN, END = "<!-- methods:begin (written by python -m stages.methods) -->", "<!-- methods:end -->"
+BEGIN, END = "<!-- methods:begin (written by python -m tools.pretext_table) -->", "<!-- methods:end -->"
 FREE = ("pretext", "model", "device", "nproc", "compile", "stream", "precision")  # may differ between the rows
 
 

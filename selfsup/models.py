@@ -22,7 +22,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from stages.common import UserError, save_torch
+from selfsup.files import save_torch
+from selfsup.params import UserError
 
 STEMS = ("cifar", "half", "imagenet")
 # Tested with both stems (tests/test_models.py); any other torchvision classification model is tried.

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.utils import download_url
 
-from stages.common import UserError, atomic_path, save_json, save_npy
+from selfsup.files import atomic_path, save_json, save_npy
+from selfsup.params import UserError
 
 T = TypeVar("T")
 

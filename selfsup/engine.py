@@ -28,8 +28,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from stages.common import UserError
-from stages.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
+from selfsup.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
+from selfsup.params import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")

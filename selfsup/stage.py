@@ -1,0 +1,34 @@
+"""Running a stage script: every param checked first; on failure no half-written output and a one-line error."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from selfsup.files import remove_outputs
+from selfsup.params import UserError, load_params
+
+
+def run_stage(main: Callable[[], None], outputs: Iterable[Path | str] = (), check: bool = True) -> None:
+    """Run a stage: check every param first (selfsup/schema.py); on failure remove its outputs, print one
+    line for a UserError, exit non-zero."""
+    outputs = list(outputs)
+    try:
+        if check:
+            from selfsup.schema import check_params  # imported here: schema builds on this module
+            check_params(load_params())
+        main()
+    except UserError as e:
+        _remove_on_rank0(outputs)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except BaseException:
+        _remove_on_rank0(outputs)
+        raise
+
+
+def _remove_on_rank0(outputs: list[Path | str]) -> None:
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 owns the outputs
+        remove_outputs(outputs)

@@ -1,0 +1,129 @@
+"""What every training stage (pretrain, finetune) does around the engine, in one place.
+
+- `TrainingStage.start`: read params.yaml, pick the device (and the torchrun process group), resolve the
+  precision, print the announce line.
+- `Recipe`: one params section (`pretext`, `finetune`) read and checked once, and the `Trainer` it builds
+  (Nesterov SGD, warmup then cosine, over `epochs` x steps-per-epoch optimiser steps).
+- `EpochLog`: the run's record, epoch by epoch: its dvclive log (rank 0 only), the resume checkpoint saved
+  after every epoch (selfsup/resume.py), and the wall clock summed across resumptions.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from dvclive import Live
+from torch import nn
+
+from selfsup.devices import announce, device_from_params
+from selfsup.distributed import Dist, NullLive, setup
+from selfsup.engine import Trainer, resolve_precision, sgd, slow_hint
+from selfsup.params import load_params, param
+from selfsup.resume import Resume
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """The params, processes, device and precision of one training stage run."""
+
+    params: dict[str, Any]
+    dist: Dist
+    device: torch.device
+    precision: str
+    started: float  # time.perf_counter() when the stage started: its wall clock counts from here
+
+    @classmethod
+    def start(cls, name: str) -> TrainingStage:
+        started = time.perf_counter()
+        params = load_params()
+        dist, device = setup(device_from_params(params))
+        precision = resolve_precision(param(params, "precision"), device)
+        if dist.main:
+            announce(name, device, precision)
+        return cls(params, dist, device, precision, started)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The optimisation recipe of a params section: its keys are these fields' names."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    eval_batch_size: int
+
+    @classmethod
+    def read(cls, params: dict[str, Any], section: str) -> Recipe:
+        return cls(**{f.name: param(params, f"{section}.{f.name}") for f in fields(cls)})
+
+    def trainer(self, net: nn.Module, steps_per_epoch: int, stage: TrainingStage, **kwargs: Any) -> Trainer:
+        """A Trainer for `epochs` x `steps_per_epoch` steps; `kwargs` go to Trainer (criterion, label_smoothing)."""
+        return Trainer(net, sgd(net, self.lr, self.weight_decay), self.epochs * steps_per_epoch,
+                       int(self.warmup_epochs * steps_per_epoch), stage.device, dist=stage.dist,
+                       compile=param(stage.params, "compile"), precision=stage.precision,
+                       slow_hint=slow_hint(stage.params, stage.device), **kwargs)
+
+
+class EpochLog:
+    """A training run's dvclive log and resume checkpoint. `open` resumes (or starts) the run and returns the
+    state a resumed run saved (None for a fresh one); `epochs()` then yields the epochs still to train; after
+    each, `log` its metrics and `end_epoch`; `close` writes the summary; `finish` removes the checkpoint.
+
+    Steps: with `initial` (metrics of the untrained network, logged as step 0 of a fresh run), step e is the
+    end of epoch e; without, epoch e is step e - 1 (dvclive's own resume cannot tell step 0 from none)."""
+
+    def __init__(self, name: str, live_dir: Path, fingerprint: str, stage: TrainingStage, epochs: int):
+        self.main = stage.dist.main
+        self.live_dir = live_dir
+        self.epochs_total = epochs
+        self.resume = Resume(name, fingerprint, live_dir if self.main else None)
+        self.started = stage.started
+        self.wall_before = 0.0
+        self.first_epoch = 1
+        self.live: Live | NullLive = NullLive()
+
+    def open(self, trainer: Trainer, generator: torch.Generator | None,
+             initial: Callable[[], dict[str, float]] | None = None) -> dict | None:
+        state = self.resume.restore(trainer, generator)
+        if state is not None:  # a checkpoint is saved after an epoch
+            self.first_epoch, self.wall_before = state["epoch"] + 1, state["wall_seconds"]
+        self.live = (Live(str(self.live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=state is not None)
+                     if self.main else NullLive())
+        if initial is not None and state is None:
+            self.log(initial())
+            self.live.next_step()
+        self.live.step = self.first_epoch if initial is not None else self.first_epoch - 1
+        return state
+
+    def epochs(self) -> range:
+        return range(self.first_epoch, self.epochs_total + 1)
+
+    def log(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.live.log_metric(key, value)
+
+    @property
+    def wall_seconds(self) -> float:
+        """Seconds since the run first started, resumptions summed (the time between them not counted)."""
+        return self.wall_before + time.perf_counter() - self.started
+
+    def end_epoch(self, epoch: int, trainer: Trainer, generator: torch.Generator | None, **state: Any) -> None:
+        """Close the epoch's log step and save the checkpoint (rank 0), with the stage's own `state`."""
+        self.live.next_step()
+        if self.main:
+            self.resume.save_epoch(epoch, trainer, generator, wall_seconds=self.wall_seconds, **state)
+
+    def close(self, summary: dict[str, Any]) -> None:
+        self.live.summary.update(summary)
+        self.live.end()
+
+    def finish(self) -> None:
+        if self.main:
+            self.resume.clear()
