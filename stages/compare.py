@@ -26,6 +26,7 @@ from sklearn.metrics import f1_score
 
 from selfsup import figures, paths
 from selfsup.data import load_dataset
+from selfsup.endpoints import PRIMARY, SECONDARY
 from selfsup.files import atomic_path, save_json
 from selfsup.params import UserError, load_params, param
 from selfsup.stage import run_stage
@@ -39,9 +40,6 @@ PREDICTIONS = {init: Path(f"metrics/compare/predictions_{init}.csv") for init in
 PLOTS = Path("plots")
 FIGURES = [PLOTS / name for name in ("curves.png", "pretext.png", "examples.png", "confusion.png")]
 HEADLINE = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
-PRIMARY = "best_f1_macro"
-SECONDARY = ("best_accuracy", "best_precision_macro", "best_recall_macro", "val_f1_auc",
-             "probe_f1_macro", "probe_accuracy")
 CURVE_KEYS = ("val/f1_macro", "val/loss", "val/precision_macro", "val/recall_macro", "val/accuracy", "train/loss")
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from selfsup import figures, paths
+from selfsup.endpoints import LABELS, PRIMARY, PRIMARY_FRACTION
 from selfsup.files import save_json
 from selfsup.params import UserError
 from selfsup.stage import run_stage
@@ -39,12 +40,7 @@ RESULTS_DOC = Path("docs/results.md")
 BEGIN, END = "<!-- results:begin (written by python -m tools.report) -->", "<!-- results:end -->"
 IGNORED_PARAMS = {"fraction", "device", "nproc", "compile", "stream", "precision"}
 INITS = paths.INITS
-PRIMARY_FRACTION = 0.1
-PRIMARY = "best_f1_macro"
-METRICS = [("best_f1_macro", "test macro-F1"), ("best_accuracy", "test accuracy"),
-           ("best_precision_macro", "test macro precision"), ("best_recall_macro", "test macro recall"),
-           ("val_f1_auc", "val macro-F1, area under curve (mean over epochs)"),
-           ("probe_f1_macro", "linear probe test macro-F1"), ("probe_accuracy", "linear probe test accuracy")]
+METRICS = list(LABELS.items())  # (key, label), the primary first
 
 
 def dataset_name(data: dict) -> str:
