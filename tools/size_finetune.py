@@ -3,10 +3,10 @@
     python -m tools.size_finetune --fraction 0.1 --epochs 12 --out size.json
 
 The recipe is params.yaml's (`model`, `finetune`, `split.val_fraction`), so compose it for the profile first
-(any `dvc exp run -S profile=cpu` leaves it so); the flags override the epochs and learning rate. Reads a downloaded dataset (`data/dataset`, or --dataset) and splits it as
-`split@<seed>` does; an epoch is one pass over the 100 % labelled pool, as in `finetune`. Reports the last
-epoch's test macro-F1 too: sizing only, never model selection. Not a stage and not a test: its numbers are in
-docs/speed.md ("Sizing the cpu profile").
+(any `dvc exp run -S profile=cpu` leaves it so); the flags override the epochs and learning rate. Reads a
+downloaded dataset (`data/dataset`, or --dataset) and splits it as `split@<seed>` does; an epoch is one pass
+over the 100 % labelled pool, as in `finetune`. Reports the last epoch's test macro-F1 too: sizing only, never
+model selection. Not a stage and not a test: its numbers are in docs/speed.md ("Sizing the cpu profile").
 """
 
 import argparse

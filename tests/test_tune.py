@@ -1,0 +1,45 @@
+"""Tuning picks each init's setting on validation only, over the same trials for both inits."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfsup.params import UserError
+from tools.tune import build, render
+
+
+def experiment(name: str, lr: float, val: dict[str, list[float]], test: dict[str, list[float]],
+               fraction: float = 0.1) -> dict:
+    runs = {init: [{"best_val_f1_macro": v, "best_f1_macro": t} for v, t in zip(val[init], test[init])]
+            for init in ("scratch", "pretrained")}
+    return {"name": name, "params": {"fraction": fraction, "seeds": [0, 1], "device": "cpu",
+                                     "finetune": {"lr": lr, "epochs": 6}}, "compare": {"runs": runs}}
+
+
+def test_each_init_gets_its_best_validation_setting_and_test_is_never_used():
+    sweep = [
+        # the best test scores sit where validation is worst: selecting on them would pick lr-0.05
+        experiment("lr-0.05", 0.05, {"scratch": [0.60, 0.62], "pretrained": [0.64, 0.66]},
+                   {"scratch": [0.99, 0.99], "pretrained": [0.99, 0.99]}),
+        experiment("lr-0.1", 0.1, {"scratch": [0.70, 0.72], "pretrained": [0.68, 0.70]},
+                   {"scratch": [0.10, 0.10], "pretrained": [0.10, 0.10]}),
+        experiment("lr-0.2", 0.2, {"scratch": [0.69, 0.71], "pretrained": [0.72, 0.74]},
+                   {"scratch": [0.10, 0.10], "pretrained": [0.10, 0.10]}),
+    ]
+    tuning = build(sweep)
+    assert tuning["varied"] == ["lr"] and tuning["trials_per_init"] == {"scratch": 3, "pretrained": 3}
+    assert tuning["chosen"] == {"scratch": "lr-0.1", "pretrained": "lr-0.2"} and not tuning["same_choice"]
+    assert tuning["trials"][1]["validation"]["scratch"] == pytest.approx(0.71)
+    table = render(tuning)
+    assert "| lr-0.1 | 0.1 | **0.7100** | 0.6900 |" in table and "| lr-0.2 | 0.2 | 0.7000 | **0.7300** |" in table
+    assert "0.99" not in table and "prefer different settings" in table
+
+
+def test_a_sweep_varies_the_recipe_only():
+    a = experiment("a", 0.1, {"scratch": [0.7], "pretrained": [0.7]}, {"scratch": [0.7], "pretrained": [0.7]})
+    b = experiment("b", 0.2, {"scratch": [0.7], "pretrained": [0.7]}, {"scratch": [0.7], "pretrained": [0.7]},
+                   fraction=0.5)
+    with pytest.raises(UserError, match="differ in fraction"):
+        build([a, b])
+    with pytest.raises(UserError, match="two or more"):
+        build([a])
