@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.synthetic import cifar_archive
+from tools.report import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -194,16 +195,6 @@ def test_new_fraction_skips_download_and_pretrain(study):
         assert split["fraction"] == 0.1 and split["labelled_size"] == 30 and split["pool_size"] == 270
         # nested within the seed: the 10 % subset is inside that seed's 100 % one
         assert set(np.load(repo / "data" / "splits" / f"seed{s}" / "labelled.npy")) < set(before[s])
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def test_exp_show_is_a_table_people_can_read(study):

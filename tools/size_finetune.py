@@ -21,11 +21,12 @@ import torch
 from selfsup.augment import labelled_batches, normalize
 from selfsup.data import labelled_images, load_dataset
 from selfsup.devices import device_generator, seed_everything
-from selfsup.engine import Trainer, chunks, classification_metrics, sgd
+from selfsup.distributed import Dist
+from selfsup.engine import chunks, classification_metrics
 from selfsup.models import Classifier, build_extractor
 from selfsup.params import load_params, param
 from selfsup.subsets import split_indices
-from selfsup.training_stage import Recipe
+from selfsup.training_stage import Recipe, TrainingStage
 
 
 def main() -> None:
@@ -52,9 +53,8 @@ def main() -> None:
     (tx, ty), (vx, vy), (sx, sy) = labelled_images(ds, lab, val, device, "never")
     ty = torch.from_numpy(ty)
     steps = math.ceil((len(ds.train_labels) - len(val)) / recipe.batch_size)
-    trainer = Trainer(model, sgd(model, recipe.lr, recipe.weight_decay), recipe.epochs * steps,
-                      int(recipe.warmup_epochs * steps), device,
-                      label_smoothing=param(params, "finetune.label_smoothing"))
+    stage = TrainingStage(params, Dist(), device, "fp32", time.perf_counter())  # the CPU, in fp32
+    trainer = recipe.trainer(model, steps, stage, label_smoothing=param(params, "finetune.label_smoothing"))
     gen = device_generator(a.seed, device)
     pad = param(params, "finetune.crop_padding")
 
