@@ -202,7 +202,7 @@ def test_new_fraction_skips_download_and_pretrain(study):
 def test_exp_show_is_a_table_people_can_read(study):
     repo, _ = study  # after the fraction=0.1 experiment: two experiments that differ in the fraction
     # the README's view: what differs between the rows and the summary metrics, without the dep columns (DVC
-    # lists every code and data dep, 38 here, and offers no setting to hide them but --drop)
+    # lists every code and data dep of every stage, and offers no setting to hide them but --drop)
     assert " ".join(EXP_SHOW) in (ROOT / "README.md").read_text().replace("'", "")
     header = run([*EXP_SHOW, "--csv"], repo).stdout.splitlines()[0].split(",")
     assert len(header) <= 40, header

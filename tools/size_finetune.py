@@ -22,7 +22,7 @@ from selfsup.augment import labelled_batches, normalize
 from selfsup.data import labelled_images, load_dataset
 from selfsup.devices import device_generator, seed_everything
 from selfsup.distributed import Dist
-from selfsup.engine import chunks, classification_metrics
+from selfsup.engine import chunks, classification_metrics, resolve_precision
 from selfsup.models import Classifier, build_extractor
 from selfsup.params import load_params, param
 from selfsup.subsets import split_indices
@@ -53,7 +53,8 @@ def main() -> None:
     (tx, ty), (vx, vy), (sx, sy) = labelled_images(ds, lab, val, device, "never")
     ty = torch.from_numpy(ty)
     steps = math.ceil((len(ds.train_labels) - len(val)) / recipe.batch_size)
-    stage = TrainingStage(params, Dist(), device, "fp32", time.perf_counter())  # the CPU, in fp32
+    precision = resolve_precision(param(params, "precision"), device)  # as the stages resolve it: fp32 here
+    stage = TrainingStage(params, Dist(), device, precision, time.perf_counter())
     trainer = recipe.trainer(model, steps, stage, label_smoothing=param(params, "finetune.label_smoothing"))
     gen = device_generator(a.seed, device)
     pad = param(params, "finetune.crop_padding")
