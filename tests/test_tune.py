@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from selfsup.params import UserError
-from tools.tune import build, render
+from tools.report import readme_section, splice
+from tools.tune import BEGIN, END, TUNING_JSON, build, render
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def experiment(name: str, lr: float, val: dict[str, list[float]], test: dict[str, list[float]],
@@ -31,7 +37,8 @@ def test_each_init_gets_its_best_validation_setting_and_test_is_never_used():
     assert tuning["chosen"] == {"scratch": "lr-0.1", "pretrained": "lr-0.2"} and not tuning["same_choice"]
     assert tuning["trials"][1]["validation"]["scratch"] == pytest.approx(0.71)
     table = render(tuning)
-    assert "| lr-0.1 | 0.1 | **0.7100** | 0.6900 |" in table and "| lr-0.2 | 0.2 | 0.7000 | **0.7300** |" in table
+    assert "| lr-0.1 | 0.1 | **0.7100** ± 0.0141 | 0.6900 ± 0.0141 |" in table
+    assert "| lr-0.2 | 0.2 | 0.7000 ± 0.0141 | **0.7300** ± 0.0141 |" in table
     assert "0.99" not in table and "prefer different settings" in table
 
 
@@ -43,3 +50,15 @@ def test_a_sweep_varies_the_recipe_only():
         build([a, b])
     with pytest.raises(UserError, match="two or more"):
         build([a])
+
+
+def test_the_committed_tuning_table_is_what_metrics_tuning_json_holds():
+    tuning = json.loads((ROOT / TUNING_JSON).read_text())
+    assert readme_section((ROOT / "docs" / "results.md").read_text(), BEGIN, END) == render(tuning), \
+        "docs/results.md's tuning table differs from metrics/tuning.json: run `python -m tools.tune`"
+    assert tuning["trials_per_init"]["scratch"] == tuning["trials_per_init"]["pretrained"] >= 2
+
+
+def test_a_document_without_the_markers_is_refused_by_name(tmp_path):
+    with pytest.raises(UserError, match=r"results\.md lacks the markers <!-- tuning:begin"):
+        splice("no markers here\n", "table\n", BEGIN, END, tmp_path / "results.md")

@@ -361,10 +361,10 @@ def verdict(study: dict) -> str:
                    "about others.")
 
 
-def splice(readme: str, section: str, begin: str = BEGIN, end: str = END) -> str:
-    """`readme` with the text between the markers replaced by `section`."""
+def splice(readme: str, section: str, begin: str = BEGIN, end: str = END, name: Path = README) -> str:
+    """`readme` (the text of the file `name`) with the text between the markers replaced by `section`."""
     if begin not in readme or end not in readme:
-        raise UserError(f"{README} lacks the markers {begin} ... {end}")
+        raise UserError(f"{name} lacks the markers {begin} ... {end}: put them where the generated text goes")
     head, rest = readme.split(begin, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{begin}\n{section}{end}{tail}"
@@ -388,8 +388,10 @@ def main(argv: list[str] | None = None) -> None:
     fractions = [fr["fraction"] for fr in study["fractions"]]
     figures.label_efficiency(fractions, stats, FIGURES["label_efficiency"])
     figures.fraction_curves({fr["fraction"]: fr["curves"] for fr in study["fractions"]}, FIGURES["curves"])
-    args.results_doc.write_text(splice(args.results_doc.read_text(), render(study)))
-    args.readme.write_text(splice(args.readme.read_text(), render_answer(study)))
+    results_doc = splice(args.results_doc.read_text(), render(study), name=args.results_doc)
+    readme = splice(args.readme.read_text(), render_answer(study), name=args.readme)
+    args.results_doc.write_text(results_doc)
+    args.readme.write_text(readme)
     print(f"report: {len(fractions)} fractions ({', '.join(study['experiments'])}) -> {STUDY_JSON}, "
           f"{', '.join(map(str, FIGURES.values()))}, {args.results_doc}, {args.readme}")
 
