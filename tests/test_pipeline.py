@@ -1,4 +1,7 @@
-"""End to end: a fresh copy of the repository, `dvc exp run` on a tiny synthetic archive, like a user."""
+"""End to end: a fresh copy of the repository, `dvc exp run` on a tiny synthetic archive, like a user.
+
+The tests are one scenario, in file order, on one module-scoped copy: later ones use the experiments and the
+run-cache that earlier ones left (the report test needs `tiny-rotation`), so run the module, not one test."""
 
 from __future__ import annotations
 
