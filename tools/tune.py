@@ -63,7 +63,7 @@ def render(tuning: dict) -> str:
     def cell(t: dict, init: str) -> str:
         mean = f"**{t['validation'][init]:.4f}**" if tuning["chosen"][init] == t["experiment"] \
             else f"{t['validation'][init]:.4f}"
-        sd = t.get("validation_sd", {}).get(init)
+        sd = t["validation_sd"][init]  # None with one seed
         return mean if sd is None else f"{mean} ± {sd:.4f}"
 
     head = " | ".join(tuning["varied"])
