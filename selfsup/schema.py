@@ -62,6 +62,7 @@ def spec() -> dict[str, dict[str, Any]]:
         "pretext.context.contrast": {"kind": float, "low": 0, "high": 1},
         "pretext.context.flip": {"kind": bool},
         "pretext.context.crop_min": {"kind": float, "low": 0.25, "high": 1},
+        "pretext.context.fusion": {"kind": str, "choices": ["pooled", "spatial"]},
         "pretext.jigsaw.rescale_prob": SHARE,
         "pretext.jigsaw.rescale_min": {"kind": float, "low": 0.1, "high": 1},
         "pretext.probe_size": {"kind": int, "low": 20},

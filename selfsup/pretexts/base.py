@@ -18,6 +18,7 @@ from torch import nn
 
 from selfsup.distributed import Dist
 from selfsup.engine import Batch, classification_criterion, index_batches
+from selfsup.params import UserError
 
 
 class PretextTask:
@@ -66,6 +67,50 @@ class ClassifierHead(nn.Module):
         n = views.shape[0]
         feats = self.extractor(views.flatten(0, 1)).reshape(n, -1)
         return self.head(feats)
+
+
+class SpatialPairHead(nn.Module):
+    """Shared extractor applied to both patches of a pair, fused *before* global pooling: the two feature
+    maps the extractor's last adaptive pool receives (C x h x w each) are stacked along channels, mixed by
+    a 1x1 convolution and flattened with their positions, so the head sees where in each patch a feature
+    sits (pooled late fusion cannot: it keeps what, not where). Inputs: N x 2 x 3 x P x P."""
+
+    def __init__(self, extractor: nn.Module, patch_size: int, classes: int, width: int = 128, hidden: int = 512):
+        super().__init__()
+        self.extractor = extractor
+        pools = [m for m in extractor.modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+        if not pools:
+            raise UserError("param 'pretext.context.fusion' is 'spatial' but the extractor has no global "
+                            "adaptive pooling layer to fuse before: use fusion=pooled")
+        self._maps: list[torch.Tensor] = []  # filled by the hook only while this head runs the extractor
+        pools[-1].register_forward_pre_hook(self._keep_map)
+        with torch.no_grad():
+            was_training = extractor.training
+            extractor.eval()
+            c, h, w = self._feature_maps(torch.zeros(1, 3, patch_size, patch_size)).shape[1:]
+            extractor.train(was_training)
+        self.mix = nn.Sequential(nn.Conv2d(2 * c, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * h * w, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, classes))
+
+    def _keep_map(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if self._capturing:
+            self._maps.append(args[0])
+
+    _capturing = False
+
+    def _feature_maps(self, images: torch.Tensor) -> torch.Tensor:
+        self._capturing = True
+        try:
+            self.extractor(images)
+        finally:
+            self._capturing = False
+        return self._maps.pop()
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        n = pairs.shape[0]
+        maps = self._feature_maps(pairs.flatten(0, 1))
+        return self.head(self.mix(maps.reshape(n, 2 * maps.shape[1], *maps.shape[2:])))
 
 
 def pretext_batches(task: PretextTask, images: Any, batch_size: int, steps: int, generator: torch.Generator,

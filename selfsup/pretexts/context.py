@@ -36,7 +36,7 @@ from torch import nn
 from selfsup.augment import crop, normalize, on_device
 from selfsup.engine import Batch
 from selfsup.params import param
-from selfsup.pretexts.base import ClassifierHead, PretextTask
+from selfsup.pretexts.base import ClassifierHead, PretextTask, SpatialPairHead
 from selfsup.pretexts.grid import OFFSETS, Geometry, to_gray, upscaled
 
 
@@ -96,8 +96,11 @@ class Context(PretextTask):
         self.contrast = param(params, f"{s}.contrast")
         self.flip = param(params, f"{s}.flip")
         self.crop_min = param(params, f"{s}.crop_min")
+        self.fusion = param(params, f"{s}.fusion")
 
     def network(self, extractor: nn.Module, feat_dim: int) -> nn.Module:
+        if self.fusion == "spatial":
+            return SpatialPairHead(extractor, self.geo.patch_size, classes=8)
         return ClassifierHead(extractor, feat_dim, views=2, classes=8)
 
     def batch(self, images: torch.Tensor, generator: torch.Generator | None) -> Batch:
