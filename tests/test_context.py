@@ -174,3 +174,25 @@ def test_controls_expose_a_position_shortcut_and_credit_a_relation():
     # and scoring against shuffled labels sits at chance for both
     for scores in (shortcut, relation):
         assert abs(scores["control_shuffled"] - 1 / 8) < 0.03
+
+
+def test_spatial_fusion_sees_where_a_feature_sits_in_each_patch():
+    """fusion=spatial fuses the two feature maps before the global pool (the head's input keeps all 3 x 3
+    positions of each), the hook keeps nothing when the extractor runs alone (the per-epoch probe), and
+    the extractor's weights are those of a plain extractor (what pretraining saves)."""
+    extractor, dim = build_extractor("nets.fast_cnn:build", "cifar")
+    net = context(upscale=2, patch_size=28, gap=4, jitter=2, fusion="spatial").network(extractor, dim)
+    assert net.head[1].in_features == 128 * 3 * 3  # fast_cnn maps a 28 px patch to 128 x 3 x 3
+    pairs = torch.randn(4, 2, 3, 28, 28)
+    assert net(pairs).shape == (4, 8)
+    net.extractor(torch.randn(3, 3, 28, 28))
+    assert net._maps == []
+    maps = net._feature_maps(pairs.flatten(0, 1))
+    assert maps.shape == (8, 128, 3, 3) and net._maps == []  # the map the global pool would have reduced
+    assert set(net.extractor.state_dict()) == set(build_extractor("nets.fast_cnn:build", "cifar")[0].state_dict())
+
+
+def test_spatial_fusion_needs_a_global_pool():
+    flat = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    with pytest.raises(UserError, match="pretext.context.fusion"):
+        context(fusion="spatial").network(flat, 4)
