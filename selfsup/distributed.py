@@ -94,6 +94,7 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        dtype, x = x.dtype, x.float()  # statistics in fp32 under autocast too (bf16 sums lose digits)
         c = x.shape[1]
         # two passes (mean, then squared deviations): E[x^2] - E[x]^2 loses digits when |mean| >> std
         total = dist_nn.all_reduce(torch.cat([x.sum((0, 2, 3)), x.new_full((1,), x.numel() // c)]))
@@ -110,7 +111,7 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         y = centred * torch.rsqrt(var.view(1, c, 1, 1) + self.eps)
         if self.affine:
             y = y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
-        return y
+        return y.to(dtype)
 
 
 def _cpu_sync(module: nn.Module) -> nn.Module:

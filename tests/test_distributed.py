@@ -103,29 +103,35 @@ def test_pretrain_on_two_processes_matches_one(workspace):
     assert (workspace / "models/pretrained/seed0.pt").exists()
 
 
-def _sync_bn_worker(rank: int, port: int, x: torch.Tensor, queue) -> None:
+def _sync_bn_worker(rank: int, port: int, x: torch.Tensor, queue, dtype: torch.dtype = torch.float32) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     torch.manual_seed(0)
     bn = CpuSyncBatchNorm(3)
     with torch.no_grad():
         bn.weight.uniform_(0.5, 1.5)
         bn.bias.uniform_(-1, 1)
-    part = Dist(rank, 2).take(x).clone().requires_grad_(True)
+    part = Dist(rank, 2).take(x).clone().to(dtype).requires_grad_(True)  # bf16: what a conv gives under autocast
     y = bn(part)
+    assert y.dtype == dtype
+    y = y.float()
     (y * torch.arange(y.numel()).view_as(y).float().sin()).sum().backward()
     # numpy arrays travel by value: torch tensors would travel as shared-memory handles, which break
     # when this process exits before the parent reads them
-    queue.put((rank, *(t.detach().numpy().copy() for t in (y, part.grad, bn.weight.grad, bn.running_var))))
+    queue.put((rank, *(t.detach().float().numpy().copy() for t in (y, part.grad, bn.weight.grad, bn.running_var))))
     dist.destroy_process_group()
 
 
-def test_cpu_sync_batchnorm_equals_batchnorm_on_the_whole_batch():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cpu_sync_batchnorm_equals_batchnorm_on_the_whole_batch(dtype):
+    """Also for bf16 inputs (a conv's output under bf16 autocast): statistics in fp32, output in bf16."""
     torch.manual_seed(1)
     x = torch.randn(8, 3, 5, 5) * 3 + 1
+    if dtype is torch.bfloat16:
+        x = x.to(dtype).float()  # the values a bf16 input can hold, so the fp32 reference sees the same
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    port = 29500 + os.getpid() % 1000
-    procs = [ctx.Process(target=_sync_bn_worker, args=(r, port, x, queue)) for r in range(2)]
+    port = 29500 + os.getpid() % 1000 + (dtype is torch.bfloat16)
+    procs = [ctx.Process(target=_sync_bn_worker, args=(r, port, x, queue, dtype)) for r in range(2)]
     for p in procs:
         p.start()
     results = {r[0]: [torch.from_numpy(a) for a in r[1:]] for r in (queue.get(timeout=120) for _ in procs)}
@@ -149,10 +155,11 @@ def test_cpu_sync_batchnorm_equals_batchnorm_on_the_whole_batch():
     for rank in range(2):
         share = Dist(rank, 2).take(torch.arange(8))
         out, grad, _, running_var = results[rank]
-        assert torch.allclose(out, y.detach()[share], atol=1e-5)
-        assert torch.allclose(grad, whole.grad[share], atol=1e-5)
-        assert torch.allclose(running_var, bn.running_var, atol=1e-5)
-    assert torch.allclose(weight_grad, bn.weight.grad, atol=1e-4)
+        tol = 1e-5 if dtype is torch.float32 else 2e-2  # bf16 output and input gradient: 8 mantissa bits
+        assert torch.allclose(out, y.detach()[share], atol=tol, rtol=tol)
+        assert torch.allclose(grad, whole.grad[share], atol=tol, rtol=tol)
+        assert torch.allclose(running_var, bn.running_var, atol=1e-5)  # statistics stay fp32-exact
+    assert torch.allclose(weight_grad, bn.weight.grad, atol=1e-4 if dtype is torch.float32 else 0.1)
 
 
 def free_port() -> int:
