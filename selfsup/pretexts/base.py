@@ -75,6 +75,8 @@ class SpatialPairHead(nn.Module):
     a 1x1 convolution and flattened with their positions, so the head sees where in each patch a feature
     sits (pooled late fusion cannot: it keeps what, not where). Inputs: N x 2 x 3 x P x P."""
 
+    _capturing = False  # the hook keeps maps only while this head runs the extractor (not for the probe)
+
     def __init__(self, extractor: nn.Module, patch_size: int, classes: int, width: int = 128, hidden: int = 512):
         super().__init__()
         self.extractor = extractor
@@ -82,7 +84,7 @@ class SpatialPairHead(nn.Module):
         if not pools:
             raise UserError("param 'pretext.context.fusion' is 'spatial' but the extractor has no global "
                             "adaptive pooling layer to fuse before: use fusion=pooled")
-        self._maps: list[torch.Tensor] = []  # filled by the hook only while this head runs the extractor
+        self._maps: list[torch.Tensor] = []
         pools[-1].register_forward_pre_hook(self._keep_map)
         with torch.no_grad():
             was_training = extractor.training
@@ -96,8 +98,6 @@ class SpatialPairHead(nn.Module):
     def _keep_map(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         if self._capturing:
             self._maps.append(args[0])
-
-    _capturing = False
 
     def _feature_maps(self, images: torch.Tensor) -> torch.Tensor:
         self._capturing = True
