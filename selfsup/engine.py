@@ -5,9 +5,9 @@ targets) -> (mean loss, summed score): cross-entropy and hits by default, a pret
 `train_epoch` consumes (inputs, targets) batches that are already on the device, sums loss and score on the
 device (no host sync per step), and reports images/s through tqdm; `predict` runs large no-grad batches. The
 `precision` param picks the autocast dtype (`resolve_precision`: bf16 on CUDA GPUs that have it, fp16 with a
-gradient scaler on older ones, on a CPU bf16 only where it has bf16 instructions and a measured step is
-faster, else fp32); losses, logits and features leave in fp32. Image batches and models are channels_last
-on CUDA and CPU. A loss that turns NaN or Inf stops the run with a message, not garbage.
+gradient scaler on older ones, on a CPU bf16 where it has bf16 instructions, else fp32); losses, logits
+and features leave in fp32. Image batches and models are channels_last on CUDA and CPU. A loss that turns
+NaN or Inf stops the run with a message, not garbage.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -200,32 +199,12 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-@cache
-def bf16_faster_on_cpu(steps: int = 3) -> bool:
-    """Time a few training steps of a small ResNet-like conv stack (batch 64, 16x16) in fp32 and in bf16
-    autocast on this CPU; True if bf16 is faster. A second or two, once per process."""
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                        *[m for _ in range(2) for m in (nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64),
-                                                        nn.ReLU())],
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10)).to(memory_format=torch.channels_last)
-    x = torch.randn(64, 3, 16, 16).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (64,))
-    seconds = {}
-    for precision in ("fp32", "bf16", "fp32", "bf16"):  # the second round counts: the first warms up
-        start = time.perf_counter()
-        for _ in range(steps):
-            with autocast(torch.device("cpu"), precision):
-                loss = F.cross_entropy(net(x).float(), y)
-            loss.backward()
-        seconds[precision] = time.perf_counter() - start
-    return seconds["bf16"] < seconds["fp32"]
-
-
 def resolve_precision(name: str, device: torch.device) -> str:
     """The param `precision` for `device`: `auto` -> bf16 on CUDA GPUs with native bf16, fp16 on older ones,
-    on a CPU bf16 where it has bf16 instructions and a measured step is faster (`bf16_faster_on_cpu`),
-    fp32 elsewhere (MPS included). An explicit choice the device cannot run is a UserError."""
+    on a CPU bf16 where it has bf16 instructions (1.2x to 1.7x faster than fp32 for every backbone measured
+    on such a CPU, docs/speed.md; emulated, without them, 9x to 18x slower), fp32 elsewhere (MPS included).
+    A rule, not a timing: a measured choice flipped between runs on a loaded machine, and the same params
+    must give the same run. An explicit choice the device cannot run is a UserError."""
     if name not in PRECISIONS:
         raise UserError(f"param 'precision' is {name!r}: choose one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
@@ -236,7 +215,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name if name != "auto" else "bf16" if bf16 else "fp16"
     if device.type == "cpu":
         if name == "auto":
-            return "bf16" if cpu_has_bf16() and bf16_faster_on_cpu() else "fp32"
+            return "bf16" if cpu_has_bf16() else "fp32"
         return name
     if name not in ("auto", "fp32"):
         raise UserError(f"param 'precision' is {name!r}: on {device.type} only fp32 is supported; use "

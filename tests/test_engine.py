@@ -139,18 +139,17 @@ def test_bf16_and_fp32_runs_reach_the_same_validation_f1():
     assert logits16.dtype == logits32.dtype == torch.float32  # outputs leave in fp32 whatever the precision
 
 
-def test_precision_auto_picks_by_device_and_measurement(monkeypatch, tmp_path):
+def test_precision_auto_on_a_cpu_follows_its_bf16_instructions(monkeypatch, tmp_path):
+    """A rule, not a timing: the same params and machine must give the same precision on every run (a timed
+    choice flipped between runs on a loaded machine and broke the resume and streaming equalities)."""
     from selfsup import engine
     cpu = torch.device("cpu")
-    has_bf16, measure = engine.cpu_has_bf16, engine.bf16_faster_on_cpu
+    has_bf16 = engine.cpu_has_bf16
     monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
     assert engine.resolve_precision("auto", cpu) == "fp32"
     monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
-    monkeypatch.setattr(engine, "bf16_faster_on_cpu", lambda: True)
-    assert engine.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(engine, "bf16_faster_on_cpu", lambda: False)
-    assert engine.resolve_precision("auto", cpu) == "fp32"
-    assert engine.resolve_precision("bf16", cpu) == "bf16"  # an explicit choice is kept
+    assert {engine.resolve_precision("auto", cpu) for _ in range(5)} == {"bf16"}
+    assert engine.resolve_precision("fp32", cpu) == "fp32"  # an explicit choice is kept
     with pytest.raises(UserError, match="param 'precision' is 'fp16': on mps only fp32"):
         engine.resolve_precision("fp16", torch.device("mps"))
     info = tmp_path / "cpuinfo"
@@ -158,7 +157,6 @@ def test_precision_auto_picks_by_device_and_measurement(monkeypatch, tmp_path):
     assert has_bf16(info)
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
     assert not has_bf16(info)
-    assert isinstance(measure.__wrapped__(steps=1), bool)  # the measurement runs
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
