@@ -5,9 +5,9 @@ targets) -> (mean loss, summed score): cross-entropy and hits by default, a pret
 `train_epoch` consumes (inputs, targets) batches that are already on the device, sums loss and score on the
 device (no host sync per step), and reports images/s through tqdm; `predict` runs large no-grad batches. The
 `precision` param picks the autocast dtype (`resolve_precision`: bf16 on CUDA GPUs that have it, fp16 with a
-gradient scaler on older ones, on a CPU bf16 where it has bf16 instructions, else fp32); losses, logits
-and features leave in fp32. Image batches and models are channels_last on CUDA and CPU. A loss that turns
-NaN or Inf stops the run with a message, not garbage.
+gradient scaler on older ones, fp32 on a CPU, where bf16 is opt-in: faster, not reproducible); losses, logits
+and features leave in fp32. Image batches and models are channels_last on CUDA and with bf16 on a CPU. A
+loss that turns NaN or Inf stops the run with a message, not garbage.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ class Trainer:
                  precision: str = "fp32", slow_hint: str | None = None, memory_format: str = "auto"):
         self.device = device
         # "auto": channels_last where the device wants it (`channels_last`); the benchmark compares both
-        self.channels_last = channels_last(device) if memory_format == "auto" else memory_format == "channels_last"
+        self.channels_last = (channels_last(device, precision) if memory_format == "auto"
+                              else memory_format == "channels_last")
         self.total_steps = total_steps
         self.slow_hint = slow_hint  # printed once, after ESTIMATE_AFTER steps, with the estimated training time
         self.precision = precision
@@ -201,10 +202,11 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 def resolve_precision(name: str, device: torch.device) -> str:
     """The param `precision` for `device`: `auto` -> bf16 on CUDA GPUs with native bf16, fp16 on older ones,
-    on a CPU bf16 where it has bf16 instructions (1.2x to 1.7x faster than fp32 for every backbone measured
-    on such a CPU, docs/speed.md; emulated, without them, 9x to 18x slower), fp32 elsewhere (MPS included).
-    A rule, not a timing: a measured choice flipped between runs on a loaded machine, and the same params
-    must give the same run. An explicit choice the device cannot run is a UserError."""
+    fp32 on a CPU and elsewhere (MPS included). On a CPU with bf16 instructions bf16 autocast is 1.2x to 1.7x
+    faster (docs/speed.md), but there it is not reproducible: the same tiny pretraining, run three times,
+    gave identical metrics twice and NaN features once; so it is opt-in (`precision: bf16`), and a CPU
+    without bf16 instructions (which would emulate it, 9x to 18x slower) gets a warning. An explicit choice
+    the device cannot run is a UserError."""
     if name not in PRECISIONS:
         raise UserError(f"param 'precision' is {name!r}: choose one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
@@ -215,7 +217,10 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name if name != "auto" else "bf16" if bf16 else "fp16"
     if device.type == "cpu":
         if name == "auto":
-            return "bf16" if cpu_has_bf16() else "fp32"
+            return "fp32"
+        if name == "bf16" and not cpu_has_bf16():
+            print("warning: precision=bf16 on a CPU without bf16 instructions is emulated, about 10x slower than "
+                  "fp32: use precision=auto", file=sys.stderr)
         return name
     if name not in ("auto", "fp32"):
         raise UserError(f"param 'precision' is {name!r}: on {device.type} only fp32 is supported; use "
@@ -230,16 +235,16 @@ def autocast(device: torch.device, precision: str = "fp32"):
     return nullcontext()
 
 
-def channels_last(device: torch.device) -> bool:
-    """Whether models and image batches use channels_last on `device`: on CUDA and on the CPU (with bf16
-    autocast the faster layout for 3 of 4 backbones measured on this project's CPU; docs/speed.md), not
-    on MPS."""
-    return device.type in ("cuda", "cpu")
+def channels_last(device: torch.device, precision: str = "fp32") -> bool:
+    """Whether models and image batches use channels_last on `device` at `precision`: always on CUDA; on a
+    CPU with bf16 autocast only (there the faster layout for 3 of 4 backbones measured on this project's
+    CPU, while in fp32 contiguous was as fast or faster for 3 of 4, up to 19 %: docs/speed.md); not on MPS."""
+    return device.type == "cuda" or (device.type == "cpu" and precision == "bf16")
 
 
-def to_layout(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Image batches (4-d) in the device's memory layout."""
-    if x.ndim == 4 and channels_last(device):
+def to_layout(x: torch.Tensor, device: torch.device, precision: str = "fp32") -> torch.Tensor:
+    """Image batches (4-d) in the memory layout `channels_last` picks."""
+    if x.ndim == 4 and channels_last(device, precision):
         return x.contiguous(memory_format=torch.channels_last)
     return x
 
@@ -257,7 +262,7 @@ def recalibrate_bn(model: nn.Module, inputs: Iterable[torch.Tensor], device: tor
     model.train()
     with autocast(device, precision):
         for x in inputs:
-            model(to_layout(x, device))
+            model(to_layout(x, device, precision))
 
 
 @torch.no_grad()
@@ -270,7 +275,7 @@ def predict(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.devi
     with autocast(device, precision):
         for i, x in enumerate(inputs):
             if i % dist.world == dist.rank:
-                outs.append(model(to_layout(x, device)).float())
+                outs.append(model(to_layout(x, device, precision)).float())
     return torch.cat(gather_in_order(outs, dist)).cpu()
 
 

@@ -45,7 +45,7 @@ def frozen_features(extractor: nn.Module, images: Sequence[torch.Tensor], calibr
     describe its pretext inputs, a random one's describe nothing. Features come back in fp32 whatever the
     `precision` they were computed in."""
     model = copy.deepcopy(extractor).to(device)
-    if channels_last(device):
+    if channels_last(device, precision):
         model = model.to(memory_format=torch.channels_last)
     recalibrate_bn(model, chunks(calibration, batch_size, transform), device, precision)
     return [predict(model, chunks(x, batch_size, transform), device, precision=precision).numpy() for x in images]

@@ -155,7 +155,7 @@ def bench(args: argparse.Namespace) -> dict:
                     or platform.machine(), "cpu_threads": torch.get_num_threads(), "compile": args.compile,
                     "torch": torch.__version__, "dataset": str(args.dataset), "train_size": len(dataset.train_labels),
                     "steps": args.steps, "repeats": args.repeats, "commit": commit(), "precision": precision,
-                    "channels_last": channels_last(device) if args.memory_format == "auto"
+                    "channels_last": channels_last(device, precision) if args.memory_format == "auto"
                     else args.memory_format == "channels_last"}
 
     # ---- fine-tune step
