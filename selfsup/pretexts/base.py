@@ -75,7 +75,7 @@ class SpatialPairHead(nn.Module):
     a 1x1 convolution and flattened with their positions, so the head sees where in each patch a feature
     sits (pooled late fusion cannot: it keeps what, not where). Inputs: N x 2 x 3 x P x P."""
 
-    _capturing = False  # the hook keeps maps only while this head runs the extractor (not for the probe)
+    _capturing = False  # the hook keeps a map only while this head runs the extractor (not for the probe)
 
     def __init__(self, extractor: nn.Module, patch_size: int, classes: int, width: int = 128, hidden: int = 512):
         super().__init__()
@@ -84,7 +84,7 @@ class SpatialPairHead(nn.Module):
         if not pools:
             raise UserError("param 'pretext.context.fusion' is 'spatial' but the extractor has no global "
                             "adaptive pooling layer to fuse before: use fusion=pooled")
-        self._maps: list[torch.Tensor] = []
+        self._map: torch.Tensor | None = None
         pools[-1].register_forward_pre_hook(self._keep_map)
         with torch.no_grad():
             was_training = extractor.training
@@ -97,7 +97,7 @@ class SpatialPairHead(nn.Module):
 
     def _keep_map(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         if self._capturing:
-            self._maps.append(args[0])
+            self._map = args[0]
 
     def _feature_maps(self, images: torch.Tensor) -> torch.Tensor:
         self._capturing = True
@@ -105,7 +105,8 @@ class SpatialPairHead(nn.Module):
             self.extractor(images)
         finally:
             self._capturing = False
-        return self._maps.pop()
+        maps, self._map = self._map, None
+        return maps
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         n = pairs.shape[0]
