@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from selfsup.engine import channels_last, chunks, classification_metrics, predict, recalibrate_bn
+from selfsup.params import UserError
 
 # The per-epoch monitor of pretraining: fixed, not params, so that changing the `probe` params (the
 # linear_probe stage's) never re-runs pretraining; it tracks a trend, the linear_probe stage scores transfer.
@@ -39,12 +40,20 @@ def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -
 
 def frozen_features(extractor: nn.Module, images: Sequence[torch.Tensor], calibration: torch.Tensor,
                     batch_size: int, transform: Callable[[torch.Tensor], torch.Tensor],
-                    device: torch.device, precision: str = "fp32") -> list[np.ndarray]:
+                    device: torch.device, precision: str = "fp32", grid: int = 1) -> list[np.ndarray]:
     """Features of each uint8 image tensor in `images` from a copy of `extractor` whose BatchNorm statistics
     are re-estimated on `calibration` images first (labels unused): a pretext extractor's statistics
-    describe its pretext inputs, a random one's describe nothing. Features come back in fp32 whatever the
+    describe its pretext inputs, a random one's describe nothing. With `grid` > 1 the extractor's last
+    adaptive pool keeps a grid x grid map (its own pooling, max or average) instead of one vector, so the
+    features say where as well as what: C * grid**2 of them. Features come back in fp32 whatever the
     `precision` they were computed in."""
     model = copy.deepcopy(extractor).to(device)
+    if grid > 1:
+        pools = [m for m in model.modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+        if not pools:
+            raise UserError(f"param 'probe.grid' is {grid} but the extractor has no adaptive pooling layer to "
+                            f"widen: set probe.grid=1")
+        pools[-1].output_size = (grid, grid)
     if channels_last(device, precision):
         model = model.to(memory_format=torch.channels_last)
     recalibrate_bn(model, chunks(calibration, batch_size, transform), device, precision)

@@ -89,6 +89,7 @@ def spec() -> dict[str, dict[str, Any]]:
         "probe.max_iter": {"kind": int, "low": 1},
         "probe.batch_size": {"kind": int, "low": 1},
         "probe.calibration_images": {"kind": int, "low": 1},
+        "probe.grid": {"kind": int, "low": 1, "high": 8},
         "compare.plateau": {"kind": float, "low": 0, "high": 1, "low_open": True},
         "compare.confidence": {"kind": float, "low": 0.5, "high": 0.999},
         "compare.amortise_over": {"kind": int, "low": 1},

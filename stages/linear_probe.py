@@ -2,7 +2,8 @@
 
 Once per seed in `seeds` (`--seed`), on that seed's split: two frozen extractors, the seed's own pretraining
 (models/pretrained/seed{seed}.pt) and a random one drawn from the seed exactly as `finetune_scratch` draws it,
-each with a logistic regression on its features of the labelled fraction. `probe.C` is a grid of inverse
+each with a logistic regression on its features of the labelled fraction (`probe.grid`: the last pool's
+grid x grid map, not one vector). `probe.C` is a grid of inverse
 regularisation strengths; the one with the best validation macro-F1 is kept and scored on test. BatchNorm
 statistics are re-estimated first on `probe.calibration_images` labelled training images (labels unused).
 """
@@ -36,6 +37,7 @@ def main(seed: int) -> None:
     cs = param(params, "probe.C")  # lists' items are checked with every param (selfsup/schema.py)
     max_iter = param(params, "probe.max_iter")
     batch = param(params, "probe.batch_size")
+    grid = param(params, "probe.grid")
     arch, stem = param(params, "model.arch"), param(params, "model.stem")
 
     dataset, meta = load_dataset(paths.DATASET)
@@ -49,7 +51,7 @@ def main(seed: int) -> None:
 
     def probe(extractor: torch.nn.Module) -> dict:
         feats = frozen_features(extractor, images, calibration, batch, lambda x: normalize(x, mean, std), device,
-                                precision)
+                                precision, grid)
         return linear_probe(*zip(feats, labels), cs=cs, n_classes=n_classes, max_iter=max_iter)
 
     seed_everything(seed)
