@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from selfsup.engine import channels_last, chunks, classification_metrics, predict, recalibrate_bn
+from selfsup.models import last_adaptive_pool
 from selfsup.params import UserError
 
 # The per-epoch monitor of pretraining: fixed, not params, so that changing the `probe` params (the
@@ -43,21 +44,41 @@ def frozen_features(extractor: nn.Module, images: Sequence[torch.Tensor], calibr
                     device: torch.device, precision: str = "fp32", grid: int = 1) -> list[np.ndarray]:
     """Features of each uint8 image tensor in `images` from a copy of `extractor` whose BatchNorm statistics
     are re-estimated on `calibration` images first (labels unused): a pretext extractor's statistics
-    describe its pretext inputs, a random one's describe nothing. With `grid` > 1 the extractor's last
-    adaptive pool keeps a grid x grid map (its own pooling, max or average) instead of one vector, so the
-    features say where as well as what: C * grid**2 of them. Features come back in fp32 whatever the
-    `precision` they were computed in."""
+    describe its pretext inputs, a random one's describe nothing. With `grid` > 1 the features are the map
+    the extractor's last adaptive pool receives, pooled to grid x grid by the same kind of pool (max or
+    average), so they say where as well as what: C * grid**2 of them, whatever layers follow that pool.
+    Features come back in fp32 whatever the `precision` they were computed in."""
     model = copy.deepcopy(extractor).to(device)
     if grid > 1:
-        pools = [m for m in model.modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
-        if not pools:
+        pool = last_adaptive_pool(model)
+        if pool is None:
             raise UserError(f"param 'probe.grid' is {grid} but the extractor has no adaptive pooling layer to "
                             f"widen: set probe.grid=1")
-        pools[-1].output_size = (grid, grid)
+        model = GridFeatures(model, pool, grid)
     if channels_last(device, precision):
         model = model.to(memory_format=torch.channels_last)
     recalibrate_bn(model, chunks(calibration, batch_size, transform), device, precision)
     return [predict(model, chunks(x, batch_size, transform), device, precision=precision).numpy() for x in images]
+
+
+class GridFeatures(nn.Module):
+    """`extractor` read at `pool` (one of its adaptive pools): the map that pool receives, pooled to
+    grid x grid by a pool of the same kind and flattened; the layers after `pool` run but are not read."""
+
+    def __init__(self, extractor: nn.Module, pool: nn.Module, grid: int):
+        super().__init__()
+        self.extractor = extractor
+        self.reduce = type(pool)(grid)
+        self._map: torch.Tensor | None = None
+        pool.register_forward_pre_hook(self._keep_map)
+
+    def _keep_map(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        self._map = args[0]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.extractor(images)
+        maps, self._map = self._map, None
+        return self.reduce(maps).flatten(1)
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):

@@ -84,6 +84,13 @@ def _small_stem(model: nn.Module, stride: int) -> None:
         setattr(parent, leaf, nn.Identity())
 
 
+def last_adaptive_pool(module: nn.Module) -> nn.AdaptiveAvgPool2d | nn.AdaptiveMaxPool2d | None:
+    """The last adaptive pooling layer of `module`, where a backbone reduces its feature map to a vector
+    (None if it has none): spatial fusion and the grid probe read the map it receives."""
+    pools = [m for m in module.modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
+    return pools[-1] if pools else None
+
+
 def build_extractor(arch: str, stem: str, image_size: int | None = None) -> tuple[nn.Module, int]:
     """A randomly initialised feature extractor and the size of the features it returns. With `image_size`,
     one forward pass of two such images checks that the network takes them and returns flat features."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from selfsup.distributed import Dist
 from selfsup.engine import Batch, classification_criterion, index_batches
+from selfsup.models import last_adaptive_pool
 from selfsup.params import UserError
 
 
@@ -80,12 +81,12 @@ class SpatialPairHead(nn.Module):
     def __init__(self, extractor: nn.Module, patch_size: int, classes: int, width: int = 128, hidden: int = 512):
         super().__init__()
         self.extractor = extractor
-        pools = [m for m in extractor.modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
-        if not pools:
+        pool = last_adaptive_pool(extractor)
+        if pool is None:
             raise UserError("param 'pretext.context.fusion' is 'spatial' but the extractor has no global "
                             "adaptive pooling layer to fuse before: use fusion=pooled")
         self._map: torch.Tensor | None = None
-        pools[-1].register_forward_pre_hook(self._keep_map)
+        pool.register_forward_pre_hook(self._keep_map)
         with torch.no_grad():
             was_training = extractor.training
             extractor.eval()
