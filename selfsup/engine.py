@@ -5,8 +5,8 @@ targets) -> (mean loss, summed score): cross-entropy and hits by default, a pret
 `train_epoch` consumes (inputs, targets) batches that are already on the device, sums loss and score on the
 device (no host sync per step), and reports images/s through tqdm; `predict` runs large no-grad batches. The
 `precision` param picks the autocast dtype (`resolve_precision`: bf16 on CUDA GPUs that have it, fp16 with a
-gradient scaler on older ones, fp32 on a CPU, where bf16 is opt-in: faster, not reproducible); losses, logits
-and features leave in fp32. Image batches and models are channels_last on CUDA and with bf16 on a CPU. A
+gradient scaler on older ones; on a CPU bf16 where it has bf16 instructions, else fp32); losses, logits and
+features leave in fp32. Image batches and models are channels_last on CUDA and with bf16 on a CPU. A
 loss that turns NaN or Inf stops the run with a message, not garbage.
 """
 
@@ -201,12 +201,12 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
-    """The param `precision` for `device`: `auto` -> bf16 on CUDA GPUs with native bf16, fp16 on older ones,
-    fp32 on a CPU and elsewhere (MPS included). On a CPU with bf16 instructions bf16 autocast is 1.2x to 1.7x
-    faster (docs/speed.md), but there it is not reproducible: the same tiny pretraining, run three times,
-    gave identical metrics twice and NaN features once; so it is opt-in (`precision: bf16`), and a CPU
-    without bf16 instructions (which would emulate it, 9x to 18x slower) gets a warning. An explicit choice
-    the device cannot run is a UserError."""
+    """The param `precision` for `device`: `auto` -> bf16 on CUDA GPUs with native bf16, fp16 on older ones;
+    on a CPU bf16 where it has bf16 instructions (AVX512-BF16 or AMX-BF16: there bf16 autocast was 1.2x to
+    1.7x faster for every backbone measured, docs/speed.md), else fp32; fp32 elsewhere (MPS included). The
+    CPU choice is read from the CPU's flags, never timed, so every call on a machine picks the same. An
+    explicit bf16 on a CPU without bf16 instructions (which emulates it, 9x to 18x slower) gets a warning;
+    an explicit choice the device cannot run is a UserError."""
     if name not in PRECISIONS:
         raise UserError(f"param 'precision' is {name!r}: choose one of {', '.join(PRECISIONS)}")
     if device.type == "cuda":
@@ -217,7 +217,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name if name != "auto" else "bf16" if bf16 else "fp16"
     if device.type == "cpu":
         if name == "auto":
-            return "fp32"
+            return "bf16" if cpu_has_bf16() else "fp32"
         if name == "bf16" and not cpu_has_bf16():
             print("warning: precision=bf16 on a CPU without bf16 instructions is emulated, about 10x slower than "
                   "fp32: use precision=auto", file=sys.stderr)

@@ -41,13 +41,15 @@ def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -
 
 def frozen_features(extractor: nn.Module, images: Sequence[torch.Tensor], calibration: torch.Tensor,
                     batch_size: int, transform: Callable[[torch.Tensor], torch.Tensor],
-                    device: torch.device, precision: str = "fp32", grid: int = 1) -> list[np.ndarray]:
+                    device: torch.device, grid: int = 1) -> list[np.ndarray]:
     """Features of each uint8 image tensor in `images` from a copy of `extractor` whose BatchNorm statistics
     are re-estimated on `calibration` images first (labels unused): a pretext extractor's statistics
     describe its pretext inputs, a random one's describe nothing. With `grid` > 1 the features are the map
     the extractor's last adaptive pool receives, pooled to grid x grid by the same kind of pool (max or
     average), so they say where as well as what: C * grid**2 of them, whatever layers follow that pool.
-    Features come back in fp32 whatever the `precision` they were computed in."""
+    Everything here runs in fp32 whatever the training precision (a forward pass only, so cheap): the
+    probe's figures do not depend on the `precision` knob, and a bf16 BatchNorm re-estimate, once seen to
+    give NaN features on a CPU, cannot."""
     model = copy.deepcopy(extractor).to(device)
     if grid > 1:
         pool = last_adaptive_pool(model)
@@ -55,10 +57,10 @@ def frozen_features(extractor: nn.Module, images: Sequence[torch.Tensor], calibr
             raise UserError(f"param 'probe.grid' is {grid} but the extractor has no adaptive pooling layer to "
                             f"widen: set probe.grid=1")
         model = GridFeatures(model, pool, grid)
-    if channels_last(device, precision):
+    if channels_last(device, "fp32"):
         model = model.to(memory_format=torch.channels_last)
-    recalibrate_bn(model, chunks(calibration, batch_size, transform), device, precision)
-    return [predict(model, chunks(x, batch_size, transform), device, precision=precision).numpy() for x in images]
+    recalibrate_bn(model, chunks(calibration, batch_size, transform), device, "fp32")
+    return [predict(model, chunks(x, batch_size, transform), device, precision="fp32").numpy() for x in images]
 
 
 class GridFeatures(nn.Module):

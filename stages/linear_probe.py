@@ -20,7 +20,6 @@ from selfsup import paths
 from selfsup.augment import normalize
 from selfsup.data import labelled_images, load_dataset
 from selfsup.devices import announce, describe_device, device_from_params, seed_everything
-from selfsup.engine import resolve_precision
 from selfsup.files import save_json
 from selfsup.linear_eval import frozen_features, linear_probe
 from selfsup.models import build_extractor, load_extractor
@@ -32,8 +31,7 @@ def main(seed: int) -> None:
     start = time.perf_counter()
     params = load_params()
     device = device_from_params(params)
-    precision = resolve_precision(param(params, "precision"), device)
-    announce(f"linear_probe seed {seed}", device, precision)
+    announce(f"linear_probe seed {seed}", device, "fp32")  # probe features are fp32 whatever `precision` says
     cs = param(params, "probe.C")  # lists' items are checked with every param (selfsup/schema.py)
     max_iter = param(params, "probe.max_iter")
     batch = param(params, "probe.batch_size")
@@ -51,7 +49,7 @@ def main(seed: int) -> None:
 
     def probe(extractor: torch.nn.Module) -> dict:
         feats = frozen_features(extractor, images, calibration, batch, lambda x: normalize(x, mean, std), device,
-                                precision, grid)
+                                grid)
         return linear_probe(*zip(feats, labels), cs=cs, n_classes=n_classes, max_iter=max_iter)
 
     seed_everything(seed)

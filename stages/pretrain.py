@@ -67,7 +67,7 @@ def main(seed: int) -> None:
         # patches for context): the probe re-estimates them on the probe images (labels unused) in a copy,
         # as fine-tuning in train mode would.
         feats, = frozen_features(trainer.model.extractor, [probe_images], probe_images, recipe.eval_batch_size,
-                                 lambda x: normalize(x, mean, std), device, stage.precision)
+                                 lambda x: normalize(x, mean, std), device)
         return linear_probe_accuracy(feats, probe_labels, seed)
 
     def heldout() -> dict[str, float]:

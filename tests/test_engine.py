@@ -139,16 +139,17 @@ def test_bf16_and_fp32_runs_reach_the_same_validation_f1():
     assert logits16.dtype == logits32.dtype == torch.float32  # outputs leave in fp32 whatever the precision
 
 
-def test_precision_auto_on_a_cpu_is_fp32_and_bf16_is_opt_in(monkeypatch, tmp_path, capsys):
-    """auto is fp32 on every CPU, whatever its instructions and on every call (bf16 there is faster where the
-    CPU has bf16 instructions but not reproducible run to run); an explicit bf16 is kept, with a warning
-    where the CPU would emulate it."""
+def test_precision_auto_on_a_cpu_follows_its_bf16_instructions(monkeypatch, tmp_path, capsys):
+    """auto on a CPU is bf16 where it has bf16 instructions and fp32 where it has none, the same on every call
+    (read from the flags, never timed); an explicit bf16 is kept, with a warning where the CPU would emulate
+    it."""
     from selfsup import engine
     cpu = torch.device("cpu")
     has_bf16 = engine.cpu_has_bf16
-    for instructions in (False, True):
+    for instructions, expected in ((False, "fp32"), (True, "bf16")):
         monkeypatch.setattr(engine, "cpu_has_bf16", lambda has=instructions: has)
-        assert {engine.resolve_precision("auto", cpu) for _ in range(3)} == {"fp32"}
+        assert {engine.resolve_precision("auto", cpu) for _ in range(3)} == {expected}
+        assert engine.resolve_precision("fp32", cpu) == "fp32"
     assert engine.resolve_precision("bf16", cpu) == "bf16" and "warning" not in capsys.readouterr().err
     monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
     assert engine.resolve_precision("bf16", cpu) == "bf16"

@@ -17,6 +17,7 @@ import pytest
 import torch
 import yaml
 
+from selfsup.engine import cpu_has_bf16
 from selfsup.resume import Resume, fingerprint, loaded_code, rng_state, set_rng_state
 from tests.synthetic import stage_workspace
 
@@ -169,13 +170,24 @@ def test_rng_states_round_trip_through_weights_only(tmp_path):
     assert first[:4] == again[:4] and torch.equal(first[4], again[4]) and torch.equal(first[5], again[5])
 
 
-def test_same_seed_gives_identical_metrics_on_cpu(workspace):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_gives_identical_metrics_on_cpu(workspace, precision):
+    # bf16 autocast too (what `auto` picks on a CPU with bf16 instructions): the same kernels on the same
+    # machine give the same run
+    if precision == "bf16" and not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 instructions (bf16 would be emulated)")
     ws = workspace
     args, _, outputs, live = STAGES["finetune"]
+    original = (ws / "params.yaml").read_text()
     runs = []
-    for _ in range(2):
-        subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True)
-        runs.append((histories(ws / live), summary(ws / live)))
+    try:
+        (ws / "params.yaml").write_text(yaml.safe_dump({**yaml.safe_load(original), "precision": precision}))
+        for _ in range(2):
+            proc = subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True, text=True)
+            assert f"precision {precision}" in proc.stderr
+            runs.append((histories(ws / live), summary(ws / live)))
+    finally:
+        (ws / "params.yaml").write_text(original)
     assert runs[0] == runs[1]
 
 
