@@ -107,6 +107,10 @@ def test_controls_replace_one_patch_with_another_images_at_the_same_place():
         where, truth = decode(pairs), decode(real)
         assert torch.equal(where[:, swapped, :2], truth[:, swapped, :2])  # the same place...
         assert torch.equal(where[:, swapped, 2], torch.arange(64).roll(1).float())  # ...of the previous image
+    # other_pair_centre: the previous pair's centre, as that pair cut it (its image, its place)
+    pairs, same = task.control_batch(images, torch.Generator().manual_seed(5), "other_pair_centre")
+    assert torch.equal(same, labels) and torch.equal(pairs[:, 1], real[:, 1])
+    assert torch.equal(pairs[:, 0], real[:, 0].roll(1, 0))
 
 
 def test_a_geometry_that_does_not_fit_is_a_user_error():
@@ -171,6 +175,8 @@ def test_controls_expose_a_position_shortcut_and_credit_a_relation():
     assert shortcut["control_other_centre"] == shortcut["control_other_neighbour"] == 1.0
     # ...a solution that needs both patches of one image falls to about chance (class 0 of 8)
     assert relation["control_other_centre"] < 0.2 and relation["control_other_neighbour"] < 0.2
+    # another pair's centre sits where another label put it: both solutions lose the relation between places
+    assert shortcut["control_other_pair_centre"] < 0.5 and relation["control_other_pair_centre"] < 0.2
     # and scoring against shuffled labels sits at chance for both
     for scores in (shortcut, relation):
         assert abs(scores["control_shuffled"] - 1 / 8) < 0.03

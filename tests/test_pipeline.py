@@ -149,7 +149,7 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
         assert pre_summary["pretext"]["images"] == 300 - split["validation_size"] == 270
         assert pre_summary["pretext"]["heldout_images"] == 30 and pre_summary["seed"] == s
     controls = compare["pretext"]["controls"]
-    assert set(controls) == {"other_centre", "other_neighbour", "shuffled"}
+    assert set(controls) == {"other_centre", "other_neighbour", "other_pair_centre", "shuffled"}
     assert all(0 <= v <= 1 for v in controls.values())
     for png in ("curves", "pretext", "examples", "confusion"):
         assert (repo / "plots" / f"{png}.png").stat().st_size > 5000

@@ -4,8 +4,12 @@ A centre patch and one of its 8 neighbours in a 3x3 grid are cut from an image; 
 predicts which of the 8 the neighbour is. On 32x32 images a whole 3x3 grid of informative patches does not
 fit, so only the two patches a pair needs are cut: the centre is placed anywhere the pair fits for the
 drawn label. That gives every label its own range of centre positions, a position prior a single patch
-could exploit; the `other_centre` and `other_neighbour` controls (centre or neighbour taken from another
-image) measure how much of the accuracy such single-patch cues explain.
+could exploit; the controls measure how much of the accuracy such single-patch cues explain:
+`other_centre` and `other_neighbour` take the centre or the neighbour from another image at the same place
+(so both places still follow the label: an upper bound on what position gives), `other_pair_centre` takes
+another pair's centre, cut at the place drawn for that pair (so only the neighbour and its place follow the
+label; a place-blind network would keep what the neighbour alone tells, a network that reads both places is
+misled: a lower bound).
 
 The shortcuts the paper found, and the ones 32x32 JPEG-re-encoded data adds, are closed as follows (params
 under `pretext.context`, geometry in selfsup/pretexts/grid.py):
@@ -84,7 +88,7 @@ class Context(PretextTask):
 
     name = "context"
     chance = 1 / 8
-    controls = ("other_centre", "other_neighbour")
+    controls = ("other_centre", "other_neighbour", "other_pair_centre")
 
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):
         super().__init__(params, image_size, mean, std)
@@ -125,7 +129,9 @@ class Context(PretextTask):
               ) -> Batch:
         """uint8 N x 3 x H x W -> pretext inputs N x 2 x 3 x P x P (centre, neighbour) and labels N. With a
         control, the centre (`other_centre`) or the neighbour (`other_neighbour`) of pair i is cut from image
-        i - 1 instead (at the same place), so only the other patch relates to the label."""
+        i - 1 instead (at the same place), so only the other patch relates to the label; with
+        `other_pair_centre` pair i gets pair i - 1's centre as that pair cut it (another image, at the place
+        drawn for another label), so only the neighbour, its content and its place, relates to the label."""
         n, dev = images_uint8.shape[0], images_uint8.device
         x = normalize(images_uint8, self.mean, self.std)
         if self.flip:
@@ -135,8 +141,10 @@ class Context(PretextTask):
         centre, neighbour, labels = sample_pair_positions(n, x.shape[-1], self.geo, generator, dev)
         own, other = torch.arange(n, device=dev), torch.arange(n, device=dev).roll(1)
         p = self.geo.patch_size
+        if control == "other_pair_centre":
+            centre = centre.roll(1, 0)
         patches = torch.cat([crop(x, centre[:, 0], centre[:, 1], p, p,
-                                  source=other if control == "other_centre" else own),
+                                  source=other if control in ("other_centre", "other_pair_centre") else own),
                              crop(x, neighbour[:, 0], neighbour[:, 1], p, p,
                                   source=other if control == "other_neighbour" else own)])
         patches = jitter_colour(patches, n, self.gray_prob, self.brightness, self.contrast, generator)
