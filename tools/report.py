@@ -257,17 +257,22 @@ def render(study: dict) -> str:
         cells = " | ".join(f"{fr['per_class_f1'][i][k]:.3f}" for fr in study["fractions"] for i in INITS)
         lines.append(f"| {cls} | {cells} |")
     pre = study["pretext"]
-    chance_text = f" (chance {pre['chance']:.3f})" if pre.get("chance") else ""
-    controls = "".join(f", control {name.replace('_', ' ')} {value:.3f}"
-                       for name, value in pre.get("controls", {}).items())
     lines += ["", f"**Pretext** ({pre['task']}, mean over the {n} seeds' pretrainings): final training "
-              f"{pre['metric']} {pre['final_train']:.3f}, held-out {pre['final_heldout']:.3f}{chance_text}{controls}; "
+              f"{pre['metric']} {pre['final_train']:.3f}, {pretext_heldout(pre)}; "
               f"per-epoch probe on validation images: random extractor {pre['probe_random_extractor']:.3f}, "
               f"pretrained {pre['probe_pretrained_extractor']:.3f}.",
               "", "**What holds.** " + verdict(study), "",
               f"![label efficiency](../{FIGURES['label_efficiency'].as_posix()})",
               f"![validation curves per fraction](../{FIGURES['curves'].as_posix()})"]
     return "\n".join(lines) + "\n"
+
+
+def pretext_heldout(pre: dict) -> str:
+    """The pretext's held-out score beside its shortcut controls (docs/pretexts.md says what each removes)."""
+    chance_text = f" (chance {pre['chance']:.3f})" if pre.get("chance") else ""
+    controls = "".join(f", control {name.replace('_', ' ')} {value:.3f}"
+                       for name, value in pre.get("controls", {}).items())
+    return f"held-out {pre['metric']} {pre['final_heldout']:.3f}{chance_text}{controls}"
 
 
 def primary_table(study: dict) -> list[str]:
@@ -290,6 +295,9 @@ def render_answer(study: dict) -> str:
              f"[{study['confidence']:.0%} t interval]; difference = pretrained - scratch, paired over seeds.",
              ""] + primary_table(study) + [
         "", verdict(study), "",
+        f"Pretext `{study['pretext']['task']}`, mean over the seeds' pretrainings: "
+        f"{pretext_heldout(study['pretext'])} ([docs/pretexts.md](docs/pretexts.md): what each control removes).",
+        "",
         f"Profile `{study['profile']}` ({study['model']}), {d['origin']}, seeds {study['seeds']}, device "
         f"{study['device']}, code at commit `{study['commit']}`, {_minutes(study['wall_seconds'])} of stage wall "
         f"time. Everything else (the four questions per fraction, every metric, per-class F1, the pretext): "
