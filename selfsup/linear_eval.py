@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from selfsup.engine import channels_last, chunks, classification_metrics, predict, recalibrate_bn
-from selfsup.models import last_adaptive_pool
+from selfsup.models import PoolInput, last_adaptive_pool
 from selfsup.params import UserError
 
 # The per-epoch monitor of pretraining: fixed, not params, so that changing the `probe` params (the
@@ -71,16 +71,10 @@ class GridFeatures(nn.Module):
         super().__init__()
         self.extractor = extractor
         self.reduce = type(pool)(grid)
-        self._map: torch.Tensor | None = None
-        pool.register_forward_pre_hook(self._keep_map)
-
-    def _keep_map(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        self._map = args[0]
+        self._pool_input = PoolInput(pool)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        self.extractor(images)
-        maps, self._map = self._map, None
-        return self.reduce(maps).flatten(1)
+        return self.reduce(self._pool_input.read(lambda: self.extractor(images))).flatten(1)
 
 
 def _fit(x: np.ndarray, y: np.ndarray, c: float, max_iter: int):

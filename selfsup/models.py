@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -89,6 +90,31 @@ def last_adaptive_pool(module: nn.Module) -> nn.AdaptiveAvgPool2d | nn.AdaptiveM
     (None if it has none): spatial fusion and the grid probe read the map it receives."""
     pools = [m for m in module.modules() if isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d))]
     return pools[-1] if pools else None
+
+
+class PoolInput:
+    """The map a pool (see `last_adaptive_pool`) receives, read through a forward pre-hook: `read(run)`
+    calls `run()` and returns the pool's input from that call; outside `read` the hook keeps nothing, so
+    the model runs alone (the per-epoch probe) without holding a map. A plain object, not a module: a
+    deep copy of the model copies this small reader, not whatever owns it."""
+
+    def __init__(self, pool: nn.Module):
+        self._map: torch.Tensor | None = None
+        self._reading = False
+        pool.register_forward_pre_hook(self._keep)
+
+    def _keep(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        if self._reading:
+            self._map = args[0]
+
+    def read(self, run: Callable[[], object]) -> torch.Tensor:
+        self._reading = True
+        try:
+            run()
+        finally:
+            self._reading = False
+        maps, self._map = self._map, None
+        return maps
 
 
 def build_extractor(arch: str, stem: str, image_size: int | None = None) -> tuple[nn.Module, int]:

@@ -192,9 +192,9 @@ def test_spatial_fusion_sees_where_a_feature_sits_in_each_patch():
     pairs = torch.randn(4, 2, 3, 28, 28)
     assert net(pairs).shape == (4, 8)
     net.extractor(torch.randn(3, 3, 28, 28))
-    assert net._map is None
+    assert net._pool_input._map is None
     maps = net._feature_maps(pairs.flatten(0, 1))
-    assert maps.shape == (8, 128, 3, 3) and net._map is None  # the map the global pool would have reduced
+    assert maps.shape == (8, 128, 3, 3) and net._pool_input._map is None  # the map the global pool would have reduced
     assert set(net.extractor.state_dict()) == set(build_extractor("nets.fast_cnn:build", "cifar")[0].state_dict())
 
 

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,20 @@ def env(ws: Path) -> dict:
 def workspace(tmp_path_factory) -> Path:
     return stage_workspace(tmp_path_factory.mktemp("resume"), pretext={"epochs": 4, "lr": 0.01},
                            finetune={"epochs": 4, "lr": 0.01})
+
+
+@contextmanager
+def edited_params(ws: Path, edit: Callable[[dict], None]) -> Iterator[None]:
+    """The workspace's params.yaml changed by `edit` (in place) for the block, restored after it."""
+    path = ws / "params.yaml"
+    original = path.read_text()
+    params = yaml.safe_load(original)
+    edit(params)
+    path.write_text(yaml.safe_dump(params))
+    try:
+        yield
+    finally:
+        path.write_text(original)
 
 
 def histories(live: Path) -> dict[str, list[str]]:
@@ -178,16 +194,12 @@ def test_same_seed_gives_identical_metrics_on_cpu(workspace, precision):
         pytest.skip("this CPU has no bf16 instructions (bf16 would be emulated)")
     ws = workspace
     args, _, outputs, live = STAGES["finetune"]
-    original = (ws / "params.yaml").read_text()
     runs = []
-    try:
-        (ws / "params.yaml").write_text(yaml.safe_dump({**yaml.safe_load(original), "precision": precision}))
+    with edited_params(ws, lambda params: params.update(precision=precision)):
         for _ in range(2):
             proc = subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True, text=True)
             assert f"precision {precision}" in proc.stderr
             runs.append((histories(ws / live), summary(ws / live)))
-    finally:
-        (ws / "params.yaml").write_text(original)
     assert runs[0] == runs[1]
 
 
@@ -207,19 +219,16 @@ def test_streamed_images_give_the_same_run_as_images_on_the_device(workspace, na
     # of a device copy, prefetching the next one; same batches, same order, so the same run
     ws = workspace
     args, _, outputs, live = STAGES[name]
-    original = (ws / "params.yaml").read_text()
     runs = []
-    try:
-        for mode in ("never", "always"):
-            params = yaml.safe_load(original)
+    for mode in ("never", "always"):
+        def edit(params: dict, mode: str = mode) -> None:
             params["stream"] = mode
             params["pretext"]["epochs"] = params["finetune"]["epochs"] = 2  # enough to compare, CI-cheap
-            (ws / "params.yaml").write_text(yaml.safe_dump(params))
+
+        with edited_params(ws, edit):
             subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True)
-            result = summary(ws / live)
-            section = result["pretext"] if name == "pretrain" else result["best"]
-            assert section.pop("streamed") == (mode == "always")  # the summary says which it was
-            runs.append((histories(ws / live), result))
-    finally:
-        (ws / "params.yaml").write_text(original)
+        result = summary(ws / live)
+        section = result["pretext"] if name == "pretrain" else result["best"]
+        assert section.pop("streamed") == (mode == "always")  # the summary says which it was
+        runs.append((histories(ws / live), result))
     assert runs[0] == runs[1]

@@ -18,7 +18,7 @@ from torch import nn
 
 from selfsup.distributed import Dist
 from selfsup.engine import Batch, classification_criterion, index_batches
-from selfsup.models import last_adaptive_pool
+from selfsup.models import PoolInput, last_adaptive_pool
 from selfsup.params import UserError
 
 
@@ -76,8 +76,6 @@ class SpatialPairHead(nn.Module):
     a 1x1 convolution and flattened with their positions, so the head sees where in each patch a feature
     sits (pooled late fusion cannot: it keeps what, not where). Inputs: N x 2 x 3 x P x P."""
 
-    _capturing = False  # the hook keeps a map only while this head runs the extractor (not for the probe)
-
     def __init__(self, extractor: nn.Module, patch_size: int, classes: int, width: int = 128, hidden: int = 512):
         super().__init__()
         self.extractor = extractor
@@ -85,8 +83,7 @@ class SpatialPairHead(nn.Module):
         if pool is None:
             raise UserError("param 'pretext.context.fusion' is 'spatial' but the extractor has no global "
                             "adaptive pooling layer to fuse before: use fusion=pooled")
-        self._map: torch.Tensor | None = None
-        pool.register_forward_pre_hook(self._keep_map)
+        self._pool_input = PoolInput(pool)  # keeps a map only while this head runs the extractor
         with torch.no_grad():
             was_training = extractor.training
             extractor.eval()
@@ -96,18 +93,8 @@ class SpatialPairHead(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(width * h * w, hidden), nn.ReLU(inplace=True),
                                   nn.Linear(hidden, classes))
 
-    def _keep_map(self, _module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        if self._capturing:
-            self._map = args[0]
-
     def _feature_maps(self, images: torch.Tensor) -> torch.Tensor:
-        self._capturing = True
-        try:
-            self.extractor(images)
-        finally:
-            self._capturing = False
-        maps, self._map = self._map, None
-        return maps
+        return self._pool_input.read(lambda: self.extractor(images))
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         n = pairs.shape[0]
