@@ -24,6 +24,17 @@ def labelled(seed: int) -> Path:
     return splits(seed) / "labelled.npy"
 
 
+def split_counts(seed: int) -> Path:
+    return splits(seed) / "counts.json"
+
+
+def split_files(seed: int) -> list[Path]:
+    """The split stage's outputs, declared file by file in dvc.yaml: the pretraining depends on the validation
+    file alone, and DVC can only restore a dep inside a directory output if it can read that directory's
+    listing from the cache (a fresh clone's committed dvc.lock names listings its cache does not hold)."""
+    return [validation(seed), labelled(seed), split_counts(seed)]
+
+
 def pretrained(seed: int) -> Path:
     return Path(f"models/pretrained/seed{seed}.pt")
 

@@ -34,7 +34,7 @@ def main(seed: int) -> None:
         "pool_size": int(len(labels) - len(validation)),
         "validation_per_class": class_counts(labels, validation, dataset.classes),
         "labelled_per_class": class_counts(labels, labelled, dataset.classes),
-    }, paths.splits(seed) / "counts.json")
+    }, paths.split_counts(seed))
     print(f"split seed {seed}: {len(validation)} validation, {len(labelled)} labelled ({fraction:.0%} of the pool)")
 
 
@@ -42,4 +42,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, required=True, help="one of the `seeds` param (dvc.yaml passes each)")
     args = parser.parse_args()
-    run_stage(lambda: main(args.seed), outputs=[paths.splits(args.seed)])
+    run_stage(lambda: main(args.seed), outputs=paths.split_files(args.seed))

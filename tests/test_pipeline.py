@@ -360,3 +360,20 @@ def test_a_team_shares_the_study_through_a_dvc_remote(study, tmp_path):
     listing = ["dvc", "exp", "list", "--all-commits", "--name-only"]
     names = sorted(run(listing, repo).stdout.split())
     assert names and sorted(run(listing, clone).stdout.split()) == names
+
+
+def test_a_fresh_clone_restores_stages_from_its_run_cache(study, tmp_path):
+    # A user clones (no `dvc pull`): the committed dvc.lock names outputs this clone's cache lacks. After one
+    # run, a second experiment from the commit (as `dvc queue` and `--temp` run them, on the committed lock)
+    # must restore its split and pretraining from the run-cache, not fail on the lock's missing listings.
+    repo, _ = study
+    clone = tmp_path / "fresh"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    shutil.copy2(repo / "conf" / "machine" / "local.yaml", clone / "conf" / "machine" / "local.yaml")
+    unlike_the_lock = ["-S", "profile=tiny", "-S", "fraction=0.3", "-S", "pretext.epochs=2", "pretrain@0"]
+    first = run(["dvc", "exp", "run", *unlike_the_lock], clone)
+    assert "Running stage 'pretrain@0'" in first.stdout, first.stdout
+    again = run(["dvc", "exp", "run", "--temp", *unlike_the_lock], clone)
+    for stage in ("split@0", "pretrain@0"):
+        assert f"Stage '{stage}' is cached" in again.stdout, again.stdout
+    assert "Running stage" not in again.stdout, again.stdout
