@@ -41,6 +41,15 @@ def test_own_network_by_module_and_function():
         build_extractor("nets.small_cnn:missing", "cifar")
 
 
+def test_the_cpu_profiles_backbone_is_fast_cnn_at_half_width():
+    full, full_dim = build_extractor("nets.fast_cnn:build", "cifar", 32)
+    half, half_dim = build_extractor("nets.fast_cnn:half", "cifar", 32)
+    assert (full_dim, half_dim) == (128, 64)
+    weights = [sum(p.numel() for p in net.parameters()) for net in (full, half)]
+    assert 3.5 < weights[0] / weights[1] < 4.5  # every width halved: about a quarter of the weights
+    assert half(torch.randn(2, 3, 32, 32)).shape == (2, 64)
+
+
 def test_unsupported_networks_say_why():
     with pytest.raises(UserError, match="cannot take 32px images"):
         build_extractor("vit_b_16", "imagenet", 32)

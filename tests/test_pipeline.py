@@ -283,7 +283,8 @@ def test_bad_param_fails_in_one_line_and_writes_nothing(study):
     assert proc.returncode != 0
     assert "error: param 'fraction' is 1.5: must be <= 1" in proc.stderr + proc.stdout
     failed = re.search(r"Running stage 'split@(\d+)'", proc.stdout).group(1)  # the first to run, and fail
-    assert not (repo / "data" / "splits" / f"seed{failed}").exists()  # it left no half-written output
+    split = repo / "data" / "splits" / f"seed{failed}"
+    assert not split.exists() or not any(split.iterdir())  # it left no half-written output
 
 
 def test_report_collects_the_fractions_into_the_readme(study):
@@ -373,6 +374,7 @@ def test_a_fresh_clone_restores_stages_from_its_run_cache(study, tmp_path):
     unlike_the_lock = ["-S", "profile=tiny", "-S", "fraction=0.3", "-S", "pretext.epochs=2", "pretrain@0"]
     first = run(["dvc", "exp", "run", *unlike_the_lock], clone)
     assert "Running stage 'pretrain@0'" in first.stdout, first.stdout
+    run(["git", "checkout", "-q", "--", "."], clone)  # back to the commit's dvc.lock, as a queued run from it
     again = run(["dvc", "exp", "run", "--temp", *unlike_the_lock], clone)
     for stage in ("split@0", "pretrain@0"):
         assert f"Stage '{stage}' is cached" in again.stdout, again.stdout
