@@ -52,6 +52,42 @@ def test_a_sweep_varies_the_recipe_only():
         build([a])
 
 
+def test_an_earlier_sweep_is_extended_by_new_trials_of_the_same_recipe():
+    old = build([
+        experiment("lr-0.1", 0.1, {"scratch": [0.70, 0.72], "pretrained": [0.68, 0.70]}, {"scratch": [0.1, 0.1],
+                   "pretrained": [0.1, 0.1]}),
+        experiment("lr-0.2", 0.2, {"scratch": [0.69, 0.71], "pretrained": [0.72, 0.74]}, {"scratch": [0.1, 0.1],
+                   "pretrained": [0.1, 0.1]}),
+    ])
+    old = json.loads(json.dumps(old))  # as read back from metrics/tuning.json
+    for t in old["trials"]:
+        del t["recipe"]  # a file written before trials carried their recipe is taken as it is
+    # one new trial at the top of the grid, and a repeat of lr 0.2: the new run replaces the earlier one
+    new = [experiment("lr-0.4", 0.4, {"scratch": [0.74, 0.76], "pretrained": [0.70, 0.70]},
+                      {"scratch": [0.1, 0.1], "pretrained": [0.1, 0.1]}),
+           experiment("lr-0.2b", 0.2, {"scratch": [0.69, 0.71], "pretrained": [0.72, 0.74]},
+                      {"scratch": [0.1, 0.1], "pretrained": [0.1, 0.1]})]
+    tuning = build(new, old)
+    assert [t["experiment"] for t in tuning["trials"]] == ["lr-0.1", "lr-0.2b", "lr-0.4"]
+    assert tuning["trials_per_init"] == {"scratch": 3, "pretrained": 3}
+    assert tuning["chosen"] == {"scratch": "lr-0.4", "pretrained": "lr-0.2b"}
+    table = render(tuning)
+    assert "| lr-0.1 (earlier) | 0.1 | 0.7100 ± 0.0141 |" in table and "| lr-0.4 | 0.4 | **0.7500**" in table
+    assert "from an earlier sweep" in table
+    assert build(new[:1], old)["varied"] == ["lr"]  # one new experiment extends the sweep's keys
+    # the earlier sweep must be the same study: fraction, seeds, the rest of the recipe
+    with pytest.raises(UserError, match="fraction 0.1, the new experiments ran at 0.5"):
+        build([experiment("x", 0.4, {"scratch": [0.7, 0.7], "pretrained": [0.7, 0.7]},
+                          {"scratch": [0.7, 0.7], "pretrained": [0.7, 0.7]}, fraction=0.5)], old)
+    with pytest.raises(UserError, match="different numbers of seeds"):
+        build([experiment("x", 0.4, {"scratch": [0.7], "pretrained": [0.7]},
+                          {"scratch": [0.7], "pretrained": [0.7]})], old)
+    longer = build(new, None)
+    longer["trials"][0]["recipe"]["epochs"] = 12
+    with pytest.raises(UserError, match="differs from the new ones in finetune.epochs"):
+        build(new[1:], json.loads(json.dumps(longer)))
+
+
 def test_the_committed_tuning_table_is_what_metrics_tuning_json_holds():
     tuning = json.loads((ROOT / TUNING_JSON).read_text())
     assert readme_section((ROOT / "docs" / "results.md").read_text(), BEGIN, END) == render(tuning), \

@@ -3,19 +3,23 @@
     dvc exp run --queue -S profile=cpu -S fraction=0.1 -S 'finetune.lr=0.05,0.1,0.2'   # one experiment per value
     dvc queue start
     python -m tools.tune --exp <names...>       # or: every experiment of the current commit
+    python -m tools.tune --exp <new...> --earlier metrics/tuning.json   # extend an earlier sweep
 
 Each experiment of the sweep fine-tunes both inits on every seed, so every setting is one trial for scratch and
 one for pretrained: the inits get the same number of trials by construction. The experiments must differ only
 in `finetune.*` (the tuned recipe) and the hardware knobs. For each init the chosen setting is the one with the
 highest mean validation macro-F1 of the validation-selected epoch over the seeds; test metrics are never read.
-Writes metrics/tuning.json and its table (`render`, a pure function of it: a test checks the two agree) into
-docs/results.md between the tuning markers, and prints the table; the chosen values go into the profile by hand
-(conf/profile/*.yaml), and the regenerated study reports them.
+`--earlier` keeps the trials of an earlier tuning.json whose setting no new experiment repeats (marked
+"earlier" in the table), so a sweep can be extended after its experiments are gone; they must be at the same
+fraction, vary the same keys and have as many seeds. Writes metrics/tuning.json and its table (`render`, a pure
+function of it: a test checks the two agree) into docs/results.md between the tuning markers, and prints the table;
+the chosen values go into the profile by hand (conf/profile/*.yaml), and the regenerated study reports them.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +36,19 @@ FREE = ("finetune", "device", "nproc", "compile", "stream", "precision")  # may 
 SELECT_ON = "best_val_f1_macro"  # validation macro-F1 of the validation-selected epoch
 
 
-def build(experiments: list[dict]) -> dict:
-    """The trials (one per experiment), each init's mean validation score per trial, and each init's choice."""
-    if len(experiments) < 2:
+def build(experiments: list[dict], earlier: dict | None = None) -> dict:
+    """The trials (one per experiment, plus those kept from `earlier`), each init's mean validation score per
+    trial, and each init's choice."""
+    if not experiments or len(experiments) + len(earlier["trials"] if earlier else []) < 2:
         raise UserError("tuning compares settings: give two or more experiments (--exp a b ...)")
     check_same_study(experiments, FREE, "a sweep varies the fine-tune recipe only")
     settings = [flatten(e["params"]["finetune"]) for e in experiments]
     varied = sorted(k for k in settings[0] if len({str(s.get(k)) for s in settings}) > 1)
+    if earlier:  # the earlier sweep names the tuned keys; the new experiments may vary fewer of them
+        if not set(varied) <= set(earlier["varied"]):
+            raise UserError(f"the new experiments vary {', '.join(varied)}, --earlier tuned "
+                            f"{', '.join(earlier['varied'])}: extend a sweep over the same keys")
+        varied = earlier["varied"]
     trials = []
     for exp, setting in zip(experiments, settings):
         runs = exp["compare"]["runs"]
@@ -48,13 +58,35 @@ def build(experiments: list[dict]) -> dict:
             "validation_sd": {init: float(np.std([r[SELECT_ON] for r in runs[init]], ddof=1))
                               if len(runs[init]) > 1 else None for init in INITS},
             "seeds": len(runs["scratch"]),
+            "recipe": setting,  # the whole fine-tune recipe: what `--earlier` checks a later sweep against
         })
+    if earlier:
+        trials += kept_trials(earlier, trials, varied, experiments[0]["params"]["fraction"])
     trials.sort(key=lambda t: [(0, v, "") if isinstance(v, (int, float)) else (1, 0, str(v))
                                for v in (t["setting"][k] for k in varied)])  # the table in setting order
     chosen = {init: max(trials, key=lambda t, i=init: t["validation"][i])["experiment"] for init in INITS}
     return {"varied": varied, "trials": trials, "trials_per_init": {init: len(trials) for init in INITS},
             "chosen": chosen, "same_choice": len(set(chosen.values())) == 1, "selected_on": SELECT_ON,
             "fraction": experiments[0]["params"]["fraction"]}
+
+
+def kept_trials(earlier: dict, trials: list[dict], varied: list[str], fraction: float) -> list[dict]:
+    """The earlier sweep's trials that no new one repeats, after checking that they belong to the same sweep."""
+    if earlier["fraction"] != fraction:
+        raise UserError(f"--earlier tuned at fraction {earlier['fraction']}, the new experiments ran at {fraction}: "
+                        f"extend a sweep at the same fraction")
+    seeds = {t["seeds"] for t in trials + earlier["trials"]}
+    if len(seeds) > 1:
+        raise UserError(f"--earlier trials and the new ones have different numbers of seeds ({sorted(seeds)})")
+    fixed = {k: v for k, v in trials[0]["recipe"].items() if k not in varied}
+    for t in earlier["trials"]:  # trials written before the recipe was recorded are taken as they are
+        other = {k: v for k, v in t.get("recipe", fixed).items() if k not in varied}
+        if other != fixed:
+            differ = sorted(k for k in fixed.keys() | other.keys() if fixed.get(k) != other.get(k))
+            raise UserError(f"--earlier trial {t['experiment']} differs from the new ones in finetune."
+                            f"{', finetune.'.join(differ)}: a sweep varies only {', '.join(varied)}")
+    new = [t["setting"] for t in trials]
+    return [{**t, "earlier": True} for t in earlier["trials"] if t["setting"] not in new]
 
 
 def render(tuning: dict) -> str:
@@ -72,13 +104,16 @@ def render(tuning: dict) -> str:
     for t in tuning["trials"]:
         cells = [cell(t, i) for i in INITS]
         values = " | ".join(str(t["setting"][k]) for k in tuning["varied"])
-        lines.append(f"| {t['experiment']} | {values} | {cells[0]} | {cells[1]} |")
+        name = t["experiment"] + (" (earlier)" if t.get("earlier") else "")
+        lines.append(f"| {name} | {values} | {cells[0]} | {cells[1]} |")
     lines.append("")
     lines.append(f"{tuning['trials_per_init']['scratch']} trials per init at {tuning['fraction']:.0%} of the labels, "
                  f"{tuning['trials'][0]['seeds']} seeds each, chosen on validation only ({tuning['selected_on']}, "
                  f"mean ± standard deviation over seeds); "
                  + ("the same setting wins for both inits." if tuning["same_choice"]
-                    else "the inits prefer different settings."))
+                    else "the inits prefer different settings.")
+                 + (" Trials marked earlier come from an earlier sweep of the same study (`--earlier`)."
+                    if any(t.get("earlier") for t in tuning["trials"]) else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -86,9 +121,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--exp", nargs="+", help="the sweep's experiment names (default: those of --baseline)")
     parser.add_argument("--baseline", help="commit whose experiments form the sweep (default HEAD)")
+    parser.add_argument("--earlier", type=Path, help="an earlier metrics/tuning.json whose trials to keep")
     parser.add_argument("--results-doc", type=Path, default=RESULTS_DOC)
     args = parser.parse_args(argv)
-    tuning = build([read_experiment(r) for r in experiment_refs(args.baseline, args.exp)])
+    earlier = json.loads(args.earlier.read_text()) if args.earlier else None
+    tuning = build([read_experiment(r) for r in experiment_refs(args.baseline, args.exp)], earlier)
     table = render(tuning)
     doc = splice(args.results_doc.read_text(), table, BEGIN, END, args.results_doc)
     args.results_doc.write_text(doc)
