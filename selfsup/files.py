@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 
 @contextmanager
@@ -47,6 +46,8 @@ def save_npy(array: np.ndarray, path: Path | str) -> None:
 
 def save_torch(obj: Any, path: Path | str) -> None:
     with atomic_path(path) as tmp:
+        import torch  # here: the download and split stages need no torch
+
         torch.save(obj, tmp)
 
 

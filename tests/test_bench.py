@@ -21,7 +21,7 @@ def test_bench_reports_every_path(tmp_path):
     save_dataset(Dataset(images(labels, 0), labels, images(labels[:20], 1), labels[:20], CLASSES), tmp_path / "ds",
                  "synthetic")
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "tools.bench", "--arch", "resnet18", "--stem", "imagenet",
+    proc = subprocess.run([sys.executable, "-m", "tools.bench", "--arch", "nets.small_cnn:build", "--stem", "imagenet",
                            "--batch-size", "16", "--steps", "2", "--warmup", "1", "--repeats", "2", "--workers", "1",
                            "--device", "cpu", "--dataset", str(tmp_path / "ds"), "--json", str(out),
                            "--pretext", "context", "rotation", "--streamed"],

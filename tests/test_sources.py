@@ -14,11 +14,8 @@ from selfsup import data
 from selfsup.data import (
     OFFICIAL,
     Dataset,
-    ImageStore,
     fetch,
     folder_files,
-    image_bytes,
-    labelled_images,
     load_dataset,
     read_archive,
     read_cifar100,
@@ -26,8 +23,8 @@ from selfsup.data import (
     read_stl10,
     resize_batch,
     save_dataset,
-    should_stream,
 )
+from selfsup.image_store import ImageStore, image_bytes, labelled_images, should_stream
 from selfsup.params import UserError
 from tests.synthetic import CLASSES, cifar100_archive, image_folder, images, stl10_archive
 
@@ -155,7 +152,7 @@ def test_image_store_keeps_only_the_given_rows(tmp_path, stream):
 
 
 def test_prefetched_keeps_order_and_works_ahead():
-    from selfsup.data import prefetched
+    from selfsup.image_store import prefetched
     made, done = [], []
 
     def produce():
