@@ -78,6 +78,7 @@ def spec() -> dict[str, dict[str, Any]]:
         "pretext.simclr.color_strength": SHARE,
         "pretext.simclr.projection_dim": {"kind": int, "low": 1},
         "finetune.epochs": EPOCHS,
+        "finetune.epochs_by_fraction": {"kind": list},
         "finetune.batch_size": BATCH,
         "finetune.lr": POSITIVE,
         "finetune.weight_decay": DECAY,
@@ -121,9 +122,24 @@ def check_params(params: dict[str, Any]) -> None:
         values = param(params, key, list)
         if not values or not all(ok(v) for v in values):
             raise UserError(f"param '{key}' is {values!r}: expected a non-empty list of {what}")
+    check_epochs_by_fraction(params["finetune"]["epochs_by_fraction"])  # a list: checked above
     if len(set(params["seeds"])) != len(params["seeds"]):
         raise UserError(f"param 'seeds' is {params['seeds']!r}: the seeds must differ")
     if params["compile"] and params["nproc"] > 1:
         raise UserError(f"param 'compile' is true with nproc={params['nproc']}: torch.compile breaks its graph at "
                         f"every synced BatchNorm of a multi-process run, so it is slower, not faster; set compile "
                         f"false or nproc 1")
+
+
+def check_epochs_by_fraction(entries: list) -> None:
+    """`finetune.epochs_by_fraction`: [fraction, epochs] pairs, fraction in (0, 1], epochs >= 1, no fraction twice."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+    for entry in entries:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], NUMBER)
+                and not isinstance(entry[0], bool) and 0 < entry[0] <= 1 and is_int(entry[1]) and entry[1] >= 1):
+            raise UserError(f"param 'finetune.epochs_by_fraction' holds {entry!r}: expected [fraction, epochs] pairs "
+                            f"with 0 < fraction <= 1 and epochs >= 1, e.g. [[0.5, 16], [1.0, 32]]")
+    fractions = [float(e[0]) for e in entries]
+    if len(set(fractions)) != len(fractions):
+        raise UserError(f"param 'finetune.epochs_by_fraction' is {entries!r}: a fraction appears twice")

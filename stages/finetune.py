@@ -5,7 +5,8 @@ seed and number of optimiser steps; only the extractor's initial weights differ:
 the seed, `pretrained` loads the seed's own pretraining (models/pretrained/seed{seed}.pt). The head is drawn
 from the seed after that, so it starts identical for both inits of a seed (a paired comparison). An "epoch"
 is the number of steps of one pass over the full (100 %) labelled pool, whatever the fraction, so smaller
-fractions make more passes and every fraction trains for the same number of steps. Each epoch logs training
+fractions make more passes; the number of epochs is `finetune.epochs`, or the fraction's own entry in
+`finetune.epochs_by_fraction` (larger fractions need more steps to reach their plateau). Each epoch logs training
 and validation metrics only; validation macro-F1 picks the best epoch, and the test set is evaluated once,
 at the end, on that epoch's weights.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from selfsup.devices import describe_device, device_generator, seed_everything
 from selfsup.distributed import run_parallel_stage
 from selfsup.engine import chunks, classification_metrics
 from selfsup.files import atomic_path, save_torch
+from selfsup.finetune_budget import finetune_epochs
 from selfsup.models import Classifier, build_extractor, load_extractor
 from selfsup.params import param
 from selfsup.resume import fingerprint
@@ -52,7 +55,7 @@ def write_predictions(path: Path, indices: np.ndarray, labels: np.ndarray, preds
 def main(init: str, seed: int) -> None:
     stage = TrainingStage.start(f"finetune {init} seed {seed}")
     params, device, dist = stage.params, stage.device, stage.dist
-    recipe = Recipe.read(params, "finetune")
+    recipe = dataclasses.replace(Recipe.read(params, "finetune"), epochs=finetune_epochs(params))
     arch, stem = param(params, "model.arch"), param(params, "model.stem")
     model_path, live_dir = outputs(init, seed)
 

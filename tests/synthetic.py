@@ -104,7 +104,7 @@ def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: 
 
 
 def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
-    """A directory to run stage scripts in directly (`python -m stages.X`): a copy of stages/ and selfsup/, a CPU params.yaml
+    """A directory to run stage scripts in directly (`python -m stages.X`): a copy of stages/, selfsup/ and nets/, a CPU params.yaml
     with these pretext/finetune overrides, and a tiny dataset already downloaded and split."""
     import os
     import shutil
@@ -117,11 +117,11 @@ def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
     archive = tmp / "tiny.tar.gz"
     md5 = cifar_archive(archive, n_train=300, n_test=100)
     ws = tmp / "ws"
-    for package in ("stages", "selfsup"):
+    for package in ("stages", "selfsup", "nets"):
         shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"].update(url=str(archive), md5=md5)
-    params["model"]["stem"] = "imagenet"
+    params["model"].update(arch="nets.fast_cnn:half", stem="cifar")  # the cpu profile's network: cheap
     params["device"] = "cpu"
     params["pretext"].update({"batch_size": 64, "probe_size": 40, "eval_batch_size": 64, **pretext})
     params["finetune"].update({"batch_size": 32, "eval_batch_size": 64, **finetune})

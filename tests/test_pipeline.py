@@ -30,7 +30,8 @@ seeds: [0, 1]
 probe:
   C: [0.1, 1.0]
 model:
-  stem: imagenet
+  arch: nets.fast_cnn:half   # the cpu profile's network: a stage run here is mostly its imports
+  stem: cifar
 pretext:
   epochs: 1
   batch_size: 64
@@ -157,7 +158,7 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
     assert curves[0].startswith("epoch,scratch_val_f1_macro") and len(curves) == 4
     assert len((repo / "metrics" / "compare" / "predictions_scratch.csv").read_text().splitlines()) == 201
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert params["profile_name"] == "tiny" and params["model"]["stem"] == "imagenet"
+    assert params["profile_name"] == "tiny" and params["model"]["arch"] == "nets.fast_cnn:half"
 
 
 def test_second_repro_is_a_no_op_and_shows_plots(study):

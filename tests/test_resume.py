@@ -232,3 +232,17 @@ def test_streamed_images_give_the_same_run_as_images_on_the_device(workspace, na
         assert section.pop("streamed") == (mode == "always")  # the summary says which it was
         runs.append((histories(ws / live), result))
     assert runs[0] == runs[1]
+
+
+def test_the_fractions_own_budget_sets_the_fine_tune_epochs(workspace):
+    ws = workspace
+    args, _, outputs, live = STAGES["finetune"]
+
+    def budget(params: dict) -> None:
+        params["finetune"]["epochs_by_fraction"] = [[0.5, 7], [params["fraction"], 2]]  # this run's: 2, not 4
+
+    with edited_params(ws, budget):
+        subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True, text=True)
+    best = summary(ws / live)["best"]
+    assert best["steps"] == 2 * best["steps_per_epoch"]
+    assert len((ws / live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()) == 1 + 2

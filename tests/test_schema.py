@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from selfsup import data, engine, models, pretexts, schema
+from selfsup.finetune_budget import finetune_epochs
 from selfsup.params import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,3 +73,24 @@ def test_a_mistyped_key_suggests_the_right_one():
     del params["finetune"]["lr"]
     with pytest.raises(UserError, match="param 'finetune.lr' is missing"):
         schema.check_params(params)
+
+
+@pytest.mark.parametrize("entries,allowed", [
+    ([[0.5]], "expected \\[fraction, epochs\\] pairs"), ([[1.5, 8]], "0 < fraction <= 1"),
+    ([[0.5, 0]], "epochs >= 1"), ([[0.5, 2.5]], "epochs >= 1"), ([0.5], "pairs"),
+    ([[0.5, 8], [0.5, 16]], "a fraction appears twice"),
+])
+def test_a_bad_fine_tune_budget_per_fraction_names_the_param(entries, allowed):
+    with pytest.raises(UserError, match=f"param 'finetune.epochs_by_fraction' .*{allowed}"):
+        schema.check_params(with_value("finetune.epochs_by_fraction", entries))
+
+
+def test_the_fine_tune_budget_is_the_fractions_entry_else_epochs():
+    params = with_value("finetune.epochs_by_fraction", [[0.5, 16], [1, 32]])
+    params["finetune"]["epochs"] = 8
+    schema.check_params(params)
+    for fraction, epochs in ((0.1, 8), (0.5, 16), (1.0, 32), (0.25, 8)):
+        params["fraction"] = fraction
+        assert finetune_epochs(params) == epochs
+    del params["finetune"]["epochs_by_fraction"]  # an experiment made before the param existed
+    assert finetune_epochs(params) == 8

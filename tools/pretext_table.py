@@ -16,6 +16,7 @@ import argparse
 from pathlib import Path
 
 from selfsup.files import save_json
+from selfsup.finetune_budget import finetune_epochs
 from selfsup.stage import run_stage
 from tools.report import _ci, _p, check_same_study, dataset_name, experiment_refs, read_experiment, readme_section, splice
 
@@ -48,7 +49,7 @@ def build(experiments: list[dict]) -> dict:
         "fraction": params["fraction"],
         "labelled_size": experiments[0]["compare"]["labelled_size"],
         "profile": params.get("profile_name", "?"),
-        "pretext_epochs": params["pretext"]["epochs"], "finetune_epochs": params["finetune"]["epochs"],
+        "pretext_epochs": params["pretext"]["epochs"], "finetune_epochs": finetune_epochs(params),
         "dataset": dataset_name(data),
         "device": experiments[0]["compare"]["device"],
         "commit": experiments[0]["baseline"][:10],

@@ -29,6 +29,7 @@ import yaml
 from selfsup import figures, paths
 from selfsup.endpoints import LABELS, PRIMARY, PRIMARY_FRACTION
 from selfsup.files import save_json
+from selfsup.finetune_budget import finetune_epochs
 from selfsup.params import UserError
 from selfsup.stage import run_stage
 from selfsup.stats import holm
@@ -137,6 +138,7 @@ def build_study(experiments: list[dict]) -> dict:
         c = newest[f]["compare"]
         per_fraction.append({
             "fraction": f, "experiment": newest[f]["name"], "labelled_size": c["labelled_size"],
+            "finetune_epochs": finetune_epochs(newest[f]["params"]),
             "primary": f == PRIMARY_FRACTION,
             "tests": {key: {**t, "p_holm": None if (f, key) not in adjusted else adjusted[(f, key)]}
                       for key, t in tests[f].items()},
@@ -158,7 +160,6 @@ def build_study(experiments: list[dict]) -> dict:
         "secondary_tests": len(secondary),
         "pretext": first["compare"]["pretext"] | {"task": params["pretext"]["task"],
                                                    "epochs": params["pretext"]["epochs"]},
-        "finetune_epochs": params["finetune"]["epochs"],
         "dataset": {"source": data["source"],
                     "origin": dataset_name(data),
                     "md5": data.get("md5") if data["source"] == "cifar10" else None,
@@ -193,6 +194,14 @@ def _epochs(x: float | None) -> str:
     return "never" if x is None else f"{x:.1f}"
 
 
+def _budgets(study: dict) -> str:
+    """The fine-tune epochs: one number when every fraction has it, else each fraction's."""
+    epochs = [fr["finetune_epochs"] for fr in study["fractions"]]
+    if len(set(epochs)) == 1:
+        return str(epochs[0])
+    return ", ".join(f"{e} at {fr['fraction']:.0%}" for e, fr in zip(epochs, study["fractions"]))
+
+
 def _primary(study: dict) -> dict | None:
     return next((fr for fr in study["fractions"] if fr["primary"]), None)
 
@@ -208,7 +217,7 @@ def render(study: dict) -> str:
         + ", ".join(f"{fr['labelled_size']:,} at {fr['fraction']:.0%}" for fr in study["fractions"])
         + f"; {d['test_size']:,} test images. Profile `{study['profile']}` "
         f"({study['model']}, pretext epochs: {study['pretext']['epochs']}, fine-tune epochs: "
-        f"{study['finetune_epochs']}), seeds {study['seeds']}: each seed is a replicate with its own split, "
+        f"{_budgets(study)}), seeds {study['seeds']}: each seed is a replicate with its own split, "
         f"pretraining and fine-tunes. Code at commit `{study['commit']}`, experiments "
         + ", ".join(f"`{e}`" for e in study["experiments"])
         + f". Stage wall time, summed: {_minutes(study['wall_seconds'])} (pretraining "
