@@ -104,8 +104,8 @@ def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: 
 
 
 def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
-    """A directory to run stage scripts in directly (`python -m stages.X`): a copy of stages/, selfsup/ and nets/, a CPU params.yaml
-    with these pretext/finetune overrides, and a tiny dataset already downloaded and split."""
+    """A directory to run stage scripts in directly (`python -m stages.X`): a copy of stages/, selfsup/ and nets/, a
+    CPU params.yaml with these pretext/finetune overrides, and a tiny dataset already downloaded and split."""
     import os
     import shutil
     import subprocess

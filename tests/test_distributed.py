@@ -41,7 +41,7 @@ def set_params(workspace: Path, **top) -> None:
 def workspace(tmp_path_factory) -> Path:
     """The stage scripts and a tiny dataset and split, ready for pretrain/finetune."""
     return stage_workspace(tmp_path_factory.mktemp("ddp"), pretext={"epochs": 1, "lr": 0.01},
-                           finetune={"epochs": 2, "lr": 0.002})
+                           finetune={"epochs": 3, "lr": 0.01})
 
 
 def run_both(ws: Path, module: str, args: tuple[str, ...], outputs: list[str]) -> list[Path]:
