@@ -61,3 +61,11 @@ def test_readme_is_a_front_page():
     assert next(n for n, line in enumerate(lines) if line.startswith("| 10%")) < 40  # the primary endpoint's row
     for doc in sorted((ROOT / "docs").glob("*.md")):
         assert f"(docs/{doc.name})" in readme, f"README.md does not link docs/{doc.name}"
+
+
+def test_the_report_names_each_fractions_fine_tune_budget():
+    study = json.loads((ROOT / "metrics" / "study.json").read_text())
+    assert "fine-tune epochs: 8)" in render(study)  # the committed study: 8 at every fraction
+    for fraction, epochs in zip(study["fractions"], (32, 16, 8)):
+        fraction["finetune_epochs"] = epochs
+    assert "fine-tune epochs: 32 at 100%, 16 at 50%, 8 at 10%)" in render(study)
