@@ -30,6 +30,14 @@ TASKS = ["context", "reconstruction", "rotation", "jigsaw", "simclr"]  # selfsup
 PRECISIONS = ["auto", "bf16", "fp16", "fp32"]                       # selfsup.engine.PRECISIONS
 
 
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, NUMBER) and not isinstance(v, bool)
+
+
 @cache
 def spec() -> dict[str, dict[str, Any]]:
     """key -> keyword arguments of `selfsup.params.param` (`kind` first)."""
@@ -116,9 +124,8 @@ def check_params(params: dict[str, Any]) -> None:
             raise UserError(f"param '{key}' is not a param of this pipeline: {hint}(see README, 'Params')")
     for key in known:
         param(params, key)
-    for key, ok, what in (("seeds", lambda v: isinstance(v, int) and not isinstance(v, bool), "integers"),
-                          ("probe.C", lambda v: isinstance(v, NUMBER) and not isinstance(v, bool) and v > 0,
-                           "positive numbers")):
+    for key, ok, what in (("seeds", is_int, "integers"), ("probe.C", lambda v: is_number(v) and v > 0,
+                                                           "positive numbers")):
         values = param(params, key, list)
         if not values or not all(ok(v) for v in values):
             raise UserError(f"param '{key}' is {values!r}: expected a non-empty list of {what}")
@@ -133,11 +140,9 @@ def check_params(params: dict[str, Any]) -> None:
 
 def check_epochs_by_fraction(entries: list) -> None:
     """`finetune.epochs_by_fraction`: [fraction, epochs] pairs, fraction in (0, 1], epochs >= 1, no fraction twice."""
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
     for entry in entries:
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], NUMBER)
-                and not isinstance(entry[0], bool) and 0 < entry[0] <= 1 and is_int(entry[1]) and entry[1] >= 1):
+        if not (isinstance(entry, list) and len(entry) == 2 and is_number(entry[0]) and 0 < entry[0] <= 1
+                and is_int(entry[1]) and entry[1] >= 1):
             raise UserError(f"param 'finetune.epochs_by_fraction' holds {entry!r}: expected [fraction, epochs] pairs "
                             f"with 0 < fraction <= 1 and epochs >= 1, e.g. [[0.5, 16], [1.0, 32]]")
     fractions = [float(e[0]) for e in entries]
