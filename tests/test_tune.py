@@ -88,6 +88,27 @@ def test_an_earlier_sweep_is_extended_by_new_trials_of_the_same_recipe():
         build(new[1:], json.loads(json.dumps(longer)))
 
 
+def test_a_schedule_sweep_extends_an_earlier_learning_rate_sweep():
+    def trial(name, lr, warmup, val, by_fraction=()):
+        exp = experiment(name, lr, {"scratch": val, "pretrained": val}, {"scratch": [0.9, 0.9], "pretrained": [0.9, 0.9]})
+        exp["params"]["finetune"] |= {"warmup_epochs": warmup, "epochs_by_fraction": [list(p) for p in by_fraction]}
+        return exp
+    old = json.loads(json.dumps(build([trial("lr-0.1", 0.1, 0.2, [0.70, 0.70]), trial("lr-0.4", 0.4, 0.2, [0.72, 0.72])])))
+    del old["trials"][0]["recipe"]  # written before trials carried their recipe: it shares lr-0.4's
+    # the baseline repeated, now with a budget for other fractions (not this one's), and a longer warm-up
+    new = [trial("base", 0.4, 0.2, [0.72, 0.72], by_fraction=[(0.5, 16)]), trial("wu-1", 0.4, 1.0, [0.73, 0.73])]
+    tuning = build(new, old)
+    assert tuning["varied"] == ["lr", "warmup_epochs"]
+    assert [(t["experiment"], t["setting"]) for t in tuning["trials"]] == [
+        ("lr-0.1", {"lr": 0.1, "warmup_epochs": 0.2}), ("base", {"lr": 0.4, "warmup_epochs": 0.2}),
+        ("wu-1", {"lr": 0.4, "warmup_epochs": 1.0})]
+    assert tuning["chosen"] == {"scratch": "wu-1", "pretrained": "wu-1"}
+    assert "| lr-0.1 (earlier) | 0.1 | 0.2 | 0.7000 ± 0.0000 |" in render(tuning)
+    del old["trials"][1]["recipe"]  # nothing records the earlier warm-up: refused by name
+    with pytest.raises(UserError, match="trial lr-0.1 does not record one finetune.warmup_epochs"):
+        build(new, old)
+
+
 def test_the_committed_tuning_table_is_what_metrics_tuning_json_holds():
     tuning = json.loads((ROOT / TUNING_JSON).read_text())
     assert readme_section((ROOT / "docs" / "results.md").read_text(), BEGIN, END) == render(tuning), \

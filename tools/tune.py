@@ -11,7 +11,8 @@ in `finetune.*` (the tuned recipe) and the hardware knobs. For each init the cho
 highest mean validation macro-F1 of the validation-selected epoch over the seeds; test metrics are never read.
 `--earlier` keeps the trials of an earlier tuning.json whose setting no new experiment repeats (marked
 "earlier" in the table), so a sweep can be extended after its experiments are gone; they must be at the same
-fraction, vary the same keys and have as many seeds. Writes metrics/tuning.json and its table (`render`, a pure
+fraction and have as many seeds; a new sweep may vary another key of the recipe (the earlier trials' value of it is
+read from their recipe). Writes metrics/tuning.json and its table (`render`, a pure
 function of it: a test checks the two agree) into docs/results.md between the tuning markers, and prints the table;
 the chosen values go into the profile by hand (conf/profile/*.yaml), and the regenerated study reports them.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.files import save_json
+from selfsup.finetune_budget import finetune_epochs
 from selfsup.params import UserError
 from selfsup.paths import INITS
 from selfsup.stage import run_stage
@@ -42,13 +44,12 @@ def build(experiments: list[dict], earlier: dict | None = None) -> dict:
     if not experiments or len(experiments) + len(earlier["trials"] if earlier else []) < 2:
         raise UserError("tuning compares settings: give two or more experiments (--exp a b ...)")
     check_same_study(experiments, FREE, "a sweep varies the fine-tune recipe only")
-    settings = [flatten(e["params"]["finetune"]) for e in experiments]
+    settings = [recipe(e["params"]) for e in experiments]
     varied = sorted(k for k in settings[0] if len({str(s.get(k)) for s in settings}) > 1)
-    if earlier:  # the earlier sweep names the tuned keys; the new experiments may vary fewer of them
-        if not set(varied) <= set(earlier["varied"]):
-            raise UserError(f"the new experiments vary {', '.join(varied)}, --earlier tuned "
-                            f"{', '.join(earlier['varied'])}: extend a sweep over the same keys")
-        varied = earlier["varied"]
+    if earlier:  # the earlier sweep names its tuned keys; the new experiments may vary fewer, or add some
+        added = [k for k in varied if k not in earlier["varied"]]
+        varied = [*earlier["varied"], *added]
+        earlier = with_keys(earlier, added)
     trials = []
     for exp, setting in zip(experiments, settings):
         runs = exp["compare"]["runs"]
@@ -68,6 +69,32 @@ def build(experiments: list[dict], earlier: dict | None = None) -> dict:
     return {"varied": varied, "trials": trials, "trials_per_init": {init: len(trials) for init in INITS},
             "chosen": chosen, "same_choice": len(set(chosen.values())) == 1, "selected_on": SELECT_ON,
             "fraction": experiments[0]["params"]["fraction"]}
+
+
+def recipe(params: dict) -> dict:
+    """The fine-tune recipe a run trained with: its fraction's epochs in place of the per-fraction table (a
+    sweep at 10 % does not vary with the 50 % budget)."""
+    out = flatten(params["finetune"]) | {"epochs": finetune_epochs(params)}
+    out.pop("epochs_by_fraction", None)
+    return out
+
+
+def with_keys(earlier: dict, added: list[str]) -> dict:
+    """The earlier sweep with the keys a later sweep adds (a schedule setting after a learning-rate sweep) in
+    every trial's setting, read from the trial's recipe; a trial written before trials carried their recipe
+    shares the recorded trials' recipe outside the varied keys (as `kept_trials` takes it), so it gets theirs."""
+    recorded = [t["recipe"] for t in earlier["trials"] if "recipe" in t]
+    trials = []
+    for t in earlier["trials"]:
+        setting = dict(t["setting"])
+        for key in added:
+            values = {str(r.get(key)): r.get(key) for r in ([t["recipe"]] if "recipe" in t else recorded)}
+            if len(values) != 1 or None in values.values():
+                raise UserError(f"--earlier trial {t['experiment']} does not record one finetune.{key}: "
+                                f"extend a sweep whose trials carry their recipe")
+            setting[key] = next(iter(values.values()))
+        trials.append({**t, "setting": setting})
+    return {**earlier, "varied": [*earlier["varied"], *added], "trials": trials}
 
 
 def kept_trials(earlier: dict, trials: list[dict], varied: list[str], fraction: float) -> list[dict]:
