@@ -3,12 +3,13 @@ holds; docs/pretexts.md's comparison is exactly metrics/methods.json."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
 
-from tools.report import BEGIN, END, readme_section, render, render_answer, splice
+from tools.report import BEGIN, END, answers, readme_section, render, render_answer, splice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +66,19 @@ def test_readme_is_a_front_page():
 
 def test_the_report_names_each_fractions_fine_tune_budget():
     study = json.loads((ROOT / "metrics" / "study.json").read_text())
-    assert "fine-tune epochs: 8)" in render(study)  # the committed study: 8 at every fraction
-    for fraction, epochs in zip(study["fractions"], (32, 16, 8)):
-        fraction["finetune_epochs"] = epochs
-    assert "fine-tune epochs: 32 at 100%, 16 at 50%, 8 at 10%)" in render(study)
+    assert "fine-tune epochs: 32 at 100%, 16 at 50%, 8 at 10%)" in render(study)  # the committed study
+    for fraction in study["fractions"]:
+        fraction["finetune_epochs"] = 8
+    assert "fine-tune epochs: 8)" in render(study)
+
+
+def test_the_plateau_answer_names_who_got_there_first_or_a_tie():
+    fr = copy.deepcopy(json.loads((ROOT / "metrics" / "study.json").read_text())["fractions"][0])
+    plateau = {"scratch": fr["convergence"]["scratch"], "pretrained": fr["convergence"]["pretrained"]}
+    plateau["scratch"]["epochs"], plateau["pretrained"]["epochs"] = 12.4, 12.4
+    assert f"both inits reached the validation plateau ({fr['threshold_val_f1']:.3f}) at the same epoch: 12.4 vs 12.4" \
+        in answers(fr)
+    plateau["pretrained"]["epochs"] = 11.0
+    assert "; pretrained reached the validation plateau" in answers(fr)
+    plateau["pretrained"]["epochs"] = None
+    assert "; only scratch reached the validation plateau" in answers(fr)

@@ -332,7 +332,10 @@ def answers(fr: dict) -> str:
 
     auc = {i: t["val_f1_auc"][i]["mean"] for i in INITS}
     fair = c["pretrained"]["seconds_with_pretraining"]
-    plateau = (f"{who('epochs')} reached the validation plateau ({fr['threshold_val_f1']:.3f}) first: "
+    first = who("epochs")
+    first = ("both inits reached the validation plateau ({:.3f}) at the same epoch" if first == "both inits equally"
+             else first + " reached the validation plateau ({:.3f}) first").format(fr["threshold_val_f1"])
+    plateau = (f"{first}: "
                f"{_epochs(c['pretrained']['epochs'])} vs {_epochs(c['scratch']['epochs'])} epochs "
                f"(pretrained vs scratch; {c['pretrained']['runs_reaching']} and {c['scratch']['runs_reaching']} of "
                f"{c['scratch']['runs']} runs reached it), {_num(c['pretrained']['seconds'], 0)} vs "
