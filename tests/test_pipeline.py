@@ -380,3 +380,27 @@ def test_a_fresh_clone_restores_stages_from_its_run_cache(study, tmp_path):
     for stage in ("split@0", "pretrain@0"):
         assert f"Stage '{stage}' is cached" in again.stdout, again.stdout
     assert "Running stage" not in again.stdout, again.stdout
+
+
+def test_queued_fractions_keep_the_workspace_pretraining(study, tmp_path):
+    # At the committed lock's own params DVC 3.67 restores a stage from the lock's entry alone: in a clone
+    # without the entry's outputs it re-runs the stage, although the run-cache holds that run. So a study
+    # queued straight from a fresh clone pretrains at every fraction; the README's recipe runs the first
+    # fraction in the workspace, and the queued ones start from that dvc.lock, whose outputs are cached.
+    repo, _ = study
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["pretrain@0"]
+    assert lock["params"]["params.yaml"]["pretext"]["epochs"] == 1  # the tiny profile: the lock matches it
+    clone = tmp_path / "fresh"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    shutil.copy2(repo / "conf" / "machine" / "local.yaml", clone / "conf" / "machine" / "local.yaml")
+    tiny = ["-S", "profile=tiny", "pretrain@0"]
+    first = run(["dvc", "exp", "run", "-S", "fraction=0.1", *tiny], clone).stdout  # the recipe's first step
+    assert "Running stage 'pretrain@0'" in first, first
+    workspace_lock = (clone / "dvc.lock").read_text()
+    run(["git", "checkout", "-q", "--", "."], clone)
+    queued_from_the_commit = run(["dvc", "exp", "run", "--temp", "-S", "fraction=0.5", *tiny], clone).stdout
+    assert "Running stage 'pretrain@0'" in queued_from_the_commit, queued_from_the_commit  # DVC's limitation
+    (clone / "dvc.lock").write_text(workspace_lock)
+    queued_after_it = run(["dvc", "exp", "run", "--temp", "-S", "fraction=0.5", *tiny], clone).stdout
+    assert "Stage 'pretrain@0' didn't change" in queued_after_it, queued_after_it
+    assert "Running stage 'pretrain@0'" not in queued_after_it, queued_after_it
