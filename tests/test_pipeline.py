@@ -364,14 +364,20 @@ def test_a_team_shares_the_study_through_a_dvc_remote(study, tmp_path):
     assert names and sorted(run(listing, clone).stdout.split()) == names
 
 
+def unpulled_clone(repo: Path, dest: Path) -> Path:
+    """A user's `git clone` without `dvc pull` (its committed dvc.lock names outputs its cache lacks), on the
+    same local mirror."""
+    run(["git", "clone", "-q", str(repo), str(dest)], dest.parent)
+    shutil.copy2(repo / "conf" / "machine" / "local.yaml", dest / "conf" / "machine" / "local.yaml")
+    return dest
+
+
 def test_a_fresh_clone_restores_stages_from_its_run_cache(study, tmp_path):
     # A user clones (no `dvc pull`): the committed dvc.lock names outputs this clone's cache lacks. After one
     # run, a second experiment from the commit (as `dvc queue` and `--temp` run them, on the committed lock)
     # must restore its split and pretraining from the run-cache, not fail on the lock's missing listings.
     repo, _ = study
-    clone = tmp_path / "fresh"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-    shutil.copy2(repo / "conf" / "machine" / "local.yaml", clone / "conf" / "machine" / "local.yaml")
+    clone = unpulled_clone(repo, tmp_path / "fresh")
     unlike_the_lock = ["-S", "profile=tiny", "-S", "fraction=0.3", "-S", "pretext.epochs=2", "pretrain@0"]
     first = run(["dvc", "exp", "run", *unlike_the_lock], clone)
     assert "Running stage 'pretrain@0'" in first.stdout, first.stdout
@@ -390,9 +396,7 @@ def test_queued_fractions_keep_the_workspace_pretraining(study, tmp_path):
     repo, _ = study
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["pretrain@0"]
     assert lock["params"]["params.yaml"]["pretext"]["epochs"] == 1  # the tiny profile: the lock matches it
-    clone = tmp_path / "fresh"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-    shutil.copy2(repo / "conf" / "machine" / "local.yaml", clone / "conf" / "machine" / "local.yaml")
+    clone = unpulled_clone(repo, tmp_path / "fresh")
     tiny = ["-S", "profile=tiny", "pretrain@0"]
     first = run(["dvc", "exp", "run", "-S", "fraction=0.1", *tiny], clone).stdout  # the recipe's first step
     assert "Running stage 'pretrain@0'" in first, first
