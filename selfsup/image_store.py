@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import torch
 
-from selfsup.data import Dataset
+from selfsup.dataset import Dataset
 
 T = TypeVar("T")
 

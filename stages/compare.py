@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from selfsup import figures, paths
-from selfsup.data import load_dataset
+from selfsup.dataset import load_dataset
 from selfsup.endpoints import PRIMARY, SECONDARY
 from selfsup.files import atomic_path, save_json
 from selfsup.params import UserError, load_params, param

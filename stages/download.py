@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfsup.data import (
+from selfsup.sources import (
     OFFICIAL,
     fetch,
     folder_files,
@@ -19,12 +19,14 @@ from selfsup.data import (
     read_image_folder,
     read_stl10,
     resize_batch,
-    save_dataset,
+
 )
+from selfsup import paths
+from selfsup.dataset import save_dataset
 from selfsup.params import UserError, load_params, param
 from selfsup.stage import run_stage
 
-OUT = Path("data/dataset")
+OUT = paths.DATASET
 RAW = Path("data/raw")
 
 

@@ -25,7 +25,7 @@ import torch
 
 from selfsup import paths
 from selfsup.augment import labelled_batches, normalize
-from selfsup.data import load_dataset
+from selfsup.dataset import load_dataset
 from selfsup.image_store import labelled_images, prefetched
 from selfsup.devices import describe_device, device_generator, seed_everything
 from selfsup.distributed import run_parallel_stage

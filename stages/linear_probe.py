@@ -18,7 +18,7 @@ import torch
 
 from selfsup import paths
 from selfsup.augment import normalize
-from selfsup.data import load_dataset
+from selfsup.dataset import load_dataset
 from selfsup.image_store import labelled_images
 from selfsup.devices import announce, describe_device, device_from_params, seed_everything
 from selfsup.files import save_json

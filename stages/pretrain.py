@@ -19,7 +19,7 @@ import torch
 
 from selfsup import paths
 from selfsup.augment import normalize
-from selfsup.data import load_dataset
+from selfsup.dataset import load_dataset
 from selfsup.image_store import ImageStore, image_bytes, prefetched, should_stream
 from selfsup.devices import describe_device, device_generator, seed_everything
 from selfsup.distributed import run_parallel_stage

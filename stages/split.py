@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from selfsup import paths
-from selfsup.data import load_dataset
+from selfsup.dataset import load_dataset
 from selfsup.files import save_json, save_npy
 from selfsup.params import load_params, param
 from selfsup.stage import run_stage

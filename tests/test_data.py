@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from selfsup.data import fetch, folder_files, load_batch, read_archive, read_cifar10, read_image_folder
+from selfsup.sources import fetch, folder_files, load_batch, read_archive, read_cifar10, read_image_folder
 from selfsup.params import UserError
 from tests.synthetic import cifar_archive, image_folder
 
@@ -98,7 +98,7 @@ def test_non_cifar_archive_is_named(tmp_path):
 
 def test_wrong_batch_layout_is_named():
     with pytest.raises(UserError, match="not a CIFAR batch"):
-        from selfsup.data import _batch_arrays
+        from selfsup.sources import _batch_arrays
         _batch_arrays({"data": np.zeros((2, 5), np.uint8), "labels": [0, 1]}, "data_batch_1")
 
 

@@ -10,19 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from selfsup import data
-from selfsup.data import (
+from selfsup import dataset, sources as data
+from selfsup.dataset import Dataset, load_dataset, save_dataset
+from selfsup.sources import (
     OFFICIAL,
-    Dataset,
     fetch,
     folder_files,
-    load_dataset,
     read_archive,
     read_cifar100,
     read_image_folder,
     read_stl10,
     resize_batch,
-    save_dataset,
 )
 from selfsup.image_store import ImageStore, image_bytes, labelled_images, should_stream
 from selfsup.params import UserError
@@ -213,7 +211,7 @@ def test_pretraining_store_includes_unlabeled_images(tmp_path):
 
 def test_channel_stats_match_numpy():
     x = images(np.arange(30) % 10, 0)
-    mean, std = data.channel_stats(x, chunk=7)
+    mean, std = dataset.channel_stats(x, chunk=7)
     ref = x.astype(np.float64) / 255
     assert mean == pytest.approx(ref.mean(axis=(0, 2, 3)).tolist(), abs=1e-6)
     assert std == pytest.approx(ref.std(axis=(0, 2, 3)).tolist(), abs=1e-5)

@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from selfsup.augment import labelled_batches
-from selfsup.data import load_dataset
+from selfsup.dataset import load_dataset
 from selfsup.image_store import ImageStore, prefetched
 from selfsup.devices import configure_device, device_generator, resolve_device, seed_everything
 from selfsup.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd

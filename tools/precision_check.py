@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from selfsup.augment import labelled_batches, normalize
-from selfsup.data import load_dataset
+from selfsup.dataset import load_dataset
 from selfsup.devices import configure_device, device_generator, resolve_device, seed_everything
 from selfsup.engine import PRECISIONS, Trainer, chunks, classification_metrics, sgd
 from selfsup.models import STEMS, Classifier, build_extractor

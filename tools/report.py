@@ -47,7 +47,7 @@ METRICS = list(LABELS.items())  # (key, label), the primary first
 def dataset_name(data: dict) -> str:
     """What the `data` params read, by file name: the folder or archive (`data.path`) of a folder source, the
     mirror at `data.url`, or else the source's official archive."""
-    from selfsup.data import OFFICIAL  # imported here: the report needs no torch otherwise
+    from selfsup.sources import OFFICIAL  # imported here: the report needs no torch otherwise
     if data["source"] == "folder":
         return Path(data["path"]).name
     return Path(data["url"] or OFFICIAL[data["source"]][0]).name

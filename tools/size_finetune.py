@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from selfsup.augment import labelled_batches, normalize
-from selfsup.data import load_dataset
+from selfsup.dataset import load_dataset
 from selfsup.image_store import labelled_images
 from selfsup.devices import device_generator, seed_everything
 from selfsup.distributed import Dist

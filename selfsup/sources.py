@@ -1,10 +1,8 @@
-"""Getting images in: fetch and verify an archive, read CIFAR-10/100 batches, STL-10 binaries or an image
-folder, store uint8 arrays (handing them to a device is `selfsup.image_store`'s). Importing this module
-loads neither torch nor torchvision, so the download and split stages (and the comparison) start fast.
+"""Getting images in, for the download stage alone: fetch and verify an archive, read CIFAR-10/100 batches,
+STL-10 binaries or an image folder into a `selfsup.dataset.Dataset` (the format every other stage reads).
+Importing this module loads neither torch nor torchvision (the download helper is imported on use).
 
-A dataset on disk is a directory with `train_images.npy` / `test_images.npy` (uint8, N x 3 x H x W),
-`train_labels.npy` / `test_labels.npy` (int64), optionally `unlabeled_images.npy` (images without labels,
-for pretraining only) and `meta.json` (class names, per-channel mean and std). Archives are read member by
+Archives are read member by
 member in memory (STL-10's 2.7 GB unlabeled member in chunks, straight into a memory-mapped array), so
 nothing from a user-supplied archive is ever extracted to disk; members that would escape a target
 directory, links and devices are refused all the same.
@@ -14,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import pickle
 import re
 import sys
@@ -24,14 +21,14 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from selfsup.files import atomic_path, save_json, save_npy
+from selfsup.dataset import Dataset
+from selfsup.files import atomic_path
 from selfsup.params import UserError
 
 
@@ -43,16 +40,6 @@ OFFICIAL = {
 }
 SOURCES = (*OFFICIAL, "folder")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-@dataclass
-class Dataset:
-    train_images: np.ndarray  # uint8, N x 3 x H x W
-    train_labels: np.ndarray  # int64, N
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    classes: list[str]
-    unlabeled_images: np.ndarray | None = None  # uint8, M x 3 x H x W, for pretraining only
 
 
 # ---------------------------------------------------------------- fetching
@@ -416,56 +403,3 @@ def folder_files(path: Path) -> dict[str, bytes]:
     raise UserError(f"data.path={path} does not exist: point it at a directory or a .zip/.tar.gz archive")
 
 
-# ---------------------------------------------------------------- storage
-
-
-def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of uint8 images in [0, 1] units, a chunk at a time."""
-    total = np.zeros(images.shape[1])
-    squares = np.zeros(images.shape[1])
-    for i in range(0, len(images), chunk):
-        x = images[i:i + chunk].astype(np.float64) / 255.0
-        total += x.sum(axis=(0, 2, 3))
-        squares += (x * x).sum(axis=(0, 2, 3))
-    count = len(images) * images.shape[2] * images.shape[3]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
-    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
-
-
-def save_dataset(ds: Dataset, out: Path, source: str) -> None:
-    mean, std = channel_stats(ds.train_images)
-    meta = {
-        "classes": ds.classes,
-        "source": source,
-        "image_size": int(ds.train_images.shape[-1]),
-        "mean": mean,
-        "std": std,
-        "train_size": int(len(ds.train_labels)),
-        "test_size": int(len(ds.test_labels)),
-        "unlabeled_size": 0 if ds.unlabeled_images is None else int(len(ds.unlabeled_images)),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("train_images", "train_labels", "test_images", "test_labels"):
-        save_npy(np.ascontiguousarray(getattr(ds, name)), out / f"{name}.npy")
-    unlabeled = out / "unlabeled_images.npy"
-    if ds.unlabeled_images is not None and not (isinstance(ds.unlabeled_images, np.memmap)
-                                                and Path(ds.unlabeled_images.filename).resolve() == unlabeled.resolve()):
-        save_npy(np.ascontiguousarray(ds.unlabeled_images), unlabeled)
-    elif ds.unlabeled_images is None:
-        unlabeled.unlink(missing_ok=True)  # left by an earlier source (a run outside DVC): never pretrain on it
-    save_json(meta, out / "meta.json")
-
-
-def load_dataset(directory: Path) -> tuple[Dataset, dict]:
-    """The arrays of a stored dataset; the unlabeled images, if any, memory-mapped (they can be large)."""
-    meta_path = directory / "meta.json"
-    if not meta_path.exists():
-        raise UserError(f"{meta_path} not found: run `dvc repro download` first")
-    meta = json.loads(meta_path.read_text())
-    # images memory-mapped: a stage reads the rows it uses (or streams them), never the whole set twice
-    arrays = {n: np.load(directory / f"{n}.npy", mmap_mode="r" if n.endswith("images") else None, allow_pickle=False)
-              for n in ("train_images", "train_labels", "test_images", "test_labels")}
-    unlabeled = directory / "unlabeled_images.npy"
-    extra = np.load(unlabeled, mmap_mode="r", allow_pickle=False) if unlabeled.exists() else None
-    return Dataset(**arrays, classes=meta["classes"], unlabeled_images=extra), meta
