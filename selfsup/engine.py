@@ -28,10 +28,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from selfsup.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
+from selfsup.config import PRECISIONS
 from selfsup.params import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CHECK_EVERY = 25  # steps between checks that the loss is still finite
 ESTIMATE_AFTER = 5  # steps timed before a `slow_hint` warning estimates the training time

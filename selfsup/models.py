@@ -23,10 +23,11 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from selfsup import paths
+from selfsup.config import STEMS
 from selfsup.files import save_torch
 from selfsup.params import UserError
 
-STEMS = ("cifar", "half", "imagenet")
 # Tested with both stems (tests/test_models.py); any other torchvision classification model is tried.
 TESTED = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
 CUSTOM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -173,7 +174,7 @@ def load_extractor(path: Path, arch: str, stem: str, pretext: str | None = None)
     """Build the extractor for (arch, stem) and load `path` into it, refusing any mismatch (also of the
     pretext task that made it, when `pretext` is given)."""
     if not path.exists():
-        raise UserError(f"checkpoint {path} not found: run its stage first (`dvc repro`)")
+        raise paths.missing(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

@@ -1,8 +1,7 @@
-"""Reading params.yaml and checking one param: every violation is a one-line UserError that names the key."""
+"""Reading params.yaml: one dotted key at a time. What each param may be is declared in selfsup/config.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,36 +24,13 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     return params
 
 
-def param(params: dict[str, Any], key: str, kind: type | tuple[type, ...] | None = None, *,
-          choices: Iterable[Any] | None = None, low: float | None = None, high: float | None = None,
-          low_open: bool = False) -> Any:
-    """Read a dotted key and check it; any violation is a UserError naming the key and what is allowed. With
-    no rules given, the key's rules in selfsup/schema.py apply: one place says what each param may be."""
-    if kind is None and choices is None and low is None and high is None:
-        from selfsup.schema import spec  # imported here: schema builds on this module
-        rules = dict(spec().get(key, {}))
-        if rules:
-            return param(params, key, rules.pop("kind"), **rules)
+def param(params: dict[str, Any], key: str) -> Any:
+    """The value of a dotted key. Every stage has checked all of params.yaml against selfsup/config.py first,
+    so this only reads; a missing key (params.yaml edited by hand mid-run, a tool's partial params) is a
+    UserError naming it."""
     node: Any = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise UserError(f"param '{key}' is missing from params.yaml: add it (see README, 'Params')")
+            raise UserError(f"param '{key}' is missing from params.yaml: add it (see docs/params.md)")
         node = node[part]
-    value = node
-    if kind is not None:
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise UserError(f"param '{key}' is {value!r}: expected {names}")
-    if choices is not None:
-        choices = list(choices)
-        if value not in choices:
-            raise UserError(f"param '{key}' is {value!r}: choose one of {', '.join(map(str, choices))}")
-    if low is not None and (value <= low if low_open else value < low):
-        bound = f"> {low}" if low_open else f">= {low}"
-        raise UserError(f"param '{key}' is {value!r}: must be {bound}")
-    if high is not None and value > high:
-        raise UserError(f"param '{key}' is {value!r}: must be <= {high}")
-    return value
+    return node

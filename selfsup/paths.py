@@ -6,7 +6,12 @@ own pretraining, its own linear probes and its own two fine-tunes.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+import numpy as np
+
+from selfsup.params import UserError
 
 DATASET = Path("data/dataset")
 INITS = ("scratch", "pretrained")  # the finetune stages of dvc.yaml
@@ -53,3 +58,31 @@ def finetuned(init: str, seed: int) -> Path:
 
 def finetune_log(init: str, seed: int) -> Path:
     return Path(f"metrics/finetune/{init}/seed{seed}")
+
+
+# what each stage reads, by the stage of dvc.yaml that writes it (a stage run on its own names the missing one)
+PRODUCERS = [(r"data/dataset(/.*)?", "download"), (r"data/splits/seed(\d+)/.*", "split@{}"),
+             (r"models/pretrained/seed(\d+)\.pt", "pretrain@{}"), (r"metrics/pretrain(/.*)?", "pretrain"),
+             (r"metrics/finetune(/.*)?", "finetune_scratch and finetune_pretrained"),
+             (r"metrics/linear_probe(/.*)?", "linear_probe")]
+
+
+def producer(path: Path) -> str:
+    """The dvc.yaml stage that writes `path` (`split@3`), or 'its stage' for a path no stage writes."""
+    for pattern, stage in PRODUCERS:
+        if m := re.fullmatch(pattern, Path(path).as_posix()):
+            return stage.format(*[g for g in m.groups() if g and g.isdigit()])
+    return "its stage"
+
+
+def missing(path: Path) -> UserError:
+    """The one-line error for an input that is not there: the file, and the stage that makes it."""
+    stage = producer(path)
+    return UserError(f"{path} not found: it is made by stage {stage}; run `dvc repro {stage.split(' ')[0]}` first")
+
+
+def load_indices(path: Path) -> np.ndarray:
+    """A split's index array (validation.npy, labelled.npy), or a one-line error naming the stage that makes it."""
+    if not Path(path).exists():
+        raise missing(path)
+    return np.load(path)

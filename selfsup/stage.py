@@ -12,12 +12,12 @@ from selfsup.params import UserError, load_params
 
 
 def run_stage(main: Callable[[], None], outputs: Iterable[Path | str] = (), check: bool = True) -> None:
-    """Run a stage: check every param first (selfsup/schema.py); on failure remove its outputs, print one
+    """Run a stage: check every param first (selfsup/config.py); on failure remove its outputs, print one
     line for a UserError, exit non-zero."""
     outputs = list(outputs)
     try:
         if check:
-            from selfsup.schema import check_params  # imported here: schema builds on this module
+            from selfsup.config import check_params  # imported here: tools run stages' code unchecked
             check_params(load_params())
         main()
     except UserError as e:

@@ -61,8 +61,8 @@ def main(init: str, seed: int) -> None:
 
     seed_everything(seed)
     dataset, meta = load_dataset(paths.DATASET)
-    validation = np.load(paths.validation(seed))
-    labelled = np.load(paths.labelled(seed))
+    validation = paths.load_indices(paths.validation(seed))
+    labelled = paths.load_indices(paths.labelled(seed))
     if init == "scratch":
         extractor, feat_dim = build_extractor(arch, stem)
     else:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 
 from selfsup import paths
@@ -40,8 +39,8 @@ def main(seed: int) -> None:
     arch, stem = param(params, "model.arch"), param(params, "model.stem")
 
     dataset, meta = load_dataset(paths.DATASET)
-    labelled = np.load(paths.labelled(seed))
-    validation = np.load(paths.validation(seed))
+    labelled = paths.load_indices(paths.labelled(seed))
+    validation = paths.load_indices(paths.validation(seed))
     n_classes = len(dataset.classes)
     mean = torch.tensor(meta["mean"], device=device)
     std = torch.tensor(meta["std"], device=device)

@@ -26,7 +26,8 @@ from selfsup.distributed import run_parallel_stage
 from selfsup.linear_eval import frozen_features, linear_probe_accuracy
 from selfsup.models import build_extractor, save_extractor
 from selfsup.params import UserError, param
-from selfsup.pretexts import build_task, heldout_scores, pretext_batches
+from selfsup.pretexts import build_task
+from selfsup.pretexts.base import heldout_scores, pretext_batches
 from selfsup.resume import fingerprint
 from selfsup.training_stage import EpochLog, Recipe, TrainingStage
 
@@ -44,7 +45,7 @@ def main(seed: int) -> None:
     mean = torch.tensor(meta["mean"], device=device)
     std = torch.tensor(meta["std"], device=device)
     task = build_task(params, meta["image_size"], mean, std)
-    validation = np.load(paths.validation(seed))
+    validation = paths.load_indices(paths.validation(seed))
     if len(validation) < 20:
         raise UserError("the validation split has fewer than 20 images: raise split.val_fraction")
     extractor, feat_dim = build_extractor(arch, stem, meta["image_size"])

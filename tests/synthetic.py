@@ -119,7 +119,10 @@ def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
     ws = tmp / "ws"
     for package in ("stages", "selfsup", "nets"):
         shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
+    from selfsup.config import TASK_PARAMS, defaults
+
     params = yaml.safe_load((root / "params.yaml").read_text())
+    params["pretext"].update({t: defaults(c) for t, c in TASK_PARAMS.items() if t not in params["pretext"]})
     params["data"].update(url=str(archive), md5=md5)
     params["model"].update(arch="nets.fast_cnn:half", stem="cifar")  # the cpu profile's network: cheap
     params["device"] = "cpu"

@@ -1,37 +1,34 @@
-"""The param reference (docs/params.md) and conf/config.yaml agree with selfsup/schema.py, the one place that
-defines the params: every param is documented once, and nothing documented is not a param."""
+"""What is generated from the param declarations (selfsup/config.py) is up to date: conf/config.yaml, the pretext
+groups, docs/params.md's table and the README's knob table. A changed default, rule or meaning there fails here,
+naming the file and the param, until `python -m tools.params_doc` writes them again."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import pytest
 
-import yaml
-
-from selfsup.schema import leaves, spec
-
-ROOT = Path(__file__).resolve().parents[1]
+from selfsup import config
+from tools import params_doc
 
 
-def documented_params() -> list[str]:
-    """Keys named in the first column of docs/params.md's table; `a.b.c`, `d` names a.b.c and a.b.d."""
-    keys = []
-    for line in (ROOT / "docs" / "params.md").read_text().splitlines():
-        if not line.startswith("| `"):
-            continue
-        names = re.findall(r"`([^`]+)`", line.split("|")[1])
-        prefix = names[0].rsplit(".", 1)[0] + "." if "." in names[0] else ""
-        keys += [names[0]] + [n if "." in n else prefix + n for n in names[1:]]
-    return keys
+@pytest.mark.parametrize("path", list(params_doc.generated()), ids=lambda p: p.relative_to(params_doc.ROOT).as_posix())
+def test_generated_files_are_what_the_declarations_say(path):
+    assert params_doc.first_difference(path, params_doc.generated()[path]) is None
 
 
-def test_every_param_is_documented_once():
-    keys = documented_params()
-    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
-    assert set(keys) == set(spec()) - {"profile_name"}
+def test_a_changed_default_is_named_in_the_failure(monkeypatch):
+    info = config.Finetune.model_fields["lr"]
+    monkeypatch.setattr(info, "default", 0.3)
+    problem = params_doc.first_difference(params_doc.CONFIG, params_doc.config_yaml())
+    assert problem is not None and "lr: 0.3" in problem and "conf/config.yaml" in problem
+    table = params_doc.generated()[params_doc.PARAMS_DOC]
+    assert "| `finetune.lr` | 0.3 |" in table
 
 
-def test_config_holds_exactly_the_params():
-    config = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())
-    config.pop("defaults")
-    assert set(leaves(config, set(spec()))) == set(spec()) - {"profile_name"}
+def test_every_param_is_in_the_reference_table_once():
+    table = params_doc.params_table()
+    for key in config.fields():
+        assert table.count(f"| `{key}` |") == 1, key
+
+
+def test_the_readme_knobs_are_params():
+    assert set(params_doc.KNOBS) <= set(config.fields())

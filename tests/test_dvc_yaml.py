@@ -6,12 +6,15 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
 import yaml
+
+from selfsup.config import hardware_knobs
 
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 # read, deliberately not declared: a hardware knob must not invalidate results
-HARDWARE = {"device", "nproc", "compile", "stream", "precision"}
+HARDWARE = hardware_knobs()
 PACKAGES = ("stages", "selfsup")  # the stage scripts and the library they call (tools/ holds no stage)
 
 
@@ -29,7 +32,8 @@ def local_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
                 path = ROOT / name.replace(".", "/") / "__init__.py"
             if path.exists() and path not in seen:
                 seen.add(path)
-                local_imports(path, seen)
+                if path.relative_to(ROOT).as_posix() not in VALIDATION_ONLY:  # what it imports is checked, not run
+                    local_imports(path, seen)
     return seen
 
 
@@ -41,27 +45,65 @@ def read_keys(modules: set[Path]) -> set[str]:
     for m in modules:
         text = m.read_text()
         keys |= set(re.findall(r'param\(params,\s*"([\w.]+)"', text))
+        keys |= set(re.findall(r'= "(pretext\.\w+)"$', text, re.M))  # a task's section, read key by key
         for section in re.findall(r'Recipe\.read\(params,\s*"(\w+)"\)', text):  # a section's recipe keys
             keys |= {f"{section}.{f.name}" for f in fields(Recipe)}
     return keys
 
 
-def stages():
+def resolved(stage: dict, task: str = "context") -> dict:
+    """The stage with `${pretext.task}` resolved as DVC resolves it from params.yaml (the deps of one task)."""
+    return yaml.safe_load(yaml.safe_dump(stage).replace("${pretext.task}", task))
+
+
+def closure(script: Path, task: str = "context") -> set[Path]:
+    """The local modules `script` runs: its imports, and the chosen task's module (loaded by name) with its own."""
+    modules = {script} | local_imports(script)
+    if ROOT / "selfsup" / "pretexts" / "__init__.py" in modules:
+        task_module = ROOT / "selfsup" / "pretexts" / f"{task}.py"
+        modules |= {task_module} | local_imports(task_module)
+    return modules
+
+
+def stages(task: str = "context"):
     for name, stage in DVC["stages"].items():
+        stage = resolved(stage, task)
         script = ROOT / re.search(r"python -m (stages\.\w+)", stage["cmd"]).group(1).replace(".", "/")
         yield name, stage, Path(f"{script}.py")
 
 
-# imported, deliberately not deps: it checks params before a stage writes anything and cannot change an output,
-# so adding a param or a pretext task's name to it re-runs nothing by itself
-VALIDATION_ONLY = {"selfsup/schema.py"}
+# imported, deliberately not deps: it declares and checks params before a stage writes anything and cannot change
+# an output, so adding a param or changing a default re-runs nothing by itself
+VALIDATION_ONLY = {"selfsup/config.py"}
 PACKAGE_MARKERS = {"stages/__init__.py", "selfsup/__init__.py"}  # docstrings only
+
+
+def pretext_modules(task: str) -> set[str]:
+    """The pretext package's modules a pretraining of `task` runs: the registry, the base, the task's own module and
+    what it imports from the package (grid.py for context and jigsaw)."""
+    from selfsup.pretexts import TASKS, task_class
+
+    assert task in TASKS
+    module = ROOT / "selfsup" / "pretexts" / f"{task_class(task).__module__.rsplit('.', 1)[1]}.py"
+    return {p.relative_to(ROOT).as_posix() for p in {module} | local_imports(module)
+            if p.is_relative_to(ROOT / "selfsup" / "pretexts")} | {"selfsup/pretexts/__init__.py"}
+
+
+@pytest.mark.parametrize("task", ["context", "reconstruction", "rotation", "jigsaw", "simclr"])
+def test_pretrain_depends_on_the_chosen_tasks_code_and_params_alone(task):
+    stage = resolved(DVC["stages"]["pretrain"], task)
+    deps = {d for d in stage["deps"] if d.startswith("selfsup/pretexts/")}
+    shared = {"selfsup/pretexts/grid.py"}  # the patch grid of context and jigsaw: a dep of every pretraining
+    assert pretext_modules(task) <= deps and deps - pretext_modules(task) <= shared, deps
+    assert f"selfsup/pretexts/{task}.py" in deps
+    others = {f"pretext.{t}" for t in ("context", "reconstruction", "rotation", "jigsaw", "simclr")} - {f"pretext.{task}"}
+    assert not others & set(stage["params"]) and "pretext" not in stage["params"]
 
 
 def test_every_imported_module_is_a_dep():
     for name, stage, script in stages():
         deps = set(stage["deps"])
-        modules = {script} | local_imports(script)
+        modules = closure(script)
         missing = {m.relative_to(ROOT).as_posix() for m in modules} - deps - PACKAGE_MARKERS - VALIDATION_ONLY
         missing = {m for m in missing if not any(m.startswith(d.rstrip("/") + "/") for d in deps)}  # dep folders
         assert not missing, f"stage {name} imports {missing} but does not list them as deps"
@@ -75,7 +117,7 @@ NOT_READ_BY = {"finetune_scratch": {"pretext.task"}}
 def test_declared_params_are_exactly_those_read():
     for name, stage, script in stages():
         declared = set(stage.get("params", []))
-        read = read_keys({script} | local_imports(script)) - HARDWARE - NOT_READ_BY.get(name, set())
+        read = read_keys(closure(script)) - HARDWARE - NOT_READ_BY.get(name, set())
         covered = {k for k in read if any(k == d or k.startswith(d + ".") for d in declared)}
         assert covered == read, f"stage {name} reads {read - covered} without declaring them"
         unused = {d for d in declared if not any(k == d or k.startswith(d + ".") for k in read)}
@@ -97,13 +139,12 @@ def test_validation_only_code_is_no_dep():
 def test_no_dep_is_code_the_stage_does_not_run():
     # exact deps: a module the stage never imports cannot change its outputs, so it must not re-run it
     for name, stage, script in stages():
-        code = {script.relative_to(ROOT).as_posix()} | {m.relative_to(ROOT).as_posix() for m in local_imports(script)}
+        code = {script.relative_to(ROOT).as_posix()} | {m.relative_to(ROOT).as_posix() for m in closure(script)}
         for dep in stage["deps"]:
             if dep.endswith(".py"):
                 assert dep in code, f"stage {name} depends on {dep} but never imports it"
-            elif dep in ("selfsup/pretexts", "nets"):
-                assert any(c.startswith("selfsup/pretexts/") for c in code) if dep != "nets" else \
-                    "selfsup/models.py" in code, f"stage {name} depends on {dep} but never uses it"
+            elif dep == "nets":
+                assert "selfsup/models.py" in code, f"stage {name} depends on {dep} but never uses it"
 
 
 def test_stage_scripts_are_apart_from_the_library_and_the_tools():

@@ -221,7 +221,7 @@ def test_exp_show_is_a_table_people_can_read(study):
 def test_another_pretext_task_keeps_scratch(study):
     repo, _ = study
     out = run(["dvc", "exp", "run", "-n", "tiny-rotation", "-S", "profile=tiny", "-S", "fraction=0.1", "-S",
-               "pretext.task=rotation"], repo).stdout
+               "pretext=rotation"], repo).stdout
     assert "Running stage 'pretrain@0'" in out and "Running stage 'finetune_pretrained@0'" in out
     assert "Running stage 'finetune_scratch@" not in out and "Running stage 'split@" not in out
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
@@ -242,8 +242,10 @@ from selfsup.pretexts.rotation import Rotation, rotate
 
 
 class Upside(Rotation):
-    name = "upside"
     chance = 1 / 2
+
+    def __init__(self, params, image_size, mean, std):
+        super().__init__({"pretext": {"rotation": params["pretext"]["upside"]}}, image_size, mean, std)
 
     def batch(self, images, generator):
         x = normalize(random_crop_flip(images, self.pad, generator), self.mean, self.std)
@@ -255,17 +257,16 @@ class Upside(Rotation):
 def test_a_new_pretext_module_reruns_only_pretraining_and_pretrained_runs(study):
     repo, _ = study
     (repo / "selfsup" / "pretexts" / "upside.py").write_text(UPSIDE)
-    registry = repo / "selfsup" / "pretexts" / "__init__.py"
-    registry.write_text(registry.read_text().replace(
-        "from selfsup.pretexts.simclr import SimCLR\n", "from selfsup.pretexts.simclr import SimCLR\n"
-        "from selfsup.pretexts.upside import Upside\n").replace('    "simclr": SimCLR,\n', '    "simclr": SimCLR,\n'
-                                                                 '    "upside": Upside,\n'))
-    schema = repo / "selfsup" / "schema.py"
-    schema.write_text(schema.read_text().replace('"jigsaw", "simclr"]', '"jigsaw", "simclr", "upside"]'))
+    registry = repo / "selfsup" / "pretexts" / "__init__.py"  # one line in the registry, one in the declarations
+    registry.write_text(registry.read_text().replace('    "simclr": "SimCLR",\n', '    "simclr": "SimCLR",\n'
+                                                                                    '    "upside": "Upside",\n'))
+    config = repo / "selfsup" / "config.py"
+    config.write_text(config.read_text().replace('"simclr": SimCLR}', '"simclr": SimCLR, "upside": Rotation}'))
+    run([sys.executable, "-m", "tools.params_doc"], repo)  # conf/pretext/upside.yaml, the docs
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "a new pretext task"], repo)
     try:
-        out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.1", "-S", "pretext.task=upside"],
+        out = run(["dvc", "exp", "run", "-S", "profile=tiny", "-S", "fraction=0.1", "-S", "pretext=upside"],
                   repo).stdout
         compare = json.loads((repo / "metrics" / "compare.json").read_text())
     finally:  # the later tests run on the original code

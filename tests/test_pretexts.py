@@ -12,7 +12,8 @@ import torch
 from selfsup.engine import Trainer, sgd
 from selfsup.models import Classifier, build_extractor, load_extractor, save_extractor
 from selfsup.params import UserError
-from selfsup.pretexts import TASKS, build_task, heldout_scores, pretext_batches
+from selfsup.pretexts import TASKS, build_task
+from selfsup.pretexts.base import heldout_scores, pretext_batches
 from selfsup.pretexts.grid import Geometry
 from selfsup.pretexts.jigsaw import make_puzzles, permutation_set
 from selfsup.pretexts.rotation import rotate

@@ -14,7 +14,8 @@ from torch.overrides import TorchFunctionMode
 from selfsup.augment import labelled_batches
 from selfsup.engine import Trainer, sgd
 from selfsup.models import Classifier, build_extractor
-from selfsup.pretexts import TASKS, pretext_batches
+from selfsup.pretexts import TASKS
+from selfsup.pretexts.base import pretext_batches
 from tests.synthetic import images
 from tests.test_pretexts import MEAN, STD, task_for
 

@@ -48,7 +48,8 @@ from selfsup.devices import configure_device, device_generator, resolve_device, 
 from selfsup.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd
 from selfsup.models import STEMS, Classifier, build_extractor
 from selfsup.params import UserError, load_params
-from selfsup.pretexts import TASKS, build_task, pretext_batches
+from selfsup.pretexts import TASKS, build_task
+from selfsup.pretexts.base import pretext_batches
 from selfsup.stage import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,13 +23,17 @@ from selfsup.params import UserError
 
 
 class PretextTask:
-    """Base class: a classification pretext scored by top-1 accuracy. Subclasses set `name`, `metric`,
-    `chance` and `classes`, read their params in `__init__`, and implement `network` and `batch`."""
+    """Base class: a classification pretext scored by top-1 accuracy. Subclasses set `metric`, `chance` and
+    `classes`, read their params in `__init__`, and implement `network` and `batch`. A task's name is its
+    module's (selfsup/pretexts/<name>.py), the key of `selfsup.pretexts.TASKS`."""
 
-    name: ClassVar[str]
     metric: ClassVar[str] = "accuracy"   # what the criterion's score measures; logged as pretext_<metric>
     chance: float | None = None           # the metric of a network that learned nothing, if there is one
     controls: ClassVar[tuple[str, ...]] = ()  # shortcut controls: variants of the held-out batch (control_batch)
+
+    @property
+    def name(self) -> str:
+        return type(self).__module__.rsplit(".", 1)[1]
 
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):
         self.image_size = image_size

@@ -86,7 +86,6 @@ def jitter_colour(patches: torch.Tensor, pairs: int, gray_prob: float, brightnes
 class Context(PretextTask):
     """Which of the 8 neighbours of the centre patch is the second patch? Chance 1/8."""
 
-    name = "context"
     chance = 1 / 8
     controls = ("other_centre", "other_neighbour", "other_pair_centre")
 

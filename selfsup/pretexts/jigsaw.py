@@ -89,7 +89,6 @@ def make_puzzles(images_uint8: torch.Tensor, geo: Geometry, perms: torch.Tensor,
 
 
 class Jigsaw(PretextTask):
-    name = "jigsaw"
 
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):
         super().__init__(params, image_size, mean, std)

@@ -26,7 +26,6 @@ from selfsup.pretexts.base import PretextTask
 
 
 class Reconstruction(PretextTask):
-    name = "reconstruction"
     metric = "psnr"
 
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):

@@ -26,7 +26,6 @@ def rotate(images: torch.Tensor, quarter_turns: torch.Tensor) -> torch.Tensor:
 
 
 class Rotation(PretextTask):
-    name = "rotation"
     chance = 1 / 4
 
     def __init__(self, params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor):

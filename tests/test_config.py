@@ -1,4 +1,5 @@
-"""Every param is checked at the start of every stage: unknown keys (with a suggestion), types, ranges, choices."""
+"""Every param is declared once (selfsup/config.py) and checked at the start of every stage: unknown keys (with a
+suggestion), types, ranges, choices, one line naming the param."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from selfsup import data, engine, models, pretexts, schema
+from selfsup import config as schema
+from selfsup import pretexts
 from selfsup.finetune_budget import finetune_epochs
 from selfsup.params import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+# every task's section (params.yaml holds the chosen task's alone): every param has a key to break
+PARAMS["pretext"].update({t: schema.defaults(c) for t, c in schema.TASK_PARAMS.items() if t not in PARAMS["pretext"]})
 
 
 def with_value(key: str, value):
@@ -26,21 +30,34 @@ def with_value(key: str, value):
     return params
 
 
-def test_committed_params_and_every_profile_pass():
+def leaves(params: dict, prefix: str = "") -> list[str]:
+    return [k for key, v in params.items()
+            for k in (leaves(v, f"{prefix}{key}.") if isinstance(v, dict) else [f"{prefix}{key}"])]
+
+
+def test_committed_params_pass_and_every_param_is_declared():
+    schema.check_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
     schema.check_params(PARAMS)
-    assert set(schema.leaves(PARAMS)) == set(schema.spec())  # every param has a rule, every rule a param
+    assert set(leaves(PARAMS)) == set(schema.fields())  # every param declared, every declaration a param
 
 
-def test_choices_agree_with_the_modules_that_implement_them():
-    assert schema.SOURCES == list(data.SOURCES)
-    assert schema.STEMS == list(models.STEMS)
-    assert schema.TASKS == list(pretexts.TASKS)
-    assert schema.PRECISIONS == list(engine.PRECISIONS)
+def test_each_task_has_its_params_section_and_one_name():
+    assert list(schema.TASK_PARAMS) == list(pretexts.TASKS)
+    for name in pretexts.TASKS:
+        assert pretexts.task_class(name).__module__ == f"selfsup.pretexts.{name}"  # name = module = dvc.yaml's dep
 
 
-@pytest.mark.parametrize("key", sorted(schema.spec()))
+def test_the_hardware_knobs_are_declared_once():
+    assert schema.hardware_knobs() == {"device", "nproc", "compile", "precision", "stream"}
+
+
+def test_the_declared_defaults_pass():
+    schema.check_params(schema.defaults(tasks=True))
+
+
+@pytest.mark.parametrize("key", sorted(schema.fields()))
 def test_a_wrong_type_names_the_key(key):
-    bad = {"kind": "not-a-value"} if schema.spec()[key]["kind"] is not str else 12345
+    bad = {"kind": "not-a-value"} if schema.fields()[key].annotation is not str else 12345
     with pytest.raises(UserError, match=f"param '{key}' is "):
         schema.check_params(with_value(key, bad))
 
@@ -50,6 +67,7 @@ def test_a_wrong_type_names_the_key(key):
     ("pretext.task", "colorization", "choose one of context, reconstruction, rotation, jigsaw, simclr"),
     ("data.source", "imagenet", "choose one of cifar10, cifar100, stl10, folder"), ("compile", "yes", "expected bool"),
     ("seeds", [], "non-empty list of integers"), ("seeds", [1, 1], "must differ"), ("probe.C", [0.1, -1], "positive"),
+    ("data.image_size", 4, "must be >= 8"), ("pretext.context.fusion", "late", "choose one of pooled, spatial"),
 ])
 def test_a_bad_value_says_what_is_allowed(key, value, allowed):
     with pytest.raises(UserError, match=f"param '{key}' is .*{allowed}"):
@@ -61,6 +79,13 @@ def test_compile_with_several_processes_is_refused_with_the_reason():
     schema.check_params(params)  # one process: fine
     params["nproc"] = 2
     with pytest.raises(UserError, match="param 'compile' is true with nproc=2: .*synced BatchNorm"):
+        schema.check_params(params)
+
+
+def test_a_task_without_its_section_says_how_to_select_it():
+    params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params["pretext"]["task"] = "rotation"  # -S pretext.task=rotation instead of the group -S pretext=rotation
+    with pytest.raises(UserError, match="param 'pretext.rotation' is missing from params.yaml: .*-S pretext=rotation"):
         schema.check_params(params)
 
 

@@ -1,0 +1,370 @@
+"""Every param of the pipeline, declared once: its default, its rule (type, range, choices) and a one-line meaning.
+
+One small pydantic model per params.yaml section. pydantic does the type, range and choice checks and the
+unknown-key check (`extra="forbid"`); `strict=True` keeps YAML's types honest (no "1" for 1, no 1 for true).
+What is generated from these declarations (`python -m tools.params_doc`, checked by tests/test_docs.py):
+conf/config.yaml and conf/pretext/*.yaml (the Hydra sources of params.yaml), the table of docs/params.md and
+the README's knob table. Every stage checks all of params.yaml against `Params` at its start
+(`check_params`), before it reads data or writes anything; a violation is one line naming the param.
+
+This module only checks: it cannot change an output, so it is no stage's dependency in dvc.yaml (adding a
+param or changing a default here re-runs nothing by itself; the values stages read come from params.yaml).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
+
+from selfsup.params import UserError
+from selfsup.pretexts import TASKS
+from selfsup.sources import OFFICIAL
+
+SOURCES = (*OFFICIAL, "folder")
+Stem = Literal["cifar", "half", "imagenet"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+STEMS: tuple[str, ...] = get_args(Stem)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+
+HARDWARE = "hardware"  # marks a knob that changes how fast a run goes, not what it computes: no stage declares it
+
+
+def knob(default: Any, meaning: str, *, hardware: bool = False, **rule: Any) -> Any:
+    """A param: its default, its one-line meaning and its rule (pydantic's gt/ge/le/min_length...)."""
+    return Field(default, description=meaning, json_schema_extra={HARDWARE: True} if hardware else None, **rule)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+Share = Annotated[float, Field(ge=0, le=1)]
+
+
+class Data(Section):
+    source: Literal["cifar10", "cifar100", "stl10", "folder"] = knob(
+        "cifar10", "cifar10 / cifar100 / stl10 (its unlabeled images go to pretraining only) / folder")
+    url: str | None = knob("", "empty: the source's official archive; else a URL, file:// URL or path of a copy")
+    md5: str | None = knob("", "with data.url: the copy's md5 (empty: unchecked); the official md5 otherwise")
+    path: str = knob("", "data.source=folder: a directory or .zip/.tar.gz with train/<class>/, test/<class>/ "
+                         "and optionally unlabeled/")
+    image_size: int | None = knob(None, "resize every image to this square size; null: the source's own "
+                                        "(32 CIFAR, 96 STL-10)", ge=8)
+
+
+class Split(Section):
+    val_fraction: float = knob(0.1, "share of every class held out for validation; never depends on fraction",
+                               gt=0, le=0.5)
+
+
+class Model(Section):
+    arch: str = knob("resnet18", "any torchvision classification model name, or module:function (nets/)")
+    stem: Stem = knob("cifar", "cifar (3x3 stride-1 first conv, no max-pool) / half (3x3 stride 2, no max-pool) / "
+                               "imagenet (as torchvision builds it)")
+
+
+class Context(Section):
+    upscale: int = knob(2, "cut patches from the image upscaled by this factor", ge=1)
+    patch_size: int = knob(28, "patch side in upscaled pixels (the extractor's input size while pretraining)", ge=4)
+    gap: int = knob(4, "pixels between neighbouring patches (upscaled)", ge=0)
+    jitter: int = knob(2, "each patch moves by up to this many upscaled pixels each way", ge=0)
+    gray_prob: float = knob(0.5, "share of pairs dropped to gray", ge=0, le=1)
+    brightness: float = knob(0.2, "per-patch brightness shift, up to this in [0, 1] pixel units", ge=0, le=1)
+    contrast: float = knob(0.2, "per-patch contrast factor in 1 +- this", ge=0, le=1)
+    flip: bool = knob(True, "flip images horizontally at random before cutting")
+    crop_min: float = knob(1.0, "cut from a random square crop of at least this share of the side (1: none)",
+                           ge=0.25, le=1)
+    fusion: Literal["pooled", "spatial"] = knob(
+        "spatial", "pooled: MLP on the two pooled feature vectors; spatial: on the two feature maps")
+
+
+class Jigsaw(Section):
+    permutations: int = knob(100, "size of the fixed set of tile orders (max-min Hamming distance)", ge=2, le=1000)
+    upscale: int = knob(4, "the 3x3 grid is cut on the image upscaled by this factor", ge=1)
+    patch_size: int = knob(24, "tile side in upscaled pixels", ge=4)
+    gap: int = knob(8, "pixels between neighbouring tiles (upscaled)", ge=0)
+    jitter: int = knob(3, "each tile moves by up to this many upscaled pixels each way", ge=0)
+    rescale_prob: float = knob(0.5, "share of tiles scaled down and up again", ge=0, le=1)
+    rescale_min: float = knob(0.4, "smallest such scale factor", ge=0.1, le=1)
+
+
+class Rotation(Section):
+    crop_padding: int = knob(4, "random crop (reflect padding) and flip before rotating", ge=0)
+
+
+class Reconstruction(Section):
+    mask_ratio: float = knob(0.5, "share of block x block squares blanked out", gt=0, le=1)
+    block: int = knob(8, "side of a blanked square; must divide the image size", ge=1)
+    noise_std: float = knob(0.1, "Gaussian noise on every pixel, in [0, 1] units", ge=0)
+    visible_weight: float = knob(0.1, "loss weight of the pixels that were not blanked", ge=0)
+
+
+class SimCLR(Section):
+    temperature: float = knob(0.5, "NT-Xent temperature", gt=0)
+    crop_min: float = knob(0.2, "smallest crop, as a share of the image area", ge=0.01, le=1)
+    color_strength: float = knob(0.5, "colour jitter strength", ge=0, le=1)
+    projection_dim: int = knob(128, "projection head output size", ge=1)
+
+
+# each task's own section, by the task's name in selfsup.pretexts.TASKS (a test checks the two agree)
+TASK_PARAMS: dict[str, type[Section]] = {"context": Context, "reconstruction": Reconstruction,
+                                         "rotation": Rotation, "jigsaw": Jigsaw, "simclr": SimCLR}
+
+
+class PretextCommon(Section):
+    task: Literal.__getitem__(tuple(TASKS)) = knob(  # type: ignore[valid-type]  # the registry's names
+        "context", "the pretext task; select it with -S pretext=<task> (a Hydra group: params.yaml then holds that "
+                   "task's section alone, see docs/pretexts.md)")
+    epochs: int = knob(30, "pretext training epochs", ge=1)
+    batch_size: int = knob(512, "pretext batch (pairs, tuples or images, by task)", ge=2)
+    lr: float = knob(0.1, "peak learning rate (Nesterov SGD, warm-up then cosine)", gt=0)
+    weight_decay: float = knob(0.0005, "weight decay", ge=0)
+    warmup_epochs: float = knob(1.0, "linear warm-up length, in epochs", ge=0)
+    probe_size: int = knob(5000, "validation images (never pretrained on) for the per-epoch probe, held-out "
+                                 "score and controls", ge=20)
+    eval_batch_size: int = knob(1024, "inference batch of the probe and held-out scores", ge=1)
+
+    @model_validator(mode="after")
+    def _task_section(self) -> PretextCommon:
+        if getattr(self, self.task) is None:
+            raise ValueError(f"param 'pretext.{self.task}' is missing from params.yaml: select the task as a Hydra group, "
+                             f"`dvc exp run -S pretext={self.task}`, which brings its params")
+        return self
+
+
+# the task sections, one optional field per entry of TASK_PARAMS: params.yaml holds the chosen task's
+Pretext = create_model("Pretext", __base__=PretextCommon,
+                       **{task: (section | None, None) for task, section in TASK_PARAMS.items()})
+
+
+class Finetune(Section):
+    epochs: int = knob(30, "fine-tune epochs, in passes over the 100 % labelled pool (every fraction gets the "
+                           "same steps unless listed in epochs_by_fraction)", ge=1)
+    epochs_by_fraction: list[tuple[float, int]] = knob(
+        [], "[[fraction, epochs], ...]: a fraction's own fine-tune budget, e.g. [[0.5, 16], [1.0, 32]]")
+    batch_size: int = knob(512, "fine-tune batch", ge=2)
+    lr: float = knob(0.2, "peak learning rate (Nesterov SGD, warm-up then cosine)", gt=0)
+    weight_decay: float = knob(0.0005, "weight decay", ge=0)
+    warmup_epochs: float = knob(1.0, "linear warm-up length, in epochs", ge=0)
+    label_smoothing: float = knob(0.1, "label smoothing of the cross-entropy", ge=0, le=0.5)
+    crop_padding: int = knob(4, "random crop (reflect padding) and flip of the labelled images", ge=0)
+    eval_batch_size: int = knob(1024, "inference batch of validation and test", ge=1)
+
+    @field_validator("epochs_by_fraction", mode="before")
+    @classmethod
+    def _pairs(cls, entries: Any) -> Any:
+        """[fraction, epochs] pairs, fraction in (0, 1], epochs >= 1, no fraction twice (YAML gives lists)."""
+        if not isinstance(entries, list):
+            raise ValueError("expected a list of [fraction, epochs] pairs")
+        for entry in entries:
+            if not (isinstance(entry, list | tuple) and len(entry) == 2 and is_number(entry[0]) and 0 < entry[0] <= 1
+                    and is_int(entry[1]) and entry[1] >= 1):
+                raise ValueError(f"holds {entry!r}: expected [fraction, epochs] pairs with 0 < fraction <= 1 and "
+                                 f"epochs >= 1, e.g. [[0.5, 16], [1.0, 32]]")
+        fractions = [float(e[0]) for e in entries]
+        if len(set(fractions)) != len(fractions):
+            raise ValueError("a fraction appears twice")
+        return [(float(f), e) for f, e in entries]
+
+
+class Probe(Section):
+    C: list[Annotated[float, Field(gt=0)]] = knob(
+        [0.001, 0.01, 0.1, 1.0], "inverse regularisation strengths tried; the best on validation macro-F1 is kept",
+        min_length=1)
+    max_iter: int = knob(300, "iterations of the logistic regression's solver", ge=1)
+    batch_size: int = knob(1024, "feature-extraction batch", ge=1)
+    calibration_images: int = knob(5000, "labelled training images (labels unused) that re-estimate BatchNorm "
+                                         "statistics", ge=1)
+    grid: int = knob(2, "features: the last pool widened to a grid x grid map (1: the pooled vector)", ge=1, le=8)
+
+
+class Compare(Section):
+    plateau: float = knob(0.95, "plateau threshold: this share of the better init's mean best validation F1",
+                          gt=0, le=1)
+    confidence: float = knob(0.95, "confidence level of the intervals over seeds", ge=0.5, le=0.999)
+    amortise_over: int = knob(3, "fractions that reuse one pretraining: its time is shared among them", ge=1)
+
+
+class Params(Section):
+    seeds: list[int] = knob([0, 1, 2], "the replicates: each seed its own split, pretraining, probes and "
+                                       "fine-tunes; the intervals are over these", min_length=1)
+    fraction: float = knob(1.0, "share of the labelled pool fine-tuned on (nested: 10 % inside 50 % inside 100 %)",
+                           gt=0, le=1)
+    device: Literal["auto", "cpu", "cuda", "mps"] = knob("auto", "auto (CUDA, then MPS, then CPU) / cpu / cuda / mps",
+                                                         hardware=True)
+    nproc: int = knob(1, "processes for pretrain and fine-tune (torchrun; one GPU each, gloo on a CPU)",
+                      hardware=True, ge=1)
+    compile: bool = knob(False, "torch.compile the training forward", hardware=True)
+    precision: Precision = knob("auto", "autocast dtype: auto (bf16 where the device has it, fp16 on older GPUs, "
+                                        "else fp32) / bf16 / fp16 / fp32", hardware=True)
+    stream: Literal["auto", "always", "never"] = knob(
+        "auto", "images from memory-mapped arrays instead of device memory: auto (when they would take over half "
+                "the free device memory) / always / never", hardware=True)
+    profile_name: str = knob("full", "the profile params.yaml was composed with (conf/profile/)")
+    data: Data = Field(default_factory=Data)
+    split: Split = Field(default_factory=Split)
+    model: Model = Field(default_factory=Model)
+    pretext: Pretext = Field(default_factory=lambda: Pretext(context=Context()))
+    finetune: Finetune = Field(default_factory=Finetune)
+    probe: Probe = Field(default_factory=Probe)
+    compare: Compare = Field(default_factory=Compare)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("the seeds must differ")
+        return seeds
+
+    @model_validator(mode="after")
+    def _compile_alone(self) -> Params:
+        if self.compile and self.nproc > 1:
+            raise ValueError(f"param 'compile' is true with nproc={self.nproc}: torch.compile breaks its graph at every "
+                             "synced BatchNorm of a multi-process run, so it is slower, not faster; set compile "
+                             "false or nproc 1")
+        return self
+
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+# ---------------------------------------------------------------- reading the declarations
+
+
+def fields(model: type[BaseModel] = Params, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> pydantic FieldInfo of every param (a leaf: not a section), in declaration order; the task
+    sections under `pretext.<task>.`."""
+    out = {}
+    for name, info in model.model_fields.items():
+        section = _section(info.annotation)
+        if section is not None:
+            out.update(fields(section, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = info
+    return out
+
+
+def _section(annotation: Any) -> type[Section] | None:
+    for kind in (annotation, *get_args(annotation)):
+        if isinstance(kind, type) and issubclass(kind, Section):
+            return kind
+    return None
+
+
+def hardware_knobs() -> frozenset[str]:
+    """The params that change how fast a run goes, not what it computes: no stage declares them in dvc.yaml,
+    and the report and the tuning tools let experiments differ in them (the numerics they record may not)."""
+    return frozenset(k for k, info in fields().items() if (info.json_schema_extra or {}).get(HARDWARE))
+
+
+def defaults(model: type[BaseModel] = Params, tasks: bool = False) -> dict[str, Any]:
+    """The declared defaults as nested dicts; the task sections only with `tasks`."""
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        section = _section(info.annotation)
+        if section is not None:
+            if issubclass(model, PretextCommon) and name in TASK_PARAMS and not tasks:
+                continue
+            out[name] = defaults(section, tasks)
+        else:
+            value = info.get_default(call_default_factory=True)
+            out[name] = [list(v) for v in value] if name == "epochs_by_fraction" else value
+    return out
+
+
+def rule(info: Any) -> str:
+    """What a param may be, in words: its type and its bounds or choices."""
+    return _rule(info.annotation, info.metadata)
+
+
+def _rule(annotation: Any, metadata: list[Any]) -> str:
+    args = get_args(annotation)
+    origin = getattr(annotation, "__origin__", None)
+    if origin is Literal:
+        return " / ".join(map(str, args))
+    bounds = [f"{sign} {getattr(m, attr)}" for m in metadata
+              for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "length >="))
+              if getattr(m, attr, None) is not None]
+    if origin is list:
+        item = args[0]
+        inner = (_rule(get_args(item)[0], [m for info in get_args(item)[1:] for m in info.metadata])
+                 if hasattr(item, "__metadata__") else _rule(item, []))
+        text = f"list of {inner.replace(', ', ' ')}" if inner != "tuple[float, int]" else "list of [fraction, epochs]"
+    elif origin is tuple:
+        text = f"tuple[{', '.join(a.__name__ for a in args)}]"
+    elif args:  # X | None
+        text = " or ".join("null" if a is type(None) else a.__name__ for a in args)
+    else:
+        text = annotation.__name__
+    return text + (", " + ", ".join(bounds) if bounds else "")
+
+
+# ---------------------------------------------------------------- checking params.yaml
+
+
+def check_params(params: dict[str, Any]) -> Params:
+    """Check every param; the first problem is a UserError naming the key, the value and what is allowed."""
+    try:
+        checked = Params.model_validate(params)
+    except ValidationError as e:
+        errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # unknown keys first
+        raise UserError(describe(errors[0], params)) from None
+    _require_every_key(checked)
+    return checked
+
+
+def _require_every_key(section: BaseModel, prefix: str = "") -> None:
+    """params.yaml holds every param (DVC tracks the file's values, not these defaults); only the task sections
+    of the tasks not chosen may be absent."""
+    for name in type(section).model_fields:
+        value = getattr(section, name)
+        if name not in section.model_fields_set and not (isinstance(section, Pretext) and name in TASK_PARAMS):
+            raise UserError(f"param '{prefix}{name}' is missing from params.yaml: add it (see docs/params.md)")
+        if isinstance(value, Section):
+            _require_every_key(value, f"{prefix}{name}.")
+
+
+def describe(error: dict[str, Any], params: dict[str, Any]) -> str:
+    """One line for one pydantic error: the dotted key, its value, what is allowed."""
+    key, node = [], params
+    for part in error["loc"]:
+        if not isinstance(part, str) or not isinstance(node, dict):
+            break
+        key.append(part)
+        node = node.get(part)
+    name = ".".join(key) or "params.yaml"
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(name, list(fields()), n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"param '{name}' is not a param of this pipeline: {hint}(see docs/params.md)"
+    if kind == "missing":
+        return f"param '{name}' is missing from params.yaml: add it (see docs/params.md)"
+    value = node if len(key) == len([p for p in error["loc"] if isinstance(p, str)]) else error["input"]
+    if name in ("seeds", "probe.C") and isinstance(value, list) and (kind == "too_short" or not all(
+            is_number(v) and (name == "probe.C" and v > 0 or name == "seeds" and is_int(v)) for v in value)):
+        what = "integers" if name == "seeds" else "positive numbers"
+        return f"param '{name}' is {value!r}: expected a non-empty list of {what}"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"param '{name}' is {value!r}: must be {bounds[kind]} {limit}"
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", ctx["expected"])
+        return f"param '{name}' is {value!r}: choose one of {', '.join(choices)}"
+    if kind.endswith("_type") or kind in ("bool_parsing", "int_from_float"):
+        expected = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str",
+                    "list_type": "list", "model_type": "a mapping", "tuple_type": "a pair", "dict_type": "a mapping"}
+        return f"param '{name}' is {value!r}: expected {expected.get(kind, kind.removesuffix('_type'))}"
+    message = str(ctx.get("error", error["msg"]))
+    if message.startswith("param '"):  # a check across params says it all
+        return message
+    return f"param '{name}' is {value!r}: {message}"
