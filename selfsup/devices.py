@@ -44,6 +44,17 @@ def configure_device(device: torch.device) -> torch.device:
     return device
 
 
+def numerics(device: torch.device, precision: str, processes: int, compiled: bool) -> dict[str, object]:
+    """What can change a run's numbers without being a param that re-runs it: the resolved precision, the device
+    and its name, the process count, compile, and the torch and torchvision versions. Every training run and
+    probe records it; the report refuses to pool runs whose records differ (tools/report.py)."""
+    import torchvision
+
+    return {"precision": precision, "device": describe_device(device), "device_type": device.type,
+            "processes": processes, "compile": bool(compiled), "torch": torch.__version__,
+            "torchvision": torchvision.__version__}
+
+
 def describe_device(device: torch.device) -> str:
     """One line for reports: the GPU's name, or the CPU's model and the threads torch uses."""
     if device.type == "cuda":

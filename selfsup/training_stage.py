@@ -20,7 +20,7 @@ import torch
 from dvclive import Live
 from torch import nn
 
-from selfsup.devices import announce, device_from_params
+from selfsup.devices import announce, device_from_params, numerics
 from selfsup.distributed import Dist, NullLive, setup
 from selfsup.engine import Trainer, resolve_precision, sgd, slow_hint
 from selfsup.params import load_params, param
@@ -46,6 +46,10 @@ class TrainingStage:
         if dist.main:
             announce(name, device, precision)
         return cls(params, dist, device, precision, started)
+
+    def numerics(self) -> dict[str, object]:
+        """This run's numerics record (selfsup.devices.numerics), for its summary."""
+        return numerics(self.device, self.precision, self.dist.world, param(self.params, "compile"))
 
 
 @dataclass(frozen=True)

@@ -223,6 +223,16 @@ def draw_figures(histories: dict, threshold: float, pretrainings: list, pretext:
                        FIGURES[3])
 
 
+def distinct(records: list[dict | None]) -> list[dict | None]:
+    """The different numerics records among the runs, in first-seen order (one, when one machine made them all;
+    None for a run made before runs recorded them)."""
+    out: list[dict | None] = []
+    for r in records:
+        if r not in out:
+            out.append(r)
+    return out
+
+
 def main() -> None:
     params = load_params()
     seeds = param(params, "seeds")
@@ -265,6 +275,9 @@ def main() -> None:
         "labelled_size": summaries["scratch"][0]["best"]["labelled_size"],
         "test_size": int(len(dataset.test_labels)),
         "device": summaries["scratch"][0]["best"]["device"],
+        "numerics": {"finetune": distinct([s["best"].get("numerics") for init in INITS for s in summaries[init]]),
+                     "pretrain": distinct([s.get("numerics") for _, s in pretrainings]),
+                     "linear_probe": distinct([p.get("numerics") for p in probes])},
         "pretrain_wall_seconds": sum(s.get("wall_seconds", 0.0) for _, s in pretrainings),
         "stage_wall_seconds": wall,
     }, OUT_JSON)

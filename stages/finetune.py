@@ -122,7 +122,8 @@ def main(init: str, seed: int) -> None:
     log.close({"best": {"epoch": best["epoch"], "val": best["val"], "test": test,
                         "train_seconds": elapsed, "steps": recipe.epochs * steps, "steps_per_epoch": steps,
                         "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
-                        "processes": dist.world, "streamed": train_x.stream, "wall_seconds": log.wall_seconds}})
+                        "processes": dist.world, "streamed": train_x.stream, "wall_seconds": log.wall_seconds,
+                        "numerics": stage.numerics()}})
     if not dist.main:
         return
     write_predictions(live_dir / "predictions.csv", np.arange(len(test_y)), test_y, test_logits.argmax(1).numpy(),

@@ -19,7 +19,7 @@ from selfsup import paths
 from selfsup.augment import normalize
 from selfsup.dataset import load_dataset
 from selfsup.image_store import labelled_images
-from selfsup.devices import announce, describe_device, device_from_params, seed_everything
+from selfsup.devices import announce, describe_device, device_from_params, numerics, seed_everything
 from selfsup.files import save_json
 from selfsup.linear_eval import frozen_features, linear_probe
 from selfsup.models import build_extractor, load_extractor
@@ -59,6 +59,7 @@ def main(seed: int) -> None:
           f"pretrained {results['pretrained']['test']['f1_macro']:.4f}")
     results["labelled_size"] = int(len(labelled))
     results["device"] = describe_device(device)
+    results["numerics"] = numerics(device, "fp32", 1, False)  # probes: one process, fp32, eager
     results["wall_seconds"] = time.perf_counter() - start
     save_json(results, paths.probe_result(seed))
 

@@ -100,7 +100,7 @@ def main(seed: int) -> None:
     log.close({"pretext": {"task": task.name, "metric": metric, "chance": task.chance, "images": len(images),
                            "heldout_images": len(probe_idx), "streamed": images.stream},
                "seed": seed, "device": describe_device(device), "processes": dist.world,
-               "wall_seconds": log.wall_seconds})
+               "wall_seconds": log.wall_seconds, "numerics": stage.numerics()})
     if dist.main:
         save_extractor(trainer.model.extractor, arch, stem, feat_dim, out, **task.describe())
         log.finish()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from selfsup.params import UserError
 from tools.report import BEGIN, END, answers, readme_section, render, render_answer, splice
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,3 +83,22 @@ def test_the_plateau_answer_names_who_got_there_first_or_a_tie():
     assert "; pretrained reached the validation plateau" in answers(fr)
     plateau["pretrained"]["epochs"] = None
     assert "; only scratch reached the validation plateau" in answers(fr)
+
+
+def _with_numerics(name: str, **changes) -> dict:
+    record = {"precision": "bf16", "device": "cpu: AMD EPYC, 2 threads", "device_type": "cpu", "processes": 1,
+              "compile": False, "torch": "2.14.1", "torchvision": "0.29.2"} | changes
+    return {"name": name, "compare": {"numerics": {"finetune": [record], "pretrain": [record],
+                                                   "linear_probe": [record | {"precision": "fp32"}]}}}
+
+
+def test_the_report_refuses_runs_of_other_numerics_in_one_line():
+    from tools.report import check_numerics
+
+    same = check_numerics([_with_numerics("a"), _with_numerics("b")])
+    assert same["finetune"]["precision"] == "bf16" and same["linear_probe"]["precision"] == "fp32"
+    with pytest.raises(UserError, match=r"experiment b has finetune runs whose numerics differ .*precision 'bf16' vs "
+                                        r"'fp32'.*--mixed-numerics"):
+        check_numerics([_with_numerics("a"), _with_numerics("b", precision="fp32")])
+    with pytest.raises(UserError, match="experiment old has finetune runs that record no numerics"):
+        check_numerics([_with_numerics("a"), {"name": "old", "compare": {}}])

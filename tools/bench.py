@@ -47,6 +47,7 @@ from selfsup.image_store import ImageStore, prefetched
 from selfsup.devices import configure_device, device_generator, resolve_device, seed_everything
 from selfsup.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd
 from selfsup.models import STEMS, Classifier, build_extractor
+from selfsup.config import TASK_PARAMS, defaults
 from selfsup.params import UserError, load_params
 from selfsup.pretexts import TASKS, build_task
 from selfsup.pretexts.base import pretext_batches
@@ -143,6 +144,8 @@ def paired_ratio(path: DataPath, reference: DataPath, name: str) -> dict:
 
 def bench(args: argparse.Namespace) -> dict:
     params = load_params(Path(args.params))
+    # params.yaml holds the chosen task's section alone: the others measured get their declared defaults
+    params["pretext"] = {t: defaults(c) for t, c in TASK_PARAMS.items()} | params["pretext"]
     device = configure_device(resolve_device(args.device))  # the stages' settings
     precision = resolve_precision(args.precision, device)
     seed_everything(0)

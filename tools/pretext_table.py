@@ -18,12 +18,13 @@ from pathlib import Path
 from selfsup.files import save_json
 from selfsup.finetune_budget import finetune_epochs
 from selfsup.stage import run_stage
+from selfsup.config import hardware_knobs
 from tools.report import _ci, _p, check_same_study, dataset_name, experiment_refs, read_experiment, readme_section, splice
 
 METHODS_JSON = Path("metrics/methods.json")
 PRETEXTS_DOC = Path("docs/pretexts.md")
 BEGIN, END = "<!-- methods:begin (written by python -m tools.pretext_table) -->", "<!-- methods:end -->"
-FREE = ("pretext", "model", "device", "nproc", "compile", "stream", "precision")  # may differ between the rows
+FREE = {"pretext", "model", *hardware_knobs()}  # may differ between the rows
 
 
 def build(experiments: list[dict]) -> dict:

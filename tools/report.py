@@ -27,6 +27,7 @@ from pathlib import Path
 import yaml
 
 from selfsup import figures, paths
+from selfsup.config import hardware_knobs
 from selfsup.endpoints import LABELS, PRIMARY, PRIMARY_FRACTION
 from selfsup.files import save_json
 from selfsup.finetune_budget import finetune_epochs
@@ -39,7 +40,7 @@ FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Pat
 README = Path("README.md")
 RESULTS_DOC = Path("docs/results.md")
 BEGIN, END = "<!-- results:begin (written by python -m tools.report) -->", "<!-- results:end -->"
-IGNORED_PARAMS = {"fraction", "device", "nproc", "compile", "stream", "precision"}
+IGNORED_PARAMS = {"fraction"} | hardware_knobs()  # what the numerics record says instead: check_numerics
 INITS = paths.INITS
 METRICS = list(LABELS.items())  # (key, label), the primary first
 
@@ -117,9 +118,32 @@ def check_same_study(experiments: list[dict], free: set[str] | tuple[str, ...] =
                             f"{why}")
 
 
-def build_study(experiments: list[dict]) -> dict:
+def check_numerics(experiments: list[dict]) -> dict[str, dict | None]:
+    """The one numerics record (precision, device, processes, compile, torch and torchvision versions) of each
+    kind of run (finetune, pretrain, linear_probe) across the experiments; runs made with different numerics
+    (or made before runs recorded them) are refused in one line naming the difference."""
+    pooled: dict[str, dict | None] = {}
+    for exp in experiments:
+        for kind, records in exp["compare"].get("numerics", {"finetune": [None]}).items():
+            for record in records:
+                if record is None:
+                    raise UserError(f"experiment {exp['name']} has {kind} runs that record no numerics (made before "
+                                    f"runs recorded them): rerun it, or pass --mixed-numerics to pool it anyway")
+                first = pooled.setdefault(kind, record)
+                differ = {k: (first.get(k), record.get(k)) for k in first.keys() | record.keys()
+                          if first.get(k) != record.get(k)}
+                if differ:
+                    what = "; ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in sorted(differ.items()))
+                    raise UserError(f"experiment {exp['name']} has {kind} runs whose numerics differ from the others "
+                                    f"({what}): the same seeds give other numbers on other numerics; rerun them on "
+                                    f"one machine, or pass --mixed-numerics to pool them anyway")
+    return pooled
+
+
+def build_study(experiments: list[dict], mixed_numerics: bool = False) -> dict:
     """The numbers the results section shows, newest experiment per fraction."""
     check_same_study(experiments)
+    numerics = None if mixed_numerics else check_numerics(experiments)
     newest: dict[float, dict] = {}
     for exp in sorted(experiments, key=lambda e: e["finished"]):
         newest[float(exp["params"]["fraction"])] = exp
@@ -165,6 +189,7 @@ def build_study(experiments: list[dict]) -> dict:
                     "md5": data.get("md5") if data["source"] == "cifar10" else None,
                     "test_size": first["compare"]["test_size"]},
         "device": first["compare"]["device"],
+        "numerics": numerics if numerics is not None else "mixed (--mixed-numerics)",
         "commit": first["baseline"][:10],
         "experiments": [newest[f]["name"] for f in fractions],
         "wall_seconds": wall,
@@ -398,11 +423,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="commit whose experiments to report (default HEAD)")
     parser.add_argument("--exp", nargs="+", help="experiment names instead")
+    parser.add_argument("--mixed-numerics", action="store_true",
+                        help="pool runs whose precision, device, process count or library versions differ")
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--results-doc", type=Path, default=RESULTS_DOC)
     args = parser.parse_args(argv)
     experiments = [read_experiment(r) for r in experiment_refs(args.baseline, args.exp)]
-    study = build_study(experiments)
+    study = build_study(experiments, args.mixed_numerics)
     save_json(study, STUDY_JSON)
     stats = {i: [fr["tests"]["best_f1_macro"][i] for fr in study["fractions"]] for i in INITS}
     fractions = [fr["fraction"] for fr in study["fractions"]]

@@ -30,11 +30,12 @@ from selfsup.finetune_budget import finetune_epochs
 from selfsup.params import UserError
 from selfsup.paths import INITS
 from selfsup.stage import run_stage
+from selfsup.config import hardware_knobs
 from tools.report import RESULTS_DOC, check_same_study, experiment_refs, flatten, read_experiment, splice
 
 TUNING_JSON = Path("metrics/tuning.json")
 BEGIN, END = "<!-- tuning:begin (written by python -m tools.tune) -->", "<!-- tuning:end -->"
-FREE = ("finetune", "device", "nproc", "compile", "stream", "precision")  # may differ between the trials
+FREE = {"finetune", *hardware_knobs()}  # may differ between the trials
 SELECT_ON = "best_val_f1_macro"  # validation macro-F1 of the validation-selected epoch
 
 
