@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import difflib
 import re
+from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from selfsup.params import UserError
+from selfsup.core.params import HARDWARE_FILE, PARAMS_FILE, UserError, read_mapping
 from selfsup.pretexts import TASKS
 from selfsup.sources import OFFICIAL
 
@@ -29,12 +30,9 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 STEMS: tuple[str, ...] = get_args(Stem)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
-HARDWARE = "hardware"  # marks a knob that changes how fast a run goes, not what it computes: no stage declares it
-
-
-def knob(default: Any, meaning: str, *, hardware: bool = False, **rule: Any) -> Any:
+def knob(default: Any, meaning: str, **rule: Any) -> Any:
     """A param: its default, its one-line meaning and its rule (pydantic's gt/ge/le/min_length...)."""
-    return Field(default, description=meaning, json_schema_extra={HARDWARE: True} if hardware else None, **rule)
+    return Field(default, description=meaning, **rule)
 
 
 class Section(BaseModel):
@@ -60,10 +58,31 @@ class Split(Section):
                                gt=0, le=0.5)
 
 
+def arch_code(arch: str) -> str:
+    """The code that builds `model.arch`, as a dvc.yaml dependency: `nets` for your own networks there
+    (`nets.fast_cnn:half`), the module's file for another `module:function`, and for a torchvision model
+    `selfsup/training` (the package that builds it, a dependency of those stages anyway)."""
+    if ":" not in arch:
+        return "selfsup/training"
+    module = arch.split(":", 1)[0]
+    return "nets" if module.split(".")[0] == "nets" else module.replace(".", "/") + ".py"
+
+
 class Model(Section):
     arch: str = knob("resnet18", "any torchvision classification model name, or module:function (nets/)")
     stem: Stem = knob("cifar", "cifar (3x3 stride-1 first conv, no max-pool) / half (3x3 stride 2, no max-pool) / "
                                "imagenet (as torchvision builds it)")
+    code: str = Field("selfsup/training", description="the code that builds model.arch, a dependency of the "
+                      "stages that build it (derived: `dvc exp run` resolves it from model.arch)",
+                      json_schema_extra={"hydra": "${arch_code:${model.arch}}"})
+
+    @model_validator(mode="after")
+    def _code_of_arch(self) -> Model:
+        if self.code != arch_code(self.arch):
+            raise ValueError(f"param 'model.code' is {self.code!r} but model.arch {self.arch!r} is built by "
+                             f"{arch_code(self.arch)!r}: compose params.yaml with `dvc exp run -S model.arch=...` (it "
+                             f"derives model.code), or set model.code to {arch_code(self.arch)!r}")
+        return self
 
 
 class Context(Section):
@@ -188,21 +207,35 @@ class Compare(Section):
     amortise_over: int = knob(3, "fractions that reuse one pretraining: its time is shared among them", ge=1)
 
 
+class Hardware(Section):
+    """hardware.yaml: how this machine runs the study, not what it computes. No stage declares these, so
+    changing one re-runs nothing (`dvc exp run -S hardware.yaml:precision=fp32 --force` to rerun); every run
+    records the numerics they resolved to (selfsup.training.devices.numerics) and the report pools only runs
+    whose records agree."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = knob("auto", "auto (CUDA, then MPS, then CPU) / cpu / cuda / mps")
+    nproc: int = knob(1, "processes for pretrain and fine-tune (torchrun; one GPU each, gloo on a CPU)", ge=1)
+    compile: bool = knob(False, "torch.compile the training forward")
+    precision: Precision = knob("auto", "autocast dtype: auto (bf16 where the device has it, fp16 on older GPUs, "
+                                        "else fp32) / bf16 / fp16 / fp32")
+    stream: Literal["auto", "always", "never"] = knob(
+        "auto", "images from memory-mapped arrays instead of device memory: auto (when they would take over half "
+                "the free device memory) / always / never")
+
+    @model_validator(mode="after")
+    def _compile_alone(self) -> Hardware:
+        if self.compile and self.nproc > 1:
+            raise ValueError(f"param 'compile' is true with nproc={self.nproc}: torch.compile breaks its graph at every "
+                             "synced BatchNorm of a multi-process run, so it is slower, not faster; set compile "
+                             "false or nproc 1")
+        return self
+
+
 class Params(Section):
     seeds: list[int] = knob([0, 1, 2], "the replicates: each seed its own split, pretraining, probes and "
                                        "fine-tunes; the intervals are over these", min_length=1)
     fraction: float = knob(1.0, "share of the labelled pool fine-tuned on (nested: 10 % inside 50 % inside 100 %)",
                            gt=0, le=1)
-    device: Literal["auto", "cpu", "cuda", "mps"] = knob("auto", "auto (CUDA, then MPS, then CPU) / cpu / cuda / mps",
-                                                         hardware=True)
-    nproc: int = knob(1, "processes for pretrain and fine-tune (torchrun; one GPU each, gloo on a CPU)",
-                      hardware=True, ge=1)
-    compile: bool = knob(False, "torch.compile the training forward", hardware=True)
-    precision: Precision = knob("auto", "autocast dtype: auto (bf16 where the device has it, fp16 on older GPUs, "
-                                        "else fp32) / bf16 / fp16 / fp32", hardware=True)
-    stream: Literal["auto", "always", "never"] = knob(
-        "auto", "images from memory-mapped arrays instead of device memory: auto (when they would take over half "
-                "the free device memory) / always / never", hardware=True)
     profile_name: str = knob("full", "the profile params.yaml was composed with (conf/profile/)")
     data: Data = Field(default_factory=Data)
     split: Split = Field(default_factory=Split)
@@ -219,14 +252,6 @@ class Params(Section):
             raise ValueError("the seeds must differ")
         return seeds
 
-    @model_validator(mode="after")
-    def _compile_alone(self) -> Params:
-        if self.compile and self.nproc > 1:
-            raise ValueError(f"param 'compile' is true with nproc={self.nproc}: torch.compile breaks its graph at every "
-                             "synced BatchNorm of a multi-process run, so it is slower, not faster; set compile "
-                             "false or nproc 1")
-        return self
-
 
 def is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
@@ -239,9 +264,11 @@ def is_number(v: Any) -> bool:
 # ---------------------------------------------------------------- reading the declarations
 
 
-def fields(model: type[BaseModel] = Params, prefix: str = "") -> dict[str, Any]:
-    """Dotted key -> pydantic FieldInfo of every param (a leaf: not a section), in declaration order; the task
-    sections under `pretext.<task>.`."""
+def fields(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, Any]:
+    """Dotted key -> pydantic FieldInfo of every param (a leaf: not a section), in declaration order: params.yaml's
+    (the task sections under `pretext.<task>.`), then hardware.yaml's."""
+    if model is None:
+        return fields(Params) | fields(Hardware)
     out = {}
     for name, info in model.model_fields.items():
         section = _section(info.annotation)
@@ -260,9 +287,10 @@ def _section(annotation: Any) -> type[Section] | None:
 
 
 def hardware_knobs() -> frozenset[str]:
-    """The params that change how fast a run goes, not what it computes: no stage declares them in dvc.yaml,
-    and the report and the tuning tools let experiments differ in them (the numerics they record may not)."""
-    return frozenset(k for k, info in fields().items() if (info.json_schema_extra or {}).get(HARDWARE))
+    """The knobs of hardware.yaml: they change how fast a run goes, not what it computes; no stage declares them
+    in dvc.yaml, and the report and the tuning tools let experiments differ in them (the numerics they record
+    may not)."""
+    return frozenset(Hardware.model_fields)
 
 
 def defaults(model: type[BaseModel] = Params, tasks: bool = False) -> dict[str, Any]:
@@ -310,15 +338,36 @@ def _rule(annotation: Any, metadata: list[Any]) -> str:
 # ---------------------------------------------------------------- checking params.yaml
 
 
+def check_files(params_file: Path = PARAMS_FILE, hardware_file: Path = HARDWARE_FILE) -> None:
+    """What every stage runs first: params.yaml and hardware.yaml checked, each holding its own keys."""
+    params, hardware = read_mapping(params_file), read_mapping(hardware_file)
+    for key in sorted(hardware_knobs() & set(params)):
+        raise UserError(f"param '{key}' is a hardware knob: set it in {hardware_file}, not {params_file} "
+                        f"(`dvc exp run -S {hardware_file}:{key}=...`)")
+    for key in sorted(set(hardware) - hardware_knobs()):
+        raise UserError(f"{hardware_file} holds '{key}', which is no hardware knob ({', '.join(sorted(hardware_knobs()))}):"
+                        f" set it in {params_file}")
+    check_params(params | hardware)
+
+
 def check_params(params: dict[str, Any]) -> Params:
-    """Check every param; the first problem is a UserError naming the key, the value and what is allowed."""
+    """Check every param of params.yaml and hardware.yaml, given as one mapping (the hardware knobs at its top
+    level); the first problem is a UserError naming the key, the value and what is allowed."""
+    hardware = {k: v for k, v in params.items() if k in hardware_knobs()}
+    study = {k: v for k, v in params.items() if k not in hardware_knobs()}
+    checked = _validate(Hardware, hardware, params)
+    _require_every_key(checked)
+    checked = _validate(Params, study, params)
+    _require_every_key(checked)
+    return checked
+
+
+def _validate(model: type[Section], values: dict[str, Any], params: dict[str, Any]) -> Any:
     try:
-        checked = Params.model_validate(params)
+        return model.model_validate(values)
     except ValidationError as e:
         errors = sorted(e.errors(), key=lambda err: err["type"] != "extra_forbidden")  # unknown keys first
         raise UserError(describe(errors[0], params)) from None
-    _require_every_key(checked)
-    return checked
 
 
 def _require_every_key(section: BaseModel, prefix: str = "") -> None:
@@ -327,7 +376,8 @@ def _require_every_key(section: BaseModel, prefix: str = "") -> None:
     for name in type(section).model_fields:
         value = getattr(section, name)
         if name not in section.model_fields_set and not (isinstance(section, Pretext) and name in TASK_PARAMS):
-            raise UserError(f"param '{prefix}{name}' is missing from params.yaml: add it (see docs/params.md)")
+            where = HARDWARE_FILE if isinstance(section, Hardware) else PARAMS_FILE
+            raise UserError(f"param '{prefix}{name}' is missing from {where}: add it (see docs/params.md)")
         if isinstance(value, Section):
             _require_every_key(value, f"{prefix}{name}.")
 

@@ -21,9 +21,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from selfsup.engine import channels_last, chunks, classification_metrics, predict, recalibrate_bn
-from selfsup.models import PoolInput, last_adaptive_pool
-from selfsup.params import UserError
+from selfsup.training.engine import channels_last, chunks, classification_metrics, predict, recalibrate_bn
+from selfsup.training.models import PoolInput, last_adaptive_pool
+from selfsup.core.params import UserError
 
 # The per-epoch monitor of pretraining: fixed, not params, so that changing the `probe` params (the
 # linear_probe stage's) never re-runs pretraining; it tracks a trend, the linear_probe stage scores transfer.

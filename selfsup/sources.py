@@ -1,5 +1,5 @@
 """Getting images in, for the download stage alone: fetch and verify an archive, read CIFAR-10/100 batches,
-STL-10 binaries or an image folder into a `selfsup.dataset.Dataset` (the format every other stage reads).
+STL-10 binaries or an image folder into a `selfsup.core.dataset.Dataset` (the format every other stage reads).
 Importing this module loads neither torch nor torchvision (the download helper is imported on use).
 
 Archives are read member by
@@ -27,9 +27,9 @@ from typing import IO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from selfsup.dataset import Dataset
-from selfsup.files import atomic_path
-from selfsup.params import UserError
+from selfsup.core.dataset import Dataset
+from selfsup.core.files import atomic_path
+from selfsup.core.params import UserError
 
 
 # The official archives: (URL, md5), used when data.url is empty.

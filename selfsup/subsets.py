@@ -28,6 +28,12 @@ def split_indices(labels: np.ndarray, seed: int, val_fraction: float, fraction: 
     return np.sort(np.concatenate(val)), np.sort(np.concatenate(labelled))
 
 
+def validation_indices(labels: np.ndarray, seed: int, val_fraction: float) -> np.ndarray:
+    """The seed's validation set alone, sorted: the same as `split_indices`'s at every fraction. The pretrain stage
+    draws it here rather than reading the split stage's file, so no label fraction can reach a pretraining."""
+    return split_indices(labels, seed, val_fraction, 1.0)[0]
+
+
 def class_counts(labels: np.ndarray, indices: np.ndarray, classes: list[str]) -> dict[str, int]:
     counts = np.bincount(labels[indices], minlength=len(classes))
     return {name: int(n) for name, n in zip(classes, counts)}

@@ -11,7 +11,7 @@ three sources of variance. Per run (init x seed) it answers the study's four que
   `compare.amortise_over` fractions;
 - the best metrics: the test metrics of the validation-selected epoch (the one test evaluation of the run).
 Over seeds: mean, standard deviation and t interval per init, and pretrained vs scratch as a paired t test
-(selfsup/stats.py), p uncorrected here: the report (tools/report.py) declares the primary endpoint across the
+(selfsup/analysis/stats.py), p uncorrected here: the report (tools/report.py) declares the primary endpoint across the
 study and Holm-corrects the rest.
 """
 
@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
-from selfsup import figures, paths
-from selfsup.dataset import load_dataset
-from selfsup.endpoints import PRIMARY, SECONDARY
-from selfsup.files import atomic_path, save_json
-from selfsup.params import UserError, load_params, param
-from selfsup.stage import run_stage
-from selfsup.stats import mean_ci, paired_t
+from selfsup.analysis import figures
+from selfsup.core import paths
+from selfsup.core.dataset import load_dataset
+from selfsup.analysis.endpoints import PRIMARY, SECONDARY
+from selfsup.core.files import atomic_path, save_json
+from selfsup.core.params import UserError, load_params, param
+from selfsup.core.stage import run_stage
+from selfsup.analysis.stats import mean_ci, paired_t
 
 INITS = paths.INITS
 OUT_JSON = Path("metrics/compare.json")
@@ -177,19 +178,18 @@ def pretext_summary(pretrainings: list[tuple[dict[str, np.ndarray], dict]]) -> d
     }
 
 
-def summary(tests: dict, convergence: dict, pretext: dict, labelled_size: int, wall_seconds: float) -> dict:
+def summary(tests: dict, convergence: dict, pretext: dict, wall_seconds: float) -> dict:
     """The few numbers DVC lists per experiment (`dvc exp show`, `dvc metrics diff`), numbers only: the test
     macro-F1 gain and each init's mean, each init's epochs to the plateau, the probe and pretext numbers and
-    the wall time. Everything else stays in metrics/compare.json, for the reports."""
+    the wall time (twelve columns). Everything else (accuracies, the labelled count, every other metric) stays in
+    metrics/compare.json, for the reports."""
     def numbers(d: dict) -> dict:
         return {k: v for k, v in d.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     gain = tests[PRIMARY]["difference"]
     return {
-        "labelled_images": labelled_size,
         "test_f1_gain": numbers({"mean": gain["mean"], "ci_low": gain["ci_low"], "ci_high": gain["ci_high"],
                                  "p": gain["p"]}),
-        **{init: numbers({"test_f1": tests[PRIMARY][init]["mean"], "test_accuracy": tests["best_accuracy"][init]["mean"],
-                          "plateau_epochs": convergence[init]["epochs"],
+        **{init: numbers({"test_f1": tests[PRIMARY][init]["mean"], "plateau_epochs": convergence[init]["epochs"],
                           "probe_f1": tests["probe_f1_macro"][init]["mean"]}) for init in INITS},
         "pretext_heldout": pretext["final_heldout"],  # the task's metric (accuracy; PSNR for reconstruction)
         "wall_minutes": wall_seconds / 60,
@@ -281,7 +281,7 @@ def main() -> None:
         "pretrain_wall_seconds": sum(s.get("wall_seconds", 0.0) for _, s in pretrainings),
         "stage_wall_seconds": wall,
     }, OUT_JSON)
-    save_json(summary(tests, converged, pretext, summaries["scratch"][0]["best"]["labelled_size"], wall), SUMMARY_JSON)
+    save_json(summary(tests, converged, pretext, wall), SUMMARY_JSON)
 
     for init in INITS:
         write_predictions(PREDICTIONS[init], [(s, classes[a], classes[p]) for s, (actual, pred) in

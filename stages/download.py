@@ -21,10 +21,10 @@ from selfsup.sources import (
     resize_batch,
 
 )
-from selfsup import paths
-from selfsup.dataset import save_dataset
-from selfsup.params import UserError, load_params, param
-from selfsup.stage import run_stage
+from selfsup.core import paths
+from selfsup.core.dataset import save_dataset
+from selfsup.core.params import UserError, load_params, param
+from selfsup.core.stage import run_stage
 
 OUT = paths.DATASET
 RAW = Path("data/raw")

@@ -16,26 +16,24 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import dataclasses
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from selfsup import paths
-from selfsup.augment import labelled_batches, normalize
-from selfsup.dataset import load_dataset
-from selfsup.image_store import labelled_images, prefetched
-from selfsup.devices import describe_device, device_generator, seed_everything
-from selfsup.distributed import run_parallel_stage
-from selfsup.engine import chunks, classification_metrics
-from selfsup.files import atomic_path, save_torch
-from selfsup.finetune_budget import finetune_epochs
-from selfsup.models import Classifier, build_extractor, load_extractor
-from selfsup.params import param
-from selfsup.resume import fingerprint
-from selfsup.training_stage import EpochLog, Recipe, TrainingStage
+from selfsup.core import paths
+from selfsup.training.augment import labelled_batches, normalize
+from selfsup.core.dataset import load_dataset
+from selfsup.training.image_store import labelled_images, prefetched
+from selfsup.training.devices import describe_device, device_generator, seed_everything
+from selfsup.training.distributed import run_parallel_stage
+from selfsup.training.engine import chunks, classification_metrics
+from selfsup.core.files import atomic_path, save_torch
+from selfsup.training.models import Classifier, build_extractor, load_extractor
+from selfsup.core.params import param
+from selfsup.loop.resume import fingerprint
+from selfsup.loop.training_stage import EpochLog, Recipe, TrainingStage
 
 INITS = paths.INITS
 
@@ -55,7 +53,7 @@ def write_predictions(path: Path, indices: np.ndarray, labels: np.ndarray, preds
 def main(init: str, seed: int) -> None:
     stage = TrainingStage.start(f"finetune {init} seed {seed}")
     params, device, dist = stage.params, stage.device, stage.dist
-    recipe = dataclasses.replace(Recipe.read(params, "finetune"), epochs=finetune_epochs(params))
+    recipe = Recipe.read(params, "finetune")  # its epochs: this fraction's budget
     arch, stem = param(params, "model.arch"), param(params, "model.stem")
     model_path, live_dir = outputs(init, seed)
 

@@ -15,16 +15,16 @@ import time
 
 import torch
 
-from selfsup import paths
-from selfsup.augment import normalize
-from selfsup.dataset import load_dataset
-from selfsup.image_store import labelled_images
-from selfsup.devices import announce, describe_device, device_from_params, numerics, seed_everything
-from selfsup.files import save_json
+from selfsup.core import paths
+from selfsup.training.augment import normalize
+from selfsup.core.dataset import load_dataset
+from selfsup.training.image_store import labelled_images
+from selfsup.training.devices import announce, describe_device, device_from_params, numerics, seed_everything
+from selfsup.core.files import save_json
 from selfsup.linear_eval import frozen_features, linear_probe
-from selfsup.models import build_extractor, load_extractor
-from selfsup.params import load_params, param
-from selfsup.stage import run_stage
+from selfsup.training.models import build_extractor, load_extractor
+from selfsup.core.params import load_params, param
+from selfsup.core.stage import run_stage
 
 
 def main(seed: int) -> None:

@@ -1,7 +1,8 @@
 """Stage `pretrain@{seed}`: train a randomly initialised extractor on the pretext task `pretext.task` (see
 selfsup/pretexts/), without labels; once per seed in `seeds` (`--seed`), each its own replicate.
 
-Uses every training image except the seed's validation split, and the dataset's unlabeled images if it has any
+Uses every training image except the seed's validation set (drawn as the split stage draws it, from the seed
+and `split.val_fraction`: no label fraction reaches a pretraining), and the dataset's unlabeled images if it has any
 (labels unused; test images never); a set too large for the device streams from its memory-mapped arrays
 (param `stream`). After each epoch (and once before training: the random extractor) it logs the pretext
 loss and metric (accuracy, or PSNR for reconstruction), on validation images the extractor never trained
@@ -17,19 +18,20 @@ import math
 import numpy as np
 import torch
 
-from selfsup import paths
-from selfsup.augment import normalize
-from selfsup.dataset import load_dataset
-from selfsup.image_store import ImageStore, image_bytes, prefetched, should_stream
-from selfsup.devices import describe_device, device_generator, seed_everything
-from selfsup.distributed import run_parallel_stage
+from selfsup.core import paths
+from selfsup.training.augment import normalize
+from selfsup.core.dataset import load_dataset
+from selfsup.training.image_store import ImageStore, image_bytes, prefetched, should_stream
+from selfsup.training.devices import describe_device, device_generator, seed_everything
+from selfsup.training.distributed import run_parallel_stage
 from selfsup.linear_eval import frozen_features, linear_probe_accuracy
-from selfsup.models import build_extractor, save_extractor
-from selfsup.params import UserError, param
+from selfsup.training.models import build_extractor, save_extractor
+from selfsup.core.params import UserError, param
 from selfsup.pretexts import build_task
 from selfsup.pretexts.base import heldout_scores, pretext_batches
-from selfsup.resume import fingerprint
-from selfsup.training_stage import EpochLog, Recipe, TrainingStage
+from selfsup.loop.resume import fingerprint
+from selfsup.subsets import validation_indices
+from selfsup.loop.training_stage import EpochLog, Recipe, TrainingStage
 
 
 def main(seed: int) -> None:
@@ -45,7 +47,9 @@ def main(seed: int) -> None:
     mean = torch.tensor(meta["mean"], device=device)
     std = torch.tensor(meta["std"], device=device)
     task = build_task(params, meta["image_size"], mean, std)
-    validation = paths.load_indices(paths.validation(seed))
+    # the seed's validation set, drawn as the split stage draws it (selfsup/subsets.py): pretraining depends on the
+    # seed and split.val_fraction alone, never on a label fraction
+    validation = validation_indices(dataset.train_labels, seed, param(params, "split.val_fraction"))
     if len(validation) < 20:
         raise UserError("the validation split has fewer than 20 images: raise split.val_fraction")
     extractor, feat_dim = build_extractor(arch, stem, meta["image_size"])
@@ -78,8 +82,8 @@ def main(seed: int) -> None:
         return {f"val/{key}" if key.startswith("control_") else f"val/pretext_{key}": v for key, v in scores.items()}
 
     log = EpochLog(f"pretrain-seed{seed}", live_dir,
-                   fingerprint({k: params[k] for k in ("model", "pretext")} | {"seed": seed, "world": dist.world},
-                               [paths.DATASET, paths.validation(seed)]),
+                   fingerprint({k: params[k] for k in ("model", "pretext", "split")} | {"seed": seed, "world": dist.world},
+                               [paths.DATASET]),
                    stage, recipe.epochs)
     # step 0 is the random extractor, step e the end of epoch e
     log.open(trainer, gen, initial=lambda: {"probe/linear_accuracy": probe(), **heldout()})

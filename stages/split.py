@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 
-from selfsup import paths
-from selfsup.dataset import load_dataset
-from selfsup.files import save_json, save_npy
-from selfsup.params import load_params, param
-from selfsup.stage import run_stage
+from selfsup.core import paths
+from selfsup.core.dataset import load_dataset
+from selfsup.core.files import save_json, save_npy
+from selfsup.core.params import load_params, param
+from selfsup.core.stage import run_stage
 from selfsup.subsets import class_counts, split_indices
 
 
@@ -42,4 +42,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, required=True, help="one of the `seeds` param (dvc.yaml passes each)")
     args = parser.parse_args()
-    run_stage(lambda: main(args.seed), outputs=paths.split_files(args.seed))
+    run_stage(lambda: main(args.seed), outputs=[paths.splits(args.seed)])

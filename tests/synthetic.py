@@ -103,6 +103,24 @@ def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: 
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+HARDWARE = {"device": "cpu", "nproc": 1, "compile": False, "precision": "auto", "stream": "auto"}  # hardware.yaml
+
+
+def read_params(ws: Path) -> dict:
+    """A workspace's params.yaml with its hardware.yaml knobs at the top level, as the stages read them."""
+    import yaml
+
+    return yaml.safe_load((ws / "params.yaml").read_text()) | yaml.safe_load((ws / "hardware.yaml").read_text())
+
+
+def write_params(ws: Path, params: dict) -> None:
+    """`read_params`'s mapping written back: the hardware knobs to hardware.yaml, the rest to params.yaml."""
+    import yaml
+
+    (ws / "hardware.yaml").write_text(yaml.safe_dump({k: v for k, v in params.items() if k in HARDWARE}))
+    (ws / "params.yaml").write_text(yaml.safe_dump({k: v for k, v in params.items() if k not in HARDWARE}))
+
+
 def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
     """A directory to run stage scripts in directly (`python -m stages.X`): a copy of stages/, selfsup/ and nets/, a
     CPU params.yaml with these pretext/finetune overrides, and a tiny dataset already downloaded and split."""
@@ -124,8 +142,8 @@ def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["pretext"].update({t: defaults(c) for t, c in TASK_PARAMS.items() if t not in params["pretext"]})
     params["data"].update(url=str(archive), md5=md5)
-    params["model"].update(arch="nets.fast_cnn:half", stem="cifar")  # the cpu profile's network: cheap
-    params["device"] = "cpu"
+    params["model"].update(arch="nets.fast_cnn:half", stem="cifar", code="nets")  # the cpu profile's network: cheap
+    (ws / "hardware.yaml").write_text(yaml.safe_dump(HARDWARE))
     params["pretext"].update({"batch_size": 64, "probe_size": 40, "eval_batch_size": 64, **pretext})
     params["finetune"].update({"batch_size": 32, "eval_batch_size": 64, **finetune})
     (ws / "params.yaml").write_text(yaml.safe_dump(params))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.dataset import Dataset, save_dataset
+from selfsup.core.dataset import Dataset, save_dataset
 from tests.synthetic import CLASSES, images
 from tools.bench import CODE
 

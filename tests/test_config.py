@@ -11,11 +11,11 @@ import yaml
 
 from selfsup import config as schema
 from selfsup import pretexts
-from selfsup.finetune_budget import finetune_epochs
-from selfsup.params import UserError
+from selfsup.loop.budget import finetune_epochs
+from selfsup.core.params import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text()) | yaml.safe_load((ROOT / "hardware.yaml").read_text())
 # every task's section (params.yaml holds the chosen task's alone): every param has a key to break
 PARAMS["pretext"].update({t: schema.defaults(c) for t, c in schema.TASK_PARAMS.items() if t not in PARAMS["pretext"]})
 
@@ -36,7 +36,7 @@ def leaves(params: dict, prefix: str = "") -> list[str]:
 
 
 def test_committed_params_pass_and_every_param_is_declared():
-    schema.check_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    schema.check_files(ROOT / "params.yaml", ROOT / "hardware.yaml")
     schema.check_params(PARAMS)
     assert set(leaves(PARAMS)) == set(schema.fields())  # every param declared, every declaration a param
 
@@ -52,7 +52,21 @@ def test_the_hardware_knobs_are_declared_once():
 
 
 def test_the_declared_defaults_pass():
-    schema.check_params(schema.defaults(tasks=True))
+    schema.check_params(schema.defaults(tasks=True) | schema.defaults(schema.Hardware))
+
+
+def test_each_file_holds_its_own_keys(tmp_path):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text() + "device: cpu\n")
+    (tmp_path / "hardware.yaml").write_text((ROOT / "hardware.yaml").read_text())
+    with pytest.raises(UserError, match="param 'device' is a hardware knob: set it in .*hardware.yaml, not .*params.yaml"):
+        schema.check_files(tmp_path / "params.yaml", tmp_path / "hardware.yaml")
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "hardware.yaml").write_text("device: cpu\nfraction: 0.5\n")
+    with pytest.raises(UserError, match="holds 'fraction', which is no hardware knob"):
+        schema.check_files(tmp_path / "params.yaml", tmp_path / "hardware.yaml")
+    (tmp_path / "hardware.yaml").write_text("device: cpu\n")
+    with pytest.raises(UserError, match="param 'nproc' is missing from hardware.yaml"):
+        schema.check_files(tmp_path / "params.yaml", tmp_path / "hardware.yaml")
 
 
 @pytest.mark.parametrize("key", sorted(schema.fields()))
@@ -83,7 +97,8 @@ def test_compile_with_several_processes_is_refused_with_the_reason():
 
 
 def test_a_task_without_its_section_says_how_to_select_it():
-    params = copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    params = copy.deepcopy(PARAMS)
+    del params["pretext"]["rotation"]
     params["pretext"]["task"] = "rotation"  # -S pretext.task=rotation instead of the group -S pretext=rotation
     with pytest.raises(UserError, match="param 'pretext.rotation' is missing from params.yaml: .*-S pretext=rotation"):
         schema.check_params(params)
@@ -119,3 +134,12 @@ def test_the_fine_tune_budget_is_the_fractions_entry_else_epochs():
         assert finetune_epochs(params) == epochs
     del params["finetune"]["epochs_by_fraction"]  # an experiment made before the param existed
     assert finetune_epochs(params) == 8
+
+
+def test_model_code_must_be_the_code_that_builds_the_arch():
+    params = with_value("model.arch", "nets.fast_cnn:half")  # edited by hand, model.code left at the default
+    with pytest.raises(UserError, match="param 'model.code' is 'selfsup/training' but model.arch 'nets.fast_cnn:half' "
+                                        "is built by 'nets'"):
+        schema.check_params(params)
+    params["model"]["code"] = "nets"
+    schema.check_params(params)

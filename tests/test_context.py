@@ -4,8 +4,8 @@ respected), the colour treatment, and the shortcut controls."""
 import pytest
 import torch
 
-from selfsup.models import build_extractor
-from selfsup.params import UserError
+from selfsup.training.models import build_extractor
+from selfsup.core.params import UserError
 from selfsup.pretexts.context import Context, sample_pair_positions
 from selfsup.pretexts.grid import OFFSETS, Geometry
 from tests.test_pretexts import PARAMS

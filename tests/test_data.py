@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from selfsup.sources import fetch, folder_files, load_batch, read_archive, read_cifar10, read_image_folder
-from selfsup.params import UserError
+from selfsup.core.params import UserError
 from tests.synthetic import cifar_archive, image_folder
 
 

@@ -14,11 +14,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import yaml
 from torch import nn
 
-from selfsup.distributed import CpuSyncBatchNorm, Dist
-from tests.synthetic import stage_workspace
+from selfsup.training.distributed import CpuSyncBatchNorm, Dist
+from tests.synthetic import read_params, stage_workspace, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,9 +31,9 @@ def stage(workspace: Path, module: str, *args: str) -> subprocess.CompletedProce
 
 
 def set_params(workspace: Path, **top) -> None:
-    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params = read_params(workspace)
     params.update(top)
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(workspace, params)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +68,8 @@ def history(live_dir: Path, key: str) -> list[float]:
 
 def test_finetune_on_two_processes_matches_one(workspace):
     single, double = run_both(workspace, "stages.finetune", ("--init", "scratch", "--seed", "0"),
-                              ["metrics/finetune/scratch/seed0", "models/finetune/scratch/seed0.pt"])
-    live = Path("metrics/finetune/scratch/seed0")
+                              ["metrics/runs/finetune/scratch/seed0", "models/finetune/scratch/seed0.pt"])
+    live = Path("metrics/runs/finetune/scratch/seed0")
     # The same steps on the same global batches. Float sums in another order (two half batches, synced
     # BatchNorm) differ by ~1e-4 at first, and training amplifies that, as two thread counts already do:
     # so tight on the first epoch, looser after.
@@ -93,13 +92,13 @@ def test_finetune_on_two_processes_matches_one(workspace):
 
 
 def test_pretrain_on_two_processes_matches_one(workspace):
-    single, double = run_both(workspace, "stages.pretrain", ("--seed", "0"), ["metrics/pretrain/seed0"])
-    live = Path("metrics/pretrain/seed0")
+    single, double = run_both(workspace, "stages.pretrain", ("--seed", "0"), ["metrics/runs/pretrain/seed0"])
+    live = Path("metrics/runs/pretrain/seed0")
     assert history(double / live, "train/pretext_loss") == pytest.approx(
         history(single / live, "train/pretext_loss"), rel=0.01)
     assert history(double / live, "val/pretext_accuracy") == pytest.approx(
         history(single / live, "val/pretext_accuracy"), abs=0.1)
-    assert (double / "metrics/pretrain/seed0/metrics.json").exists()
+    assert (double / "metrics/runs/pretrain/seed0/metrics.json").exists()
     assert (workspace / "models/pretrained/seed0.pt").exists()
 
 
@@ -172,7 +171,7 @@ def free_port() -> int:
 def test_two_nodes_over_c10d_rendezvous_match_one_process(workspace, tmp_path):
     """What a cluster runs, on localhost: one torchrun per node, 1 process each, joined by torchrun's c10d
     rendezvous (`--nnodes 2 --rdzv-backend c10d --rdzv-endpoint host:port`), gloo between the nodes."""
-    out = ["metrics/finetune/scratch/seed0", "models/finetune/scratch/seed0.pt"]
+    out = ["metrics/runs/finetune/scratch/seed0", "models/finetune/scratch/seed0.pt"]
     set_params(workspace, nproc=1)
     stage(workspace, "stages.finetune", "--init", "scratch", "--seed", "0")
     single = tmp_path / "single"

@@ -32,3 +32,9 @@ def test_every_param_is_in_the_reference_table_once():
 
 def test_the_readme_knobs_are_params():
     assert set(params_doc.KNOBS) <= set(config.fields())
+
+
+def test_hardware_yaml_holds_the_hardware_knobs():
+    import yaml
+
+    assert set(yaml.safe_load((params_doc.ROOT / "hardware.yaml").read_text())) == config.hardware_knobs()

@@ -40,7 +40,7 @@ def local_imports(module: Path, seen: set[Path] | None = None) -> set[Path]:
 def read_keys(modules: set[Path]) -> set[str]:
     from dataclasses import fields
 
-    from selfsup.training_stage import Recipe
+    from selfsup.loop.training_stage import Recipe
     keys = set()
     for m in modules:
         text = m.read_text()
@@ -53,7 +53,7 @@ def read_keys(modules: set[Path]) -> set[str]:
 
 def resolved(stage: dict, task: str = "context") -> dict:
     """The stage with `${pretext.task}` resolved as DVC resolves it from params.yaml (the deps of one task)."""
-    return yaml.safe_load(yaml.safe_dump(stage).replace("${pretext.task}", task))
+    return yaml.safe_load(yaml.safe_dump(stage).replace("${pretext.task}", task).replace("${model.code}", "nets"))
 
 
 def closure(script: Path, task: str = "context") -> set[Path]:
@@ -111,7 +111,9 @@ def test_every_imported_module_is_a_dep():
 
 # finetune.py reads pretext.task only with --init pretrained: finetune_scratch must not depend on it (the scratch
 # runs are shared by every pretext task)
-NOT_READ_BY = {"finetune_scratch": {"pretext.task"}}
+# and the loop reads a fraction's fine-tune budget (fraction, finetune.epochs) only for the finetune recipe, never
+# in a pretraining
+NOT_READ_BY = {"finetune_scratch": {"pretext.task"}, "pretrain": {"fraction", "finetune.epochs"}}
 
 
 def test_declared_params_are_exactly_those_read():
@@ -124,11 +126,17 @@ def test_declared_params_are_exactly_those_read():
         assert not unused, f"stage {name} declares {unused} but never reads them"
 
 
-def test_stages_that_build_a_backbone_depend_on_nets():
-    # model.arch may name nets.<file>:<function>: editing your network must re-run what uses it
+def test_stages_that_build_a_backbone_depend_on_the_code_that_builds_it():
+    # model.code is derived from model.arch (selfsup.config.arch_code): nets/ for your own network there, so
+    # editing it re-runs what uses it, and nothing there for a torchvision model
+    from selfsup.config import arch_code
+
     for name, stage, script in stages():
-        if ROOT / "selfsup" / "models.py" in local_imports(script) and name != "compare":
-            assert "nets" in stage["deps"], f"stage {name} builds a backbone but does not depend on nets/"
+        builds = ROOT / "selfsup" / "training" / "models.py" in local_imports(script)
+        assert ("nets" in stage["deps"]) == builds, name  # ${model.code} resolved for a nets arch
+        assert ("${model.code}" in DVC["stages"][name]["deps"]) == builds, name
+    assert arch_code("nets.fast_cnn:half") == "nets" and arch_code("resnet18") == "selfsup/training"
+    assert arch_code("mylab.nets:wide") == "mylab/nets.py"
 
 
 def test_validation_only_code_is_no_dep():
@@ -137,14 +145,19 @@ def test_validation_only_code_is_no_dep():
 
 
 def test_no_dep_is_code_the_stage_does_not_run():
-    # exact deps: a module the stage never imports cannot change its outputs, so it must not re-run it
+    # exact deps: a module the stage never imports cannot change its outputs, so it must not re-run it; a package
+    # is a dep only where the stage runs every module in it
     for name, stage, script in stages():
-        code = {script.relative_to(ROOT).as_posix()} | {m.relative_to(ROOT).as_posix() for m in closure(script)}
+        code = {m.relative_to(ROOT).as_posix() for m in closure(script)}
         for dep in stage["deps"]:
             if dep.endswith(".py"):
                 assert dep in code, f"stage {name} depends on {dep} but never imports it"
+            elif dep.startswith(("selfsup/", "stages/")):
+                package = {p.relative_to(ROOT).as_posix() for p in (ROOT / dep).rglob("*.py")} - PACKAGE_MARKERS
+                unused = {m for m in package - code if not m.endswith("/__init__.py")}
+                assert not unused, f"stage {name} depends on {dep} but never runs {sorted(unused)}"
             elif dep == "nets":
-                assert "selfsup/models.py" in code, f"stage {name} depends on {dep} but never uses it"
+                assert "selfsup/training/models.py" in code, f"stage {name} depends on {dep} but never uses it"
 
 
 def test_stage_scripts_are_apart_from_the_library_and_the_tools():

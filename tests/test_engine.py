@@ -4,9 +4,9 @@ import torch
 from sklearn.metrics import f1_score
 from torch import nn
 
-from selfsup.augment import crop, random_crop_flip
-from selfsup.engine import Trainer, chunks, classification_metrics, index_batches, sgd, warmup_cosine
-from selfsup.params import UserError
+from selfsup.training.augment import crop, random_crop_flip
+from selfsup.training.engine import Trainer, chunks, classification_metrics, index_batches, sgd, warmup_cosine
+from selfsup.core.params import UserError
 
 
 def test_classification_metrics_known_values():
@@ -114,7 +114,7 @@ def test_compiled_training_gives_the_eager_result():
 
 def _conv_run(precision: str) -> tuple[float, torch.Tensor]:
     """A small CNN fine-tuned a few epochs on synthetic class images; its validation macro-F1 and logits."""
-    from selfsup.models import Classifier, build_extractor
+    from selfsup.training.models import Classifier, build_extractor
     from tests.synthetic import images
     labels = np.arange(240) % 10
     x = torch.from_numpy(images(labels, 0)).float() / 255
@@ -143,7 +143,7 @@ def test_precision_auto_on_a_cpu_follows_its_bf16_instructions(monkeypatch, tmp_
     """auto on a CPU is bf16 where it has bf16 instructions and fp32 where it has none, the same on every call
     (read from the flags, never timed); an explicit bf16 is kept, with a warning where the CPU would emulate
     it."""
-    from selfsup import engine
+    from selfsup.training import engine
     cpu = torch.device("cpu")
     has_bf16 = engine.cpu_has_bf16
     for instructions, expected in ((False, "fp32"), (True, "bf16")):
@@ -165,20 +165,20 @@ def test_precision_auto_on_a_cpu_follows_its_bf16_instructions(monkeypatch, tmp_
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_precision_auto_on_cuda_follows_native_bf16():
-    from selfsup import engine
+    from selfsup.training import engine
     expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     assert engine.resolve_precision("auto", torch.device("cuda")) == expected
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a usable CUDA GPU")
 def test_device_cuda_without_a_gpu_names_the_driver_problem():
-    from selfsup.devices import resolve_device
+    from selfsup.training.devices import resolve_device
     with pytest.raises(UserError, match=r"param 'device' is 'cuda' but CUDA cannot be used \(.+\): fix the driver"):
         resolve_device("cuda")
 
 
 def test_the_full_profile_on_a_cpu_warns_with_an_estimate(capsys):
-    from selfsup.engine import slow_hint
+    from selfsup.training.engine import slow_hint
     cpu = torch.device("cpu")
     assert slow_hint({"profile_name": "cpu"}, cpu) is None
     hint = slow_hint({"profile_name": "full"}, cpu)

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from selfsup.linear_eval import frozen_features, linear_probe
-from selfsup.models import build_extractor, last_adaptive_pool
-from selfsup.params import UserError
+from selfsup.training.models import build_extractor, last_adaptive_pool
+from selfsup.core.params import UserError
 
 
 def features(extractor: nn.Module, images: torch.Tensor, grid: int) -> np.ndarray:

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from selfsup.models import TESTED, Classifier, build_extractor, load_extractor, save_extractor
-from selfsup.params import UserError
+from selfsup.training.models import TESTED, Classifier, build_extractor, load_extractor, save_extractor
+from selfsup.core.params import UserError
 
 FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v3_large": 1280,
             "mobilenet_v3_small": 1024, "efficientnet_b0": 1280}

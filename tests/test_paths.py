@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from selfsup import paths
-from selfsup.params import UserError
+from selfsup.core import paths
+from selfsup.core.params import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,19 +30,20 @@ def test_a_missing_split_is_one_line_naming_file_and_stage(tmp_path, monkeypatch
         paths.load_indices(paths.validation(0))
 
 
-def test_pretrain_alone_without_its_split_says_so(tmp_path):
+def test_a_fine_tune_alone_without_its_split_says_so(tmp_path):
     # a workspace with params and a dataset but no split: the stage names the file and the stage, no traceback
-    from selfsup.dataset import Dataset, save_dataset
+    from selfsup.core.dataset import Dataset, save_dataset
     from tests.synthetic import images
 
     import numpy as np
 
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    for name in ("params.yaml", "hardware.yaml"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
     labels = np.arange(40) % 10
     save_dataset(Dataset(images(labels, 0), labels, images(labels, 1), labels, [f"c{i}" for i in range(10)]),
                  tmp_path / paths.DATASET, "synthetic")
-    proc = subprocess.run([sys.executable, "-m", "stages.pretrain", "--seed", "0"], cwd=tmp_path, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run([sys.executable, "-m", "stages.finetune", "--init", "scratch", "--seed", "0"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == ("error: data/splits/seed0/validation.npy not found: it is made by "
                                                     "stage split@0; run `dvc repro split@0` first")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.engine import Trainer, sgd
-from selfsup.models import Classifier, build_extractor, load_extractor, save_extractor
-from selfsup.params import UserError
+from selfsup.training.engine import Trainer, sgd
+from selfsup.training.models import Classifier, build_extractor, load_extractor, save_extractor
+from selfsup.core.params import UserError
 from selfsup.pretexts import TASKS, build_task
 from selfsup.pretexts.base import heldout_scores, pretext_batches
 from selfsup.pretexts.grid import Geometry

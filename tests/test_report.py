@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from selfsup.params import UserError
+from selfsup.core.params import UserError
 from tools.report import BEGIN, END, answers, readme_section, render, render_answer, splice
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,16 +19,17 @@ import pytest
 import torch
 import yaml
 
-from selfsup.engine import cpu_has_bf16
-from selfsup.resume import Resume, fingerprint, loaded_code, rng_state, set_rng_state
-from tests.synthetic import stage_workspace
+from selfsup.training.engine import cpu_has_bf16
+from selfsup.loop.resume import Resume, fingerprint, loaded_code, rng_state, set_rng_state
+from tests.synthetic import read_params, stage_workspace, write_params
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = {
     "finetune": (["stages.finetune", "--init", "scratch", "--seed", "0"], "finetune-scratch-seed0",
-                 ["models/finetune/scratch/seed0.pt", "metrics/finetune/scratch/seed0"], "metrics/finetune/scratch/seed0"),
+                 ["models/finetune/scratch/seed0.pt", "metrics/runs/finetune/scratch/seed0"],
+                 "metrics/runs/finetune/scratch/seed0"),
     "pretrain": (["stages.pretrain", "--seed", "0"], "pretrain-seed0",
-                 ["models/pretrained/seed0.pt", "metrics/pretrain/seed0"], "metrics/pretrain/seed0"),
+                 ["models/pretrained/seed0.pt", "metrics/runs/pretrain/seed0"], "metrics/runs/pretrain/seed0"),
 }
 VOLATILE = ("epoch_seconds", "images_per_s", "examples_per_s")  # timings differ run to run
 
@@ -49,16 +50,17 @@ def workspace(tmp_path_factory) -> Path:
 
 @contextmanager
 def edited_params(ws: Path, edit: Callable[[dict], None]) -> Iterator[None]:
-    """The workspace's params.yaml changed by `edit` (in place) for the block, restored after it."""
-    path = ws / "params.yaml"
-    original = path.read_text()
-    params = yaml.safe_load(original)
+    """The workspace's params.yaml and hardware.yaml changed by `edit` (in place, on both as one mapping) for the
+    block, restored after it."""
+    originals = {name: (ws / name).read_text() for name in ("params.yaml", "hardware.yaml")}
+    params = read_params(ws)
     edit(params)
-    path.write_text(yaml.safe_dump(params))
+    write_params(ws, params)
     try:
         yield
     finally:
-        path.write_text(original)
+        for name, text in originals.items():
+            (ws / name).write_text(text)
 
 
 def histories(live: Path) -> dict[str, list[str]]:

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from selfsup import dataset, sources as data
-from selfsup.dataset import Dataset, load_dataset, save_dataset
+from selfsup import sources as data
+from selfsup.core import dataset
+from selfsup.core.dataset import Dataset, load_dataset, save_dataset
 from selfsup.sources import (
     OFFICIAL,
     fetch,
@@ -22,9 +23,9 @@ from selfsup.sources import (
     read_stl10,
     resize_batch,
 )
-from selfsup.image_store import ImageStore, image_bytes, labelled_images, should_stream
-from selfsup.params import UserError
-from tests.synthetic import CLASSES, cifar100_archive, image_folder, images, stl10_archive
+from selfsup.training.image_store import ImageStore, image_bytes, labelled_images, should_stream
+from selfsup.core.params import UserError
+from tests.synthetic import CLASSES, HARDWARE, cifar100_archive, image_folder, images, stl10_archive
 
 
 def test_cifar100_archive(tmp_path):
@@ -150,7 +151,7 @@ def test_image_store_keeps_only_the_given_rows(tmp_path, stream):
 
 
 def test_prefetched_keeps_order_and_works_ahead():
-    from selfsup.image_store import prefetched
+    from selfsup.training.image_store import prefetched
     made, done = [], []
 
     def produce():
@@ -260,9 +261,10 @@ def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_pat
         shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["data"].update(source="stl10", url=str(archive), md5=md5, image_size=32)
-    params.update(device="cpu", stream="always")
+    (ws / "hardware.yaml").write_text(yaml.safe_dump(HARDWARE | {"stream": "always"}))
     params["model"]["stem"] = "imagenet"
-    params["pretext"].update(task="rotation", epochs=1, batch_size=25, probe_size=20, eval_batch_size=50)
+    params["pretext"].update(task="rotation", rotation={"crop_padding": 4}, epochs=1, batch_size=25, probe_size=20,
+                             eval_batch_size=50)
     params["split"]["val_fraction"] = 0.34
     (ws / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(ws)}

@@ -57,3 +57,11 @@ def test_each_seed_is_its_own_replicate_nested_within_and_different_across_seeds
             overlap = len(set(draws[a][f][1]) & set(draws[b][f][1])) / len(draws[a][f][1])
             assert overlap < f + 0.1  # about what two independent draws of share f share, not the same pool
         assert not np.array_equal(draws[a][1.0][0], draws[b][1.0][0])
+
+
+def test_pretrainings_validation_set_is_the_splits_at_every_fraction():
+    from selfsup.subsets import split_indices, validation_indices
+
+    labels = np.arange(500) % 10
+    for fraction in (0.01, 0.1, 0.5, 1.0):
+        assert np.array_equal(validation_indices(labels, 3, 0.1), split_indices(labels, 3, 0.1, fraction)[0])

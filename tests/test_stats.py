@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selfsup.stats import holm, mean_ci, paired_t
+from selfsup.analysis.stats import holm, mean_ci, paired_t
 
 
 def test_mean_ci_matches_the_textbook_values():

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from selfsup.augment import labelled_batches
-from selfsup.engine import Trainer, sgd
-from selfsup.models import Classifier, build_extractor
+from selfsup.training.augment import labelled_batches
+from selfsup.training.engine import Trainer, sgd
+from selfsup.training.models import Classifier, build_extractor
 from selfsup.pretexts import TASKS
 from selfsup.pretexts.base import pretext_batches
 from tests.synthetic import images

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from selfsup.params import UserError
+from selfsup.core.params import UserError
 from tools.report import readme_section, splice
 from tools.tune import BEGIN, END, TUNING_JSON, build, render
 

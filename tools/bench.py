@@ -41,17 +41,17 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from selfsup.augment import labelled_batches
-from selfsup.dataset import load_dataset
-from selfsup.image_store import ImageStore, prefetched
-from selfsup.devices import configure_device, device_generator, resolve_device, seed_everything
-from selfsup.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd
-from selfsup.models import STEMS, Classifier, build_extractor
+from selfsup.training.augment import labelled_batches
+from selfsup.core.dataset import load_dataset
+from selfsup.training.image_store import ImageStore, prefetched
+from selfsup.training.devices import configure_device, device_generator, resolve_device, seed_everything
+from selfsup.training.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd
+from selfsup.training.models import STEMS, Classifier, build_extractor
 from selfsup.config import TASK_PARAMS, defaults
-from selfsup.params import UserError, load_params
+from selfsup.core.params import UserError, load_params
 from selfsup.pretexts import TASKS, build_task
 from selfsup.pretexts.base import pretext_batches
-from selfsup.stage import run_stage
+from selfsup.core.stage import run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ("selfsup", "tools/bench.py", "nets", "params.yaml")  # what a benchmark run executes or reads

@@ -35,8 +35,8 @@ HEADER = """\
 # rule, meaning): edit it there. `dvc exp run` composes params.yaml from this file, the pretext task's group
 # (conf/pretext/<task>.yaml: -S pretext=rotation), the selected profile (conf/profile/*.yaml: -S profile=cpu),
 # this machine's conf/machine/local.yaml where it exists (git-ignored; copy conf/machine/example.yaml), and the
-# -S overrides, in that order. Hardware knobs change how fast a run goes, not what it computes: no stage
-# declares them, so changing one re-runs nothing.
+# -S overrides, in that order. The hardware knobs (device, nproc, compile, precision, stream) are not here:
+# they live in hardware.yaml, which no stage declares, so changing one re-runs nothing.
 defaults:
   - _self_
   - pretext: context
@@ -67,9 +67,10 @@ def yaml_lines(values: dict[str, Any], prefix: str, indent: int = 0) -> list[str
             lines.append(f"{pad}{key}:")
             lines += yaml_lines(value, name + ".", indent + 1)
             continue
-        text = f"{pad}{key}: {scalar(value)}"
-        meaning = info[name].description + (" (hardware knob)" if name in hardware_knobs() else "")
-        lines.append(f"{text:<32}# {meaning}")
+        hydra = (info[name].json_schema_extra or {}).get("hydra")  # a value Hydra derives when it composes
+        text = f"{pad}{key}: {hydra if hydra else scalar(value)}"
+        meaning = info[name].description
+        lines.append(f"{text:<31} # {meaning}")
     return lines
 
 
@@ -93,7 +94,7 @@ def params_table() -> str:
         default = info.get_default(call_default_factory=True)
         if key == "finetune.epochs_by_fraction":
             default = [list(v) for v in default]
-        hardware = " (hardware knob: re-runs nothing)" if key in hardware_knobs() else ""
+        hardware = " (in hardware.yaml: re-runs nothing)" if key in hardware_knobs() else ""
         rows.append(f"| `{key}` | {scalar(default)} | {rule(info).replace('|', 'or')} | {info.description}{hardware} |")
     return "\n".join(rows) + "\n"
 
@@ -103,7 +104,7 @@ def knob_table() -> str:
     rows = ["| param | default | what it does |", "|---|---|---|"]
     for key in KNOBS:
         default = info[key].get_default(call_default_factory=True)
-        hardware = " (a hardware knob: changing it re-runs nothing)" if key in hardware_knobs() else ""
+        hardware = " (in hardware.yaml: changing it re-runs nothing)" if key in hardware_knobs() else ""
         rows.append(f"| `{key}` | {scalar(default)} | {info[key].description}{hardware} |")
     return "\n".join(rows) + "\n"
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.augment import labelled_batches, normalize
-from selfsup.dataset import load_dataset
-from selfsup.devices import configure_device, device_generator, resolve_device, seed_everything
-from selfsup.engine import PRECISIONS, Trainer, chunks, classification_metrics, sgd
-from selfsup.models import STEMS, Classifier, build_extractor
+from selfsup.training.augment import labelled_batches, normalize
+from selfsup.core.dataset import load_dataset
+from selfsup.training.devices import configure_device, device_generator, resolve_device, seed_everything
+from selfsup.training.engine import PRECISIONS, Trainer, chunks, classification_metrics, sgd
+from selfsup.training.models import STEMS, Classifier, build_extractor
 
 
 def run(args: argparse.Namespace, precision: str) -> dict:

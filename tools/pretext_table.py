@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from selfsup.files import save_json
-from selfsup.finetune_budget import finetune_epochs
-from selfsup.stage import run_stage
+from selfsup.core.files import save_json
+from selfsup.loop.budget import finetune_epochs
+from selfsup.core.stage import run_stage
 from selfsup.config import hardware_knobs
 from tools.report import _ci, _p, check_same_study, dataset_name, experiment_refs, read_experiment, readme_section, splice
 

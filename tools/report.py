@@ -26,14 +26,15 @@ from pathlib import Path
 
 import yaml
 
-from selfsup import figures, paths
+from selfsup.analysis import figures
+from selfsup.core import paths
 from selfsup.config import hardware_knobs
-from selfsup.endpoints import LABELS, PRIMARY, PRIMARY_FRACTION
-from selfsup.files import save_json
-from selfsup.finetune_budget import finetune_epochs
-from selfsup.params import UserError
-from selfsup.stage import run_stage
-from selfsup.stats import holm
+from selfsup.analysis.endpoints import LABELS, PRIMARY, PRIMARY_FRACTION
+from selfsup.core.files import save_json
+from selfsup.loop.budget import finetune_epochs
+from selfsup.core.params import UserError
+from selfsup.core.stage import run_stage
+from selfsup.analysis.stats import holm
 
 STUDY_JSON = Path("metrics/study.json")
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}

@@ -18,16 +18,16 @@ from pathlib import Path
 
 import torch
 
-from selfsup.augment import labelled_batches, normalize
-from selfsup.dataset import load_dataset
-from selfsup.image_store import labelled_images
-from selfsup.devices import device_generator, seed_everything
-from selfsup.distributed import Dist
-from selfsup.engine import chunks, classification_metrics, resolve_precision
-from selfsup.models import Classifier, build_extractor
-from selfsup.params import load_params, param
+from selfsup.training.augment import labelled_batches, normalize
+from selfsup.core.dataset import load_dataset
+from selfsup.training.image_store import labelled_images
+from selfsup.training.devices import device_generator, seed_everything
+from selfsup.training.distributed import Dist
+from selfsup.training.engine import chunks, classification_metrics, resolve_precision
+from selfsup.training.models import Classifier, build_extractor
+from selfsup.core.params import load_params, param
 from selfsup.subsets import split_indices
-from selfsup.training_stage import Recipe, TrainingStage
+from selfsup.loop.training_stage import Recipe, TrainingStage
 
 
 def main() -> None:

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.files import save_json
-from selfsup.finetune_budget import finetune_epochs
-from selfsup.params import UserError
-from selfsup.paths import INITS
-from selfsup.stage import run_stage
+from selfsup.core.files import save_json
+from selfsup.loop.budget import finetune_epochs
+from selfsup.core.params import UserError
+from selfsup.core.paths import INITS
+from selfsup.core.stage import run_stage
 from selfsup.config import hardware_knobs
 from tools.report import RESULTS_DOC, check_same_study, experiment_refs, flatten, read_experiment, splice
 

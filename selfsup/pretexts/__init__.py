@@ -26,7 +26,7 @@ TASKS: dict[str, str] = {  # name (= module) -> class
 def task_class(name: str) -> type[PretextTask]:
     """The class of the task `name`, its module imported now."""
     if name not in TASKS:
-        from selfsup.params import UserError
+        from selfsup.core.params import UserError
 
         raise UserError(f"param 'pretext.task' is {name!r}: choose one of {', '.join(TASKS)}")
     return getattr(importlib.import_module(f"selfsup.pretexts.{name}"), TASKS[name])
@@ -34,7 +34,7 @@ def task_class(name: str) -> type[PretextTask]:
 
 def build_task(params: dict[str, Any], image_size: int, mean: torch.Tensor, std: torch.Tensor) -> PretextTask:
     """The task `pretext.task` names, its own params read."""
-    from selfsup.params import param
+    from selfsup.core.params import param
 
     return task_class(param(params, "pretext.task"))(params, image_size, mean, std)
 

@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from selfsup.distributed import Dist
-from selfsup.engine import Batch, classification_criterion, index_batches
-from selfsup.models import PoolInput, last_adaptive_pool
-from selfsup.params import UserError
+from selfsup.training.distributed import Dist
+from selfsup.training.engine import Batch, classification_criterion, index_batches
+from selfsup.training.models import PoolInput, last_adaptive_pool
+from selfsup.core.params import UserError
 
 
 class PretextTask:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from selfsup.augment import on_device
-from selfsup.params import UserError, param
+from selfsup.training.augment import on_device
+from selfsup.core.params import UserError, param
 
 # (row, column) offset of each of the 8 neighbours from the centre, in grid cells; a label indexes it.
 OFFSETS = torch.tensor([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])

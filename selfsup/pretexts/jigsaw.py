@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.augment import crop, on_device
-from selfsup.engine import Batch
-from selfsup.params import param
+from selfsup.training.augment import crop, on_device
+from selfsup.training.engine import Batch
+from selfsup.core.params import param
 from selfsup.pretexts.base import ClassifierHead, PretextTask
 from selfsup.pretexts.grid import Geometry, to_gray, upscaled
 

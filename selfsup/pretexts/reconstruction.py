@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.augment import normalize, random_crop_flip
-from selfsup.engine import Batch
-from selfsup.params import UserError, param
+from selfsup.training.augment import normalize, random_crop_flip
+from selfsup.training.engine import Batch
+from selfsup.core.params import UserError, param
 from selfsup.pretexts.base import PretextTask
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.augment import normalize, random_crop_flip
-from selfsup.engine import Batch
-from selfsup.params import param
+from selfsup.training.augment import normalize, random_crop_flip
+from selfsup.training.engine import Batch
+from selfsup.core.params import param
 from selfsup.pretexts.base import PretextTask
 
 

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.augment import on_device
-from selfsup.engine import Batch
-from selfsup.params import param
+from selfsup.training.augment import on_device
+from selfsup.training.engine import Batch
+from selfsup.core.params import param
 from selfsup.pretexts.base import PretextTask
 
 GRAY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)

@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import torch
 
-from selfsup.dataset import Dataset
+from selfsup.core.dataset import Dataset
 
 T = TypeVar("T")
 

@@ -5,14 +5,14 @@
 - `Recipe`: one params section (`pretext`, `finetune`) read and checked once, and the `Trainer` it builds
   (Nesterov SGD, warmup then cosine, over `epochs` x steps-per-epoch optimiser steps).
 - `EpochLog`: the run's record, epoch by epoch: its dvclive log (rank 0 only), the resume checkpoint saved
-  after every epoch (selfsup/resume.py), and the wall clock summed across resumptions.
+  after every epoch (selfsup/loop/resume.py), and the wall clock summed across resumptions.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ import torch
 from dvclive import Live
 from torch import nn
 
-from selfsup.devices import announce, device_from_params, numerics
-from selfsup.distributed import Dist, NullLive, setup
-from selfsup.engine import Trainer, resolve_precision, sgd, slow_hint
-from selfsup.params import load_params, param
-from selfsup.resume import Resume
+from selfsup.training.devices import announce, device_from_params, numerics
+from selfsup.training.distributed import Dist, NullLive, setup
+from selfsup.training.engine import Trainer, resolve_precision, sgd, slow_hint
+from selfsup.core.params import load_params, param
+from selfsup.loop.budget import finetune_epochs
+from selfsup.loop.resume import Resume
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class TrainingStage:
         return cls(params, dist, device, precision, started)
 
     def numerics(self) -> dict[str, object]:
-        """This run's numerics record (selfsup.devices.numerics), for its summary."""
+        """This run's numerics record (selfsup.training.devices.numerics), for its summary."""
         return numerics(self.device, self.precision, self.dist.world, param(self.params, "compile"))
 
 
@@ -65,7 +66,9 @@ class Recipe:
 
     @classmethod
     def read(cls, params: dict[str, Any], section: str) -> Recipe:
-        return cls(**{f.name: param(params, f"{section}.{f.name}") for f in fields(cls)})
+        """The recipe of `section`; a fine-tune's epochs are its fraction's budget (selfsup/loop/budget.py)."""
+        recipe = cls(**{f.name: param(params, f"{section}.{f.name}") for f in fields(cls)})
+        return replace(recipe, epochs=finetune_epochs(params)) if section == "finetune" else recipe
 
     def trainer(self, net: nn.Module, steps_per_epoch: int, stage: TrainingStage, **kwargs: Any) -> Trainer:
         """A Trainer for `epochs` x `steps_per_epoch` steps; `kwargs` go to Trainer (criterion, label_smoothing)."""

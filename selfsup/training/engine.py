@@ -27,9 +27,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from selfsup.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
+from selfsup.training.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
 from selfsup.config import PRECISIONS
-from selfsup.params import UserError
+from selfsup.core.params import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

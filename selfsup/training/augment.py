@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
-from selfsup.distributed import Dist
-from selfsup.engine import Batch, index_batches
+from selfsup.training.distributed import Dist
+from selfsup.training.engine import Batch, index_batches
 
 _ON_DEVICE: dict[tuple[int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -1,4 +1,10 @@
-"""Reading params.yaml: one dotted key at a time. What each param may be is declared in selfsup/config.py."""
+"""Reading params.yaml and hardware.yaml: one dotted key at a time. What each may hold is declared in
+selfsup/config.py.
+
+params.yaml holds what a run's numbers depend on: DVC tracks it (each stage its own keys) and `dvc exp show`
+lists it. hardware.yaml holds how this machine runs them (device, processes, precision, compile, streaming):
+no stage declares it, so changing it re-runs nothing, and each run records the numerics it resolved to instead.
+Stages read both as one mapping, the hardware knobs at its top level."""
 
 from __future__ import annotations
 
@@ -8,13 +14,14 @@ from typing import Any
 import yaml
 
 PARAMS_FILE = Path("params.yaml")
+HARDWARE_FILE = Path("hardware.yaml")
 
 
 class UserError(Exception):
     """A problem the user can fix (a param, a file); printed as one line, never as a traceback."""
 
 
-def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+def read_mapping(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{path} not found: run the stage from the repository root")
     with open(path) as f:
@@ -22,6 +29,13 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise UserError(f"{path} must hold a mapping of params")
     return params
+
+
+def load_params(path: Path = PARAMS_FILE, hardware: Path = HARDWARE_FILE) -> dict[str, Any]:
+    """params.yaml with the hardware knobs of hardware.yaml added at its top level (`param(params, "device")`);
+    without a hardware.yaml, params.yaml alone (a tool's; the stages check that it is there)."""
+    params = read_mapping(path)
+    return params | read_mapping(hardware) if hardware.exists() else params
 
 
 def param(params: dict[str, Any], key: str) -> Any:

@@ -23,8 +23,8 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
-from selfsup.params import UserError, load_params, param
-from selfsup.stage import run_stage
+from selfsup.core.params import UserError, load_params, param
+from selfsup.core.stage import run_stage
 
 
 @dataclass(frozen=True)

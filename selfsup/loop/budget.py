@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selfsup.params import param
+from selfsup.core.params import param
 
 
 def finetune_epochs(params: dict[str, Any]) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from selfsup.params import UserError, param
+from selfsup.core.params import UserError, param
 
 
 def resolve_device(name: str) -> torch.device:

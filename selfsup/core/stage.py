@@ -7,8 +7,8 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from selfsup.files import remove_outputs
-from selfsup.params import UserError, load_params
+from selfsup.core.files import remove_outputs
+from selfsup.core.params import UserError
 
 
 def run_stage(main: Callable[[], None], outputs: Iterable[Path | str] = (), check: bool = True) -> None:
@@ -17,8 +17,8 @@ def run_stage(main: Callable[[], None], outputs: Iterable[Path | str] = (), chec
     outputs = list(outputs)
     try:
         if check:
-            from selfsup.config import check_params  # imported here: tools run stages' code unchecked
-            check_params(load_params())
+            from selfsup.config import check_files  # imported here: tools run stages' code unchecked
+            check_files()
         main()
     except UserError as e:
         _remove_on_rank0(outputs)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.files import save_json, save_npy
-from selfsup.params import UserError
+from selfsup.core.files import save_json, save_npy
+from selfsup.core.params import UserError
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfsup.params import UserError
+from selfsup.core.params import UserError
 
 DATASET = Path("data/dataset")
 INITS = ("scratch", "pretrained")  # the finetune stages of dvc.yaml
@@ -33,23 +33,19 @@ def split_counts(seed: int) -> Path:
     return splits(seed) / "counts.json"
 
 
-def split_files(seed: int) -> list[Path]:
-    """The split stage's outputs, declared file by file in dvc.yaml: the pretraining depends on the validation
-    file alone, and DVC can only restore a dep inside a directory output if it can read that directory's
-    listing from the cache (a fresh clone's committed dvc.lock names listings its cache does not hold)."""
-    return [validation(seed), labelled(seed), split_counts(seed)]
-
-
 def pretrained(seed: int) -> Path:
     return Path(f"models/pretrained/seed{seed}.pt")
 
 
+RUNS = Path("metrics/runs")  # every run's own log (DVC-cached): pretrain/, finetune/<init>/, linear_probe/
+
+
 def pretrain_log(seed: int) -> Path:
-    return Path(f"metrics/pretrain/seed{seed}")
+    return Path(f"metrics/runs/pretrain/seed{seed}")
 
 
 def probe_result(seed: int) -> Path:
-    return Path(f"metrics/linear_probe/seed{seed}.json")
+    return Path(f"metrics/runs/linear_probe/seed{seed}.json")
 
 
 def finetuned(init: str, seed: int) -> Path:
@@ -57,14 +53,14 @@ def finetuned(init: str, seed: int) -> Path:
 
 
 def finetune_log(init: str, seed: int) -> Path:
-    return Path(f"metrics/finetune/{init}/seed{seed}")
+    return Path(f"metrics/runs/finetune/{init}/seed{seed}")
 
 
 # what each stage reads, by the stage of dvc.yaml that writes it (a stage run on its own names the missing one)
 PRODUCERS = [(r"data/dataset(/.*)?", "download"), (r"data/splits/seed(\d+)/.*", "split@{}"),
-             (r"models/pretrained/seed(\d+)\.pt", "pretrain@{}"), (r"metrics/pretrain(/.*)?", "pretrain"),
-             (r"metrics/finetune(/.*)?", "finetune_scratch and finetune_pretrained"),
-             (r"metrics/linear_probe(/.*)?", "linear_probe")]
+             (r"models/pretrained/seed(\d+)\.pt", "pretrain@{}"), (r"metrics/runs/pretrain(/.*)?", "pretrain"),
+             (r"metrics/runs/finetune(/.*)?", "finetune_scratch and finetune_pretrained"),
+             (r"metrics/runs/linear_probe(/.*)?", "linear_probe")]
 
 
 def producer(path: Path) -> str:

@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
-from selfsup import paths
+from selfsup.core import paths
 from selfsup.config import STEMS
-from selfsup.files import save_torch
-from selfsup.params import UserError
+from selfsup.core.files import save_torch
+from selfsup.core.params import UserError
 
 # Tested with both stems (tests/test_models.py); any other torchvision classification model is tried.
 TESTED = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")

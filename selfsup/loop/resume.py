@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from selfsup.files import save_torch
+from selfsup.core.files import save_torch
 
 RESUME_DIR = Path(".resume")
 HASHED_BYTES = 1 << 24  # files up to 16 MiB are hashed whole; larger ones by size, mtime and their ends

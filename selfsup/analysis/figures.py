@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import confusion_matrix  # noqa: E402
 
-from selfsup.files import atomic_path  # noqa: E402
+from selfsup.core.files import atomic_path  # noqa: E402
 
 COLORS = {"scratch": "tab:blue", "pretrained": "tab:orange"}
 CURVES = [("loss", "Loss (solid: val, dashed: train)"), ("f1_macro", "Macro F1"),
