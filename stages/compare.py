@@ -29,7 +29,7 @@ from selfsup.core import paths
 from selfsup.core.dataset import load_dataset
 from selfsup.analysis.endpoints import PRIMARY, SECONDARY
 from selfsup.core.files import atomic_path, save_json
-from selfsup.core.params import UserError, load_params, param
+from selfsup.core.params import load_params, param
 from selfsup.core.stage import run_stage
 from selfsup.analysis.stats import mean_ci, paired_t
 
@@ -48,7 +48,7 @@ def read_history(live_dir: Path) -> dict[str, np.ndarray]:
     """Every per-step metric a dvclive directory holds, as arrays indexed by step order."""
     root = live_dir / "plots" / "metrics"
     if not root.is_dir():
-        raise UserError(f"{root} not found: run the stage that writes {live_dir} first (`dvc repro`)")
+        raise paths.missing(root)
     history = {}
     for tsv in sorted(root.rglob("*.tsv")):
         with open(tsv) as f:
@@ -61,7 +61,7 @@ def read_history(live_dir: Path) -> dict[str, np.ndarray]:
 def read_summary(live_dir: Path) -> dict:
     path = live_dir / "metrics.json"
     if not path.exists():
-        raise UserError(f"{path} not found: run the stage that writes {live_dir} first (`dvc repro`)")
+        raise paths.missing(path)
     return json.loads(path.read_text())
 
 
@@ -128,16 +128,21 @@ def convergence(runs: list[dict]) -> dict:
 
 
 def write_curves(histories: dict[str, list[dict[str, np.ndarray]]], path: Path) -> dict[str, list]:
-    """Mean over seeds of each per-epoch curve, per init, as one CSV (DVC's top-level plots read it)."""
+    """Mean over seeds of each per-epoch curve, per init. The CSV DVC's top-level plots read is long: one row per
+    (epoch, init), so the `inits` template (.dvc/plots/inits.json) tells the inits apart by colour and dash,
+    with a legend. Returns the wide columns (`scratch_val_f1_macro`, ...) compare.json keeps."""
     epochs = min(len(h["val/f1_macro"]) for runs in histories.values() for h in runs)
     columns = {"epoch": list(range(1, epochs + 1))}
     for init, runs in histories.items():
         for key in CURVE_KEYS:
             columns[f"{init}_{key.replace('/', '_')}"] = np.mean([h[key][:epochs] for h in runs], axis=0).tolist()
+    names = [key.replace("/", "_") for key in CURVE_KEYS]
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(zip(*columns.values()))
+        writer.writerow(["epoch", "init", *names])
+        for init in histories:
+            for i, epoch in enumerate(columns["epoch"]):
+                writer.writerow([epoch, init, *(columns[f"{init}_{n}"][i] for n in names)])
     return columns
 
 
@@ -155,7 +160,7 @@ def read_pretraining(seed: int) -> tuple[dict[str, np.ndarray], dict]:
 def read_probe(seed: int) -> dict:
     path = paths.probe_result(seed)
     if not path.exists():
-        raise UserError(f"{path} not found: run the linear_probe stage first (`dvc repro`)")
+        raise paths.missing(path)
     return json.loads(path.read_text())
 
 

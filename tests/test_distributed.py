@@ -86,7 +86,7 @@ def test_finetune_on_two_processes_matches_one(workspace):
     rows = list(csv.DictReader(open(double / live / "predictions.csv")))
     assert [int(r["index"]) for r in rows] == list(range(100))
     # one set of outputs: no per-rank copies, no leftover temporary files
-    leftovers = [p.name for p in (workspace / "metrics" / "finetune").rglob("*") if "tmp" in p.name]
+    leftovers = [p.name for p in (workspace / "metrics" / "runs" / "finetune").rglob("*") if "tmp" in p.name]
     assert not leftovers
     assert sorted(p.name for p in (workspace / "models" / "finetune" / "scratch").iterdir()) == ["seed0.pt"]
 

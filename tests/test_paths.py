@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("path,stage", [
     (paths.validation(3), "split@3"), (paths.labelled(0), "split@0"), (paths.pretrained(2), "pretrain@2"),
-    (paths.DATASET / "meta.json", "download"), (paths.probe_result(1), "linear_probe"),
+    (paths.DATASET / "meta.json", "download"), (paths.probe_result(1), "linear_probe@1"),
+    (paths.finetune_log("pretrained", 4) / "metrics.json", "finetune_pretrained@4"),
+    (paths.finetuned("scratch", 0), "finetune_scratch@0"), (paths.pretrain_log(2) / "plots", "pretrain@2"),
 ])
 def test_each_input_names_the_stage_that_makes_it(path, stage):
     assert paths.producer(path) == stage

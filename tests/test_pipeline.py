@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 from tests.synthetic import cifar_archive
-from tools.report import flatten
+from tools.experiments import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 
-EXP_SHOW = ["dvc", "exp", "show", "--only-changed", "--drop", ".*/|nets$"]
+EXP_SHOW = ["dvc", "exp", "show", "--only-changed"]
 
 TINY_PROFILE = """# @package _global_
 profile_name: tiny
@@ -104,7 +104,7 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
             assert run_["train_seconds"] > 0 and len(run_["per_class_f1"]) == 10
             # the synthetic classes are easy: every run learns well beyond chance (0.1), even in 3 tiny epochs
             assert run_["best_accuracy"] > 0.2, run_
-            live = repo / "metrics" / "finetune" / init / f"seed{seed}"
+            live = repo / "metrics" / "runs" / "finetune" / init / f"seed{seed}"
             summary = json.loads((live / "metrics.json").read_text())
             assert summary["best"]["epoch"] == run_["best_epoch"] and summary["best"]["seed"] == seed
             assert summary["best"]["test"]["f1_macro"] == pytest.approx(run_["best_f1_macro"])
@@ -124,7 +124,7 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
     assert primary["scratch"]["mean"] == pytest.approx(sum(values["scratch"]) / 2)
     assert primary["difference"]["mean"] == pytest.approx(primary["pretrained"]["mean"] - primary["scratch"]["mean"])
     assert primary["difference"]["df"] == 1 and 0 <= primary["difference"]["p"] <= 1
-    probes = [json.loads((repo / "metrics" / "linear_probe" / f"seed{s}.json").read_text()) for s in (0, 1)]
+    probes = [json.loads((repo / "metrics" / "runs" / "linear_probe" / f"seed{s}.json").read_text()) for s in (0, 1)]
     assert [p["seed"] for p in probes] == [0, 1] and probes[0]["scratch"]["C"] in (0.1, 1.0)
     assert probes[0]["scratch"]["test"]["accuracy"] > 0.3  # even random features separate the toy classes
     for init in ("scratch", "pretrained"):
@@ -145,7 +145,7 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
     assert 0 <= compare["pretext"]["probe_random_extractor"] <= 1
     # held out means never pretrained on: pretraining draws from the training images minus validation
     for s in (0, 1):
-        pre_summary = json.loads((repo / "metrics" / "pretrain" / f"seed{s}" / "metrics.json").read_text())
+        pre_summary = json.loads((repo / "metrics" / "runs" / "pretrain" / f"seed{s}" / "metrics.json").read_text())
         split = json.loads((repo / "data" / "splits" / f"seed{s}" / "counts.json").read_text())
         assert pre_summary["pretext"]["images"] == 300 - split["validation_size"] == 270
         assert pre_summary["pretext"]["heldout_images"] == 30 and pre_summary["seed"] == s
@@ -155,7 +155,7 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
     for png in ("curves", "pretext", "examples", "confusion"):
         assert (repo / "plots" / f"{png}.png").stat().st_size > 5000
     curves = (repo / "metrics" / "compare" / "curves.csv").read_text().splitlines()
-    assert curves[0].startswith("epoch,scratch_val_f1_macro") and len(curves) == 4
+    assert curves[0].startswith("epoch,init,val_f1_macro") and len(curves) == 1 + 2 * 3  # 3 epochs x 2 inits
     assert len((repo / "metrics" / "compare" / "predictions_scratch.csv").read_text().splitlines()) == 201
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["profile_name"] == "tiny" and params["model"]["arch"] == "nets.fast_cnn:half"
@@ -185,7 +185,27 @@ def test_second_repro_is_a_no_op_and_shows_plots(study):
     page = (repo / "dvc_plots" / "index.html").read_text()
     assert "metrics/runs/finetune" not in page and "metrics/runs/pretrain" not in page
     first = page.index("Validation macro F1 (mean over seeds)")
+    # the inits differ by colour as well as dash, with a legend that names them
+    assert '"color": {"field": "init"' in page and '"domain": ["scratch", "pretrained"]' in page
     assert first < page.index("Confusion matrix, scratch") and first < page.index("curves.png")
+
+
+def test_editing_another_task_or_a_reader_reruns_no_training_stage(study):
+    # exact deps: pretrain depends on the chosen task's module (context) alone, and only download on the readers
+    repo, _ = study
+    edited = [repo / "selfsup" / "pretexts" / "jigsaw.py", repo / "selfsup" / "sources.py"]
+    originals = {path: path.read_text() for path in edited}
+    try:
+        for path in edited:
+            path.write_text(path.read_text() + "\n# edited\n")
+        status = json.loads(run(["dvc", "status", "--json"], repo).stdout)
+        assert set(status) == {"download"}, status
+        out = run(["dvc", "repro"], repo).stdout
+        assert "Running stage 'download'" in out and out.count("Running stage") == 1, out  # same dataset: no more
+    finally:
+        for path, text in originals.items():
+            path.write_text(text)
+        run(["dvc", "repro"], repo)
 
 
 def test_new_fraction_skips_download_and_pretrain(study):
@@ -205,17 +225,19 @@ def test_new_fraction_skips_download_and_pretrain(study):
 
 def test_exp_show_is_a_table_people_can_read(study):
     repo, _ = study  # after the fraction=0.1 experiment: two experiments that differ in the fraction
-    # the README's view: what differs between the rows and the summary metrics, without the dep columns (DVC
-    # lists every code and data dep of every stage, and offers no setting to hide them but --drop)
-    assert " ".join(EXP_SHOW) in (ROOT / "README.md").read_text().replace("'", "")
+    # the README's view, DVC's own flags: what differs between the rows, the summary metrics, a few dep columns
+    # (code by package, one split directory per seed: no --drop needed); plain `dvc exp show` at most 90 columns
+    assert " ".join(EXP_SHOW) in (ROOT / "README.md").read_text()
     header = run([*EXP_SHOW, "--csv"], repo).stdout.splitlines()[0].split(",")
     assert len(header) <= 40, header
+    assert len(run(["dvc", "exp", "show", "--csv"], repo).stdout.splitlines()[0].split(",")) <= 90
     summary = flatten(json.loads((repo / "metrics" / "summary.json").read_text()))
     # the metric columns are the summary's dozen numbers, no per-run key
     metric_columns = [c for c in header if c in summary]
     assert "fraction" in header and "scratch.test_f1" in header and "test_f1_gain.mean" in header
     assert len(metric_columns) <= 16 and not any(c.endswith((".json:step", "best.epoch")) for c in header), header
-    assert not any("/" in c for c in header), header
+    deps = [c for c in header if "/" in c]
+    assert set(deps) <= {"data/splits/seed0", "data/splits/seed1", "metrics/runs"}, deps  # what a fraction changes
 
 
 def test_another_pretext_task_keeps_scratch(study):
@@ -227,7 +249,7 @@ def test_another_pretext_task_keeps_scratch(study):
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
     assert compare["pretext"]["task"] == "rotation" and compare["pretext"]["chance"] == 0.25
     assert 0 <= compare["pretext"]["final_heldout"] <= 1
-    summary = json.loads((repo / "metrics" / "pretrain" / "seed1" / "metrics.json").read_text())
+    summary = json.loads((repo / "metrics" / "runs" / "pretrain" / "seed1" / "metrics.json").read_text())
     assert summary["pretext"] == {"task": "rotation", "metric": "accuracy", "chance": 0.25, "images": 270,
                                   "heldout_images": 30, "streamed": False}
     assert set(compare["pretext"]["controls"]) == {"shuffled"}
@@ -320,8 +342,11 @@ def test_report_collects_the_fractions_into_the_readme(study):
                 assert t["p_holm"] >= t["difference"]["p"]
     assert study_json["secondary_tests"] == 2 * 7 - 1
     readme, results = (repo / "README.md").read_text(), (repo / "docs" / "results.md").read_text()
-    from tools.report import readme_section, render, render_answer
-    assert readme_section(readme) == render_answer(study_json) and readme_section(results) == render(study_json)
+    from tools.markdown import readme_section
+    from tools.report import BEGIN, END
+    from tools.report_text import render, render_answer
+    assert readme_section(readme, BEGIN, END) == render_answer(study_json)
+    assert readme_section(results, BEGIN, END) == render(study_json)
     for doc in (readme, results):
         assert "| 10% **(primary)** | 30 |" in doc and "| 100% | 270 |" in doc
     # the four questions, answered per fraction in words
@@ -379,7 +404,7 @@ def test_a_fresh_clone_restores_stages_from_its_run_cache(study, tmp_path):
     # must restore its split and pretraining from the run-cache, not fail on the lock's missing listings.
     repo, _ = study
     clone = unpulled_clone(repo, tmp_path / "fresh")
-    unlike_the_lock = ["-S", "profile=tiny", "-S", "fraction=0.3", "-S", "pretext.epochs=2", "pretrain@0"]
+    unlike_the_lock = ["-S", "profile=tiny", "-S", "fraction=0.3", "-S", "pretext.epochs=2", "split@0", "pretrain@0"]
     first = run(["dvc", "exp", "run", *unlike_the_lock], clone)
     assert "Running stage 'pretrain@0'" in first.stdout, first.stdout
     run(["git", "checkout", "-q", "--", "."], clone)  # back to the commit's dvc.lock, as a queued run from it

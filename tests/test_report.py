@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 
 from selfsup.core.params import UserError
-from tools.report import BEGIN, END, answers, readme_section, render, render_answer, splice
+from tools.markdown import readme_section, splice
+from tools.report import BEGIN, END
+from tools.report_text import answers, render, render_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_readme_results_match_the_committed_study():
     study = json.loads((ROOT / "metrics" / "study.json").read_text())
-    assert readme_section((ROOT / "docs" / "results.md").read_text()) == render(study), \
+    assert readme_section((ROOT / "docs" / "results.md").read_text(), BEGIN, END) == render(study), \
         "docs/results.md differs from metrics/study.json: run `python -m tools.report`"
-    assert readme_section((ROOT / "README.md").read_text()) == render_answer(study), \
+    assert readme_section((ROOT / "README.md").read_text(), BEGIN, END) == render_answer(study), \
         "README.md's answer differs from metrics/study.json: run `python -m tools.report`"
     for fraction in study["fractions"]:
         for init in ("scratch", "pretrained"):
@@ -28,9 +30,9 @@ def test_readme_results_match_the_committed_study():
 
 def test_splice_replaces_only_the_section():
     readme = f"intro\n{BEGIN}\nold\n{END}\nrest\n"
-    assert splice(readme, "new\n") == f"intro\n{BEGIN}\nnew\n{END}\nrest\n"
+    assert splice(readme, "new\n", BEGIN, END) == f"intro\n{BEGIN}\nnew\n{END}\nrest\n"
     with pytest.raises(Exception, match="markers"):
-        splice("no markers", "x")
+        splice("no markers", "x", BEGIN, END)
 
 
 def test_readme_methods_table_matches_the_committed_comparison():
@@ -46,7 +48,7 @@ def test_readme_methods_table_matches_the_committed_comparison():
 
 def test_dataset_name_is_never_empty():
     # the default data.url is empty: the report names the official archive, not ""
-    from tools.report import dataset_name
+    from tools.experiments import dataset_name
     assert dataset_name({"source": "cifar10", "url": "", "path": ""}) == "cifar-10-python.tar.gz"
     assert dataset_name({"source": "cifar10", "url": "file:///m/tiny.tar.gz", "path": ""}) == "tiny.tar.gz"
     assert dataset_name({"source": "folder", "url": "", "path": "/d/cifar10-jpeg.tar.gz"}) == "cifar10-jpeg.tar.gz"
@@ -93,7 +95,7 @@ def _with_numerics(name: str, **changes) -> dict:
 
 
 def test_the_report_refuses_runs_of_other_numerics_in_one_line():
-    from tools.report import check_numerics
+    from tools.experiments import check_numerics
 
     same = check_numerics([_with_numerics("a"), _with_numerics("b")])
     assert same["finetune"]["precision"] == "bf16" and same["linear_probe"]["precision"] == "fp32"
@@ -102,3 +104,14 @@ def test_the_report_refuses_runs_of_other_numerics_in_one_line():
         check_numerics([_with_numerics("a"), _with_numerics("b", precision="fp32")])
     with pytest.raises(UserError, match="experiment old has finetune runs that record no numerics"):
         check_numerics([_with_numerics("a"), {"name": "old", "compare": {}}])
+
+
+def test_other_tools_use_the_shared_parts_not_the_reports_internals():
+    import ast
+
+    for tool in ("tune", "pretext_table"):
+        tree = ast.parse((ROOT / "tools" / f"{tool}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tools."):
+                assert node.module not in ("tools.report", "tools.study"), f"tools.{tool} imports {node.module}"
+                assert not any(a.name.startswith("_") for a in node.names), f"tools.{tool} imports a private name"

@@ -161,7 +161,7 @@ def test_an_edited_dependency_between_kill_and_rerun_starts_over(workspace):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL and checkpoint.exists()
-    engine = ws / "selfsup" / "engine.py"
+    engine = ws / "selfsup" / "training" / "engine.py"
     original = engine.read_text()
     try:
         engine.write_text(original + "\n# an edit to a module pretraining imports\n")

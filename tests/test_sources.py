@@ -273,7 +273,7 @@ def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_pat
         assert proc.returncode == 0, proc.stderr[-2000:]
     meta = json.loads((ws / "data" / "dataset" / "meta.json").read_text())
     assert (meta["train_size"], meta["test_size"], meta["unlabeled_size"], meta["image_size"]) == (60, 20, 40, 32)
-    summary = json.loads((ws / "metrics" / "pretrain" / "seed0" / "metrics.json").read_text())
+    summary = json.loads((ws / "metrics" / "runs" / "pretrain" / "seed0" / "metrics.json").read_text())
     split = json.loads((ws / "data" / "splits" / "seed0" / "counts.json").read_text())
     # every unlabeled and training image but the held-out validation ones
     assert summary["pretext"]["images"] == 100 - split["validation_size"] and summary["pretext"]["streamed"] is True

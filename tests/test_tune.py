@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from selfsup.core.params import UserError
-from tools.report import readme_section, splice
+from tools.markdown import readme_section, splice
 from tools.tune import BEGIN, END, TUNING_JSON, build, render
 
 ROOT = Path(__file__).resolve().parents[1]

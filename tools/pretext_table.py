@@ -19,7 +19,8 @@ from selfsup.core.files import save_json
 from selfsup.loop.budget import finetune_epochs
 from selfsup.core.stage import run_stage
 from selfsup.config import hardware_knobs
-from tools.report import _ci, _p, check_same_study, dataset_name, experiment_refs, read_experiment, readme_section, splice
+from tools.experiments import check_same_study, dataset_name, experiment_refs, read_experiment
+from tools.markdown import ci, p_value, readme_section, splice
 
 METHODS_JSON = Path("metrics/methods.json")
 PRETEXTS_DOC = Path("docs/pretexts.md")
@@ -81,9 +82,9 @@ def render(methods: dict) -> str:
         lines.append(
             f"| {r['task']} | {r['model']} | {r['metric']} {r['final_train']:.3f} / {r['final_heldout']:.3f}{chance} | "
             f"{controls} | {speed} | {r['probe_during'][0]:.3f} -> {r['probe_during'][1]:.3f} | "
-            f"{probe['scratch']['mean']:.4f} / {probe['pretrained']['mean']:.4f} ({_p(probe['difference']['p'])}) | "
-            f"{_ci(r['finetune']['scratch'])} / {_ci(r['finetune']['pretrained'])} | "
-            f"{_ci(r['finetune']['difference'])} ({_p(r['finetune']['difference']['p'])}) |")
+            f"{probe['scratch']['mean']:.4f} / {probe['pretrained']['mean']:.4f} ({p_value(probe['difference']['p'])}) | "
+            f"{ci(r['finetune']['scratch'])} / {ci(r['finetune']['pretrained'])} | "
+            f"{ci(r['finetune']['difference'])} ({p_value(r['finetune']['difference']['p'])}) |")
     return "\n".join(lines) + "\n"
 
 

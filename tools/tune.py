@@ -31,7 +31,9 @@ from selfsup.core.params import UserError
 from selfsup.core.paths import INITS
 from selfsup.core.stage import run_stage
 from selfsup.config import hardware_knobs
-from tools.report import RESULTS_DOC, check_same_study, experiment_refs, flatten, read_experiment, splice
+from tools.experiments import check_same_study, experiment_refs, flatten, read_experiment
+from tools.markdown import splice
+from tools.report_text import RESULTS_DOC
 
 TUNING_JSON = Path("metrics/tuning.json")
 BEGIN, END = "<!-- tuning:begin (written by python -m tools.tune) -->", "<!-- tuning:end -->"

@@ -57,17 +57,18 @@ def finetune_log(init: str, seed: int) -> Path:
 
 
 # what each stage reads, by the stage of dvc.yaml that writes it (a stage run on its own names the missing one)
-PRODUCERS = [(r"data/dataset(/.*)?", "download"), (r"data/splits/seed(\d+)/.*", "split@{}"),
-             (r"models/pretrained/seed(\d+)\.pt", "pretrain@{}"), (r"metrics/runs/pretrain(/.*)?", "pretrain"),
-             (r"metrics/runs/finetune(/.*)?", "finetune_scratch and finetune_pretrained"),
-             (r"metrics/runs/linear_probe(/.*)?", "linear_probe")]
+PRODUCERS = [(r"data/dataset(?:/.*)?", "download"), (r"data/splits/seed(\d+)(?:/.*)?", "split@{}"),
+             (r"models/pretrained/seed(\d+)\.pt", "pretrain@{}"),
+             (r"metrics/runs/pretrain/seed(\d+)(?:/.*)?", "pretrain@{}"),
+             (r"(?:models|metrics/runs)/finetune/(scratch|pretrained)/seed(\d+)(?:\.pt|/.*)?", "finetune_{}@{}"),
+             (r"metrics/runs/linear_probe/seed(\d+)\.json", "linear_probe@{}")]
 
 
 def producer(path: Path) -> str:
     """The dvc.yaml stage that writes `path` (`split@3`), or 'its stage' for a path no stage writes."""
     for pattern, stage in PRODUCERS:
         if m := re.fullmatch(pattern, Path(path).as_posix()):
-            return stage.format(*[g for g in m.groups() if g and g.isdigit()])
+            return stage.format(*m.groups())
     return "its stage"
 
 

@@ -1,0 +1,108 @@
+"""Reading the study's experiments, for every tool that tables them (tools.report, tools.tune, tools.pretext_table):
+DVC keeps each as a Git ref (refs/exps/...) whose commit holds that run's params.yaml and dvc.lock, and its
+metrics/compare.json in DVC's cache. And the checks that experiments pooled in one table belong together: the
+same params but those a table lets differ, and the same numerics (what a run records of its precision, device,
+processes and libraries)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from selfsup.core.params import UserError
+
+def dataset_name(data: dict) -> str:
+    """What the `data` params read, by file name: the folder or archive (`data.path`) of a folder source, the
+    mirror at `data.url`, or else the source's official archive."""
+    from selfsup.sources import OFFICIAL
+    if data["source"] == "folder":
+        return Path(data["path"]).name
+    return Path(data["url"] or OFFICIAL[data["source"]][0]).name
+
+
+def git(*args: str) -> str:
+    proc = subprocess.run(["git", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"git {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr else ''}")
+    return proc.stdout
+
+
+def experiment_refs(baseline: str | None, names: list[str] | None) -> list[str]:
+    refs = git("for-each-ref", "--format=%(refname)", "refs/exps/").split()
+    refs = [r for r in refs if r.count("/") == 4]  # refs/exps/ab/cdef.../<name>
+    if names:
+        chosen = [r for r in refs if r.rsplit("/", 1)[1] in names]
+        missing = set(names) - {r.rsplit("/", 1)[1] for r in chosen}
+        if missing:
+            raise UserError(f"no experiment named {', '.join(sorted(missing))}: see `dvc exp list --all-commits`")
+        return chosen
+    sha = git("rev-parse", baseline or "HEAD").strip()
+    chosen = [r for r in refs if r.startswith(f"refs/exps/{sha[:2]}/{sha[2:]}/")]
+    if not chosen:
+        raise UserError(f"no experiments on baseline {sha[:7]}: queue them first (README, 'Label efficiency'), "
+                        f"or pass --baseline REV / --exp NAME ...")
+    return chosen
+
+
+def read_experiment(ref: str) -> dict:
+    """An experiment's params (in its Git commit) and metrics/compare.json (a DVC output: its commit's
+    dvc.lock names it, DVC's cache holds it; `dvc exp pull` fetches both)."""
+    import dvc.api  # imported here: only reading experiments needs it
+    name = ref.rsplit("/", 1)[1]
+    try:
+        compare = json.loads(dvc.api.read("metrics/compare.json", repo=".", rev=ref))
+    except Exception as e:  # DVC raises several types: not in the commit, not in the cache
+        raise UserError(f"experiment {name} has no readable metrics/compare.json ({type(e).__name__}): did it "
+                        f"fail? Was it pulled with `dvc exp pull`?") from e
+    return {
+        "name": name,
+        "baseline": ref.split("/")[2] + ref.split("/")[3],
+        "finished": int(git("log", "-1", "--format=%ct", ref).strip()),
+        "params": yaml.safe_load(git("show", f"{ref}:params.yaml")),
+        "compare": compare,
+    }
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def check_same_study(experiments: list[dict], free: set[str] | tuple[str, ...], why: str) -> None:
+    """Every experiment must share every param but those whose top-level key is in `free`."""
+    base = flatten(experiments[0]["params"])
+    for exp in experiments[1:]:
+        other = flatten(exp["params"])
+        differ = sorted(k for k in base.keys() | other.keys()
+                        if k.split(".")[0] not in free and base.get(k) != other.get(k))
+        if differ:
+            raise UserError(f"experiments {experiments[0]['name']} and {exp['name']} differ in {', '.join(differ)}: "
+                            f"{why}")
+
+
+def check_numerics(experiments: list[dict]) -> dict[str, dict | None]:
+    """The one numerics record (precision, device, processes, compile, torch and torchvision versions) of each
+    kind of run (finetune, pretrain, linear_probe) across the experiments; runs made with different numerics
+    (or made before runs recorded them) are refused in one line naming the difference."""
+    pooled: dict[str, dict | None] = {}
+    for exp in experiments:
+        for kind, records in exp["compare"].get("numerics", {"finetune": [None]}).items():
+            for record in records:
+                if record is None:
+                    raise UserError(f"experiment {exp['name']} has {kind} runs that record no numerics (made before "
+                                    f"runs recorded them): rerun it, or pass --mixed-numerics to pool it anyway")
+                first = pooled.setdefault(kind, record)
+                differ = {k: (first.get(k), record.get(k)) for k in first.keys() | record.keys()
+                          if first.get(k) != record.get(k)}
+                if differ:
+                    what = "; ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in sorted(differ.items()))
+                    raise UserError(f"experiment {exp['name']} has {kind} runs whose numerics differ from the others "
+                                    f"({what}): the same seeds give other numbers on other numerics; rerun them on "
+                                    f"one machine, or pass --mixed-numerics to pool them anyway")
+    return pooled
