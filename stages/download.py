@@ -34,8 +34,6 @@ def main() -> None:
     params = load_params()
     source = param(params, "data.source")
     size = param(params, "data.image_size")
-    if size is not None and size < 8:
-        raise UserError(f"param 'data.image_size' is {size}: must be >= 8, or empty for the source's own size")
     if source == "folder":
         raw_path = param(params, "data.path")
         if not raw_path:
