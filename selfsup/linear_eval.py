@@ -93,8 +93,7 @@ def _logits(clf, x: np.ndarray, n_classes: int) -> torch.Tensor:
 
 
 def linear_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                 test: tuple[np.ndarray, np.ndarray], cs: Sequence[float], n_classes: int,
-                 max_iter: int = 300) -> dict:
+                 test: tuple[np.ndarray, np.ndarray], cs: Sequence[float], n_classes: int, max_iter: int) -> dict:
     """Fit one probe per inverse regularisation strength in `cs` on `train`, keep the one with the best
     validation macro-F1, and return its C and its validation and test metrics."""
     best: dict = {}

@@ -216,7 +216,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
         if name == "auto":
             return "bf16" if cpu_has_bf16() else "fp32"
         if name == "bf16" and not cpu_has_bf16():
-            print("warning: precision=bf16 on a CPU without bf16 instructions is emulated, about 10x slower than "
+            print("warning: precision=bf16 on a CPU without bf16 instructions is emulated, 9x to 18x slower than "
                   "fp32: use precision=auto", file=sys.stderr)
         return name
     if name not in ("auto", "fp32"):
