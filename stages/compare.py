@@ -228,6 +228,16 @@ def draw_figures(histories: dict, threshold: float, pretrainings: list, pretext:
                        FIGURES[3])
 
 
+def time_shares(summaries: list[dict]) -> dict[str, float] | None:
+    """Where the runs' wall time went, mean share per part over the runs (training steps, validation, probes,
+    held-out scores, test, checkpoints, logging, other); None for runs made before they recorded it."""
+    spent = [s["time"]["shares"] for s in summaries if "time" in s]
+    if not spent:
+        return None
+    parts = sorted({part for shares in spent for part in shares})
+    return {part: float(np.mean([shares.get(part, 0.0) for shares in spent])) for part in parts}
+
+
 def distinct(records: list[dict | None]) -> list[dict | None]:
     """The different numerics records among the runs, in first-seen order (one, when one machine made them all;
     None for a run made before runs recorded them)."""
@@ -280,6 +290,8 @@ def main() -> None:
         "labelled_size": summaries["scratch"][0]["best"]["labelled_size"],
         "test_size": int(len(dataset.test_labels)),
         "device": summaries["scratch"][0]["best"]["device"],
+        "time_shares": {"pretrain": time_shares([s for _, s in pretrainings]),
+                        "finetune": time_shares([s for init in INITS for s in summaries[init]])},
         "numerics": {"finetune": distinct([s["best"].get("numerics") for init in INITS for s in summaries[init]]),
                      "pretrain": distinct([s.get("numerics") for _, s in pretrainings]),
                      "linear_probe": distinct([p.get("numerics") for p in probes])},

@@ -96,9 +96,11 @@ def main(init: str, seed: int) -> None:
         batches = labelled_batches(train_x, train_y, recipe.batch_size, steps, pad, mean, std, gen, dist)
         if train_x.stream:  # read the next batch while this one trains
             batches = prefetched(batches)
-        stats = trainer.train_epoch(batches, steps, f"finetune@{init}-{seed} {epoch}/{recipe.epochs}")
+        with log.timed("train"):
+            stats = trainer.train_epoch(batches, steps, f"finetune@{init}-{seed} {epoch}/{recipe.epochs}")
         elapsed += stats["seconds"]
-        val = classification_metrics(trainer.predict(chunks(val_x, recipe.eval_batch_size, norm)), val_y)
+        with log.timed("validation"):
+            val = classification_metrics(trainer.predict(chunks(val_x, recipe.eval_batch_size, norm)), val_y)
         log.log({"train/loss": stats["loss"], "train/accuracy": stats["score"],
                  **{f"val/{key}": value for key, value in val.items()},
                  "lr": stats["lr"], "epoch_seconds": stats["seconds"], "images_per_s": stats["images_per_s"]})
@@ -106,14 +108,16 @@ def main(init: str, seed: int) -> None:
             print(f"finetune@{init}-{seed} {epoch}/{recipe.epochs}: train loss {stats['loss']:.3f}, "
                   f"val F1 {val['f1_macro']:.3f}, {stats['images_per_s']:.0f} img/s")
         if val["f1_macro"] > best["val_f1"]:
-            best = {"val_f1": val["f1_macro"], "epoch": epoch, "val": val,
-                    "state": copy.deepcopy({k: v.cpu() for k, v in trainer.model.state_dict().items()})}
+            with log.timed("validation"):  # keeping the best epoch's weights: model selection
+                best = {"val_f1": val["f1_macro"], "epoch": epoch, "val": val,
+                        "state": copy.deepcopy({k: v.cpu() for k, v in trainer.model.state_dict().items()})}
         log.end_epoch(epoch, trainer, gen, best=best, elapsed=elapsed)
 
     # the one look at the test set: the validation-selected epoch's weights
-    trainer.model.load_state_dict(best["state"])
-    test_logits = trainer.predict(chunks(test_x, recipe.eval_batch_size, norm))
-    test = classification_metrics(test_logits, test_y)
+    with log.timed("test"):
+        trainer.model.load_state_dict(best["state"])
+        test_logits = trainer.predict(chunks(test_x, recipe.eval_batch_size, norm))
+        test = classification_metrics(test_logits, test_y)
     if dist.main:
         print(f"finetune@{init}-{seed}: epoch {best['epoch']} chosen on validation (F1 {best['val_f1']:.3f}); "
               f"test F1 {test['f1_macro']:.3f}")

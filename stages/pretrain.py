@@ -72,13 +72,15 @@ def main(seed: int) -> None:
         # The extractor's BatchNorm statistics describe the pretext's inputs (gray, per-patch-normalised
         # patches for context): the probe re-estimates them on the probe images (labels unused) in a copy,
         # as fine-tuning in train mode would.
-        feats, = frozen_features(trainer.model.extractor, [probe_images], probe_images, recipe.eval_batch_size,
-                                 lambda x: normalize(x, mean, std), device)
-        return linear_probe_accuracy(feats, probe_labels, seed)
+        with log.timed("probe"):
+            feats, = frozen_features(trainer.model.extractor, [probe_images], probe_images, recipe.eval_batch_size,
+                                     lambda x: normalize(x, mean, std), device)
+            return linear_probe_accuracy(feats, probe_labels, seed)
 
     def heldout() -> dict[str, float]:
         # the same held-out examples every epoch
-        scores = heldout_scores(task, trainer.predict, probe_images, recipe.eval_batch_size, seed + 1)
+        with log.timed("heldout"):  # the pretext's held-out score and its shortcut controls
+            scores = heldout_scores(task, trainer.predict, probe_images, recipe.eval_batch_size, seed + 1)
         return {f"val/{key}" if key.startswith("control_") else f"val/pretext_{key}": v for key, v in scores.items()}
 
     log = EpochLog(f"pretrain-seed{seed}", live_dir,
@@ -92,7 +94,8 @@ def main(seed: int) -> None:
         batches = pretext_batches(task, images, recipe.batch_size, steps, gen, dist)
         if images.stream:  # read and cut the next batch while this one trains
             batches = prefetched(batches)
-        stats = trainer.train_epoch(batches, steps, f"pretrain@{seed} {task.name} {epoch}/{recipe.epochs}")
+        with log.timed("train"):
+            stats = trainer.train_epoch(batches, steps, f"pretrain@{seed} {task.name} {epoch}/{recipe.epochs}")
         accuracy = probe()
         log.log({"train/pretext_loss": stats["loss"], f"train/pretext_{metric}": stats["score"], **heldout(),
                  "probe/linear_accuracy": accuracy, "lr": stats["lr"], "epoch_seconds": stats["seconds"],

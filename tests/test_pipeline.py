@@ -95,6 +95,11 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
         assert f"Running stage '{stage}'" in first.stdout
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
     assert compare["seeds"] == [0, 1]
+    # where the training stages' time went, by part, shares of their wall time
+    for kind, parts in (("pretrain", {"train", "probe", "heldout", "checkpoint"}),
+                        ("finetune", {"train", "validation", "test", "checkpoint"})):
+        shares = compare["time_shares"][kind]
+        assert parts <= set(shares) and sum(shares.values()) == pytest.approx(1.0, abs=1e-6), shares
     for init in ("scratch", "pretrained"):
         for seed, run_ in zip((0, 1), compare["runs"][init]):
             assert 1 <= run_["best_epoch"] <= 3

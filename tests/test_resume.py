@@ -75,7 +75,7 @@ def histories(live: Path) -> dict[str, list[str]]:
 
 def summary(live: Path) -> dict:
     data = yaml.safe_load((live / "metrics.json").read_text())
-    for key in ("wall_seconds", *VOLATILE):
+    for key in ("wall_seconds", "time", *VOLATILE):  # timings differ run to run
         data.pop(key, None)
     data.get("best", {}).pop("wall_seconds", None)
     data.get("best", {}).pop("train_seconds", None)

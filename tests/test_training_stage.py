@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import time
 
 import pytest
@@ -41,6 +42,8 @@ def run_epochs(live_dir, stop_after: int | None, initial: bool) -> EpochLog:
     log = EpochLog("unit", live_dir, "fingerprint", stage(), recipe.epochs)
     log.open(trainer, None, initial=(lambda: {"score": -1.0}) if initial else None)
     for epoch in log.epochs():
+        with log.timed("train"):
+            time.sleep(0.05)
         log.log({"score": float(epoch)})
         log.end_epoch(epoch, trainer, None)
         if epoch == stop_after:
@@ -69,3 +72,15 @@ def test_a_fine_tune_recipe_takes_its_fractions_budget():
     assert Recipe.read({"fraction": 0.5, "finetune": section}, "finetune").epochs == 16
     assert Recipe.read({"fraction": 0.1, "finetune": section}, "finetune").epochs == 3
     assert Recipe.read({"fraction": 0.5, "pretext": section}, "pretext").epochs == 3  # a pretraining: its own
+
+
+def test_the_summary_says_where_the_time_went_across_a_resumption(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    live = tmp_path / "live"
+    run_epochs(live, stop_after=2, initial=False)
+    run_epochs(live, stop_after=None, initial=False)
+    spent = json.loads((live / "metrics.json").read_text())["time"]
+    assert spent["seconds"]["train"] == pytest.approx(3 * 0.05, abs=0.05)  # three epochs, two runs summed
+    assert {"train", "logging", "checkpoint", "other"} <= set(spent["seconds"])
+    assert sum(spent["shares"].values()) == pytest.approx(1.0, abs=1e-6)
+    assert sum(spent["seconds"].values()) == pytest.approx(spent["wall_seconds"], rel=1e-6)

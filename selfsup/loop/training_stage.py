@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -95,12 +97,15 @@ class EpochLog:
         self.wall_before = 0.0
         self.first_epoch = 1
         self.live: Live | NullLive = NullLive()
+        self.name = name
+        self.seconds: defaultdict[str, float] = defaultdict(float)  # by part of the run, resumptions summed
 
     def open(self, trainer: Trainer, generator: torch.Generator | None,
              initial: Callable[[], dict[str, float]] | None = None) -> dict | None:
         state = self.resume.restore(trainer, generator)
         if state is not None:  # a checkpoint is saved after an epoch
             self.first_epoch, self.wall_before = state["epoch"] + 1, state["wall_seconds"]
+            self.seconds.update(state.get("seconds", {}))
         self.live = (Live(str(self.live_dir), dvcyaml=False, save_dvc_exp=False, report=None, resume=state is not None)
                      if self.main else NullLive())
         if initial is not None and state is None:
@@ -112,9 +117,19 @@ class EpochLog:
     def epochs(self) -> range:
         return range(self.first_epoch, self.epochs_total + 1)
 
+    @contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Count the block's seconds to `part` of the run (train, validation, probe, heldout, test, ...)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] += time.perf_counter() - start
+
     def log(self, metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            self.live.log_metric(key, value)
+        with self.timed("logging"):
+            for key, value in metrics.items():
+                self.live.log_metric(key, value)
 
     @property
     def wall_seconds(self) -> float:
@@ -123,12 +138,28 @@ class EpochLog:
 
     def end_epoch(self, epoch: int, trainer: Trainer, generator: torch.Generator | None, **state: Any) -> None:
         """Close the epoch's log step and save the checkpoint (rank 0), with the stage's own `state`."""
-        self.live.next_step()
+        with self.timed("logging"):
+            self.live.next_step()
         if self.main:
-            self.resume.save_epoch(epoch, trainer, generator, wall_seconds=self.wall_seconds, **state)
+            with self.timed("checkpoint"):
+                self.resume.save_epoch(epoch, trainer, generator, wall_seconds=self.wall_seconds,
+                                       seconds=dict(self.seconds), **state)
+
+    def time_spent(self) -> dict[str, Any]:
+        """Where the run's wall time went: seconds and shares of each part, `other` the rest (start-up, data)."""
+        wall = self.wall_seconds
+        seconds = dict(self.seconds) | {"other": max(wall - sum(self.seconds.values()), 0.0)}
+        return {"wall_seconds": wall, "seconds": seconds,
+                "shares": {part: s / wall if wall > 0 else 0.0 for part, s in seconds.items()}}
 
     def close(self, summary: dict[str, Any]) -> None:
-        self.live.summary.update(summary)
+        """Write the summary, with where the time went (`time`), and print the shares (rank 0)."""
+        spent = self.time_spent()
+        if self.main:
+            parts = sorted(spent["shares"].items(), key=lambda kv: -kv[1])
+            print(f"{self.name}: {spent['wall_seconds']:.0f} s, " + ", ".join(f"{share:.0%} {part}" for part, share
+                                                                            in parts if share >= 0.005))
+        self.live.summary.update(summary | {"time": spent})
         self.live.end()
 
     def finish(self) -> None:
