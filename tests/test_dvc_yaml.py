@@ -166,3 +166,11 @@ def test_stage_scripts_are_apart_from_the_library_and_the_tools():
     for tool in (ROOT / "tools").glob("*.py"):  # no stage imports a tool
         for _, _, script in stages():
             assert f"tools.{tool.stem}" not in script.read_text()
+
+
+@pytest.mark.parametrize("tool", sorted(p.stem for p in (ROOT / "tools").glob("*.py") if p.stem != "__init__"))
+def test_every_tool_imports(tool):
+    # the tools import the library's names, which a move or a rename must not leave dangling
+    import importlib
+
+    importlib.import_module(f"tools.{tool}")

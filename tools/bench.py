@@ -45,8 +45,9 @@ from selfsup.training.augment import labelled_batches
 from selfsup.core.dataset import load_dataset
 from selfsup.training.image_store import ImageStore, prefetched
 from selfsup.training.devices import configure_device, device_generator, resolve_device, seed_everything
-from selfsup.training.engine import PRECISIONS, Batch, Trainer, channels_last, resolve_precision, sgd
-from selfsup.training.models import STEMS, Classifier, build_extractor
+from selfsup.config import PRECISIONS, STEMS
+from selfsup.training.engine import Batch, Trainer, channels_last, resolve_precision, sgd
+from selfsup.training.models import Classifier, build_extractor
 from selfsup.config import TASK_PARAMS, defaults
 from selfsup.core.params import UserError, load_params
 from selfsup.pretexts import TASKS, build_task

@@ -24,8 +24,9 @@ import torch
 from selfsup.training.augment import labelled_batches, normalize
 from selfsup.core.dataset import load_dataset
 from selfsup.training.devices import configure_device, device_generator, resolve_device, seed_everything
-from selfsup.training.engine import PRECISIONS, Trainer, chunks, classification_metrics, sgd
-from selfsup.training.models import STEMS, Classifier, build_extractor
+from selfsup.config import PRECISIONS, STEMS
+from selfsup.training.engine import Trainer, chunks, classification_metrics, sgd
+from selfsup.training.models import Classifier, build_extractor
 
 
 def run(args: argparse.Namespace, precision: str) -> dict:
