@@ -293,6 +293,12 @@ def hardware_knobs() -> frozenset[str]:
     return frozenset(Hardware.model_fields)
 
 
+def declared_default(info: Any) -> Any:
+    """A field's declared default as YAML writes it (the [fraction, epochs] pairs as lists, not tuples)."""
+    value = info.get_default(call_default_factory=True)
+    return [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, list) else value
+
+
 def defaults(model: type[BaseModel] = Params, tasks: bool = False) -> dict[str, Any]:
     """The declared defaults as nested dicts; the task sections only with `tasks`."""
     out: dict[str, Any] = {}
@@ -303,8 +309,7 @@ def defaults(model: type[BaseModel] = Params, tasks: bool = False) -> dict[str, 
                 continue
             out[name] = defaults(section, tasks)
         else:
-            value = info.get_default(call_default_factory=True)
-            out[name] = [list(v) for v in value] if name == "epochs_by_fraction" else value
+            out[name] = declared_default(info)
     return out
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from selfsup.config import TASK_PARAMS, Hardware, defaults
+
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -103,7 +105,7 @@ def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: 
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-HARDWARE = {"device": "cpu", "nproc": 1, "compile": False, "precision": "auto", "stream": "auto"}  # hardware.yaml
+HARDWARE = defaults(Hardware) | {"device": "cpu"}  # hardware.yaml of the tests' workspaces: the declared defaults, CPU
 
 
 def read_params(ws: Path) -> dict:
@@ -137,8 +139,6 @@ def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
     ws = tmp / "ws"
     for package in ("stages", "selfsup", "nets"):
         shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
-    from selfsup.config import TASK_PARAMS, defaults
-
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["pretext"].update({t: defaults(c) for t, c in TASK_PARAMS.items() if t not in params["pretext"]})
     params["data"].update(url=str(archive), md5=md5)

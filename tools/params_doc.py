@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from selfsup.config import TASK_PARAMS, defaults, fields, hardware_knobs, rule
+from selfsup.config import TASK_PARAMS, declared_default, defaults, fields, hardware_knobs, rule
+from selfsup.core.stage import run_stage
+from tools.markdown import splice
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "conf" / "config.yaml"
@@ -91,9 +93,7 @@ def task_yaml(task: str) -> str:
 def params_table() -> str:
     rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
     for key, info in fields().items():
-        default = info.get_default(call_default_factory=True)
-        if key == "finetune.epochs_by_fraction":
-            default = [list(v) for v in default]
+        default = declared_default(info)
         hardware = " (in hardware.yaml: re-runs nothing)" if key in hardware_knobs() else ""
         rows.append(f"| `{key}` | {scalar(default)} | {rule(info).replace('|', 'or')} | {info.description}{hardware} |")
     return "\n".join(rows) + "\n"
@@ -103,25 +103,18 @@ def knob_table() -> str:
     info = fields()
     rows = ["| param | default | what it does |", "|---|---|---|"]
     for key in KNOBS:
-        default = info[key].get_default(call_default_factory=True)
+        default = declared_default(info[key])
         hardware = " (in hardware.yaml: changing it re-runs nothing)" if key in hardware_knobs() else ""
         rows.append(f"| `{key}` | {scalar(default)} | {info[key].description}{hardware} |")
     return "\n".join(rows) + "\n"
-
-
-def splice(text: str, section: str, name: Path) -> str:
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"error: {name} lacks the markers {BEGIN} ... {END}")
-    head, rest = text.split(BEGIN, 1)
-    return f"{head}{BEGIN}\n{section}{END}{rest.split(END, 1)[1]}"
 
 
 def generated() -> dict[Path, str]:
     """Every generated file's path and its full text as the declarations make it."""
     out = {CONFIG: config_yaml()}
     out.update({PRETEXT_GROUP / f"{task}.yaml": task_yaml(task) for task in TASK_PARAMS})
-    out[PARAMS_DOC] = splice(PARAMS_DOC.read_text(), params_table(), PARAMS_DOC)
-    out[README] = splice(README.read_text(), knob_table(), README)
+    out[PARAMS_DOC] = splice(PARAMS_DOC.read_text(), params_table(), BEGIN, END, PARAMS_DOC)
+    out[README] = splice(README.read_text(), knob_table(), BEGIN, END, README)
     return out
 
 
@@ -158,4 +151,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, check=False)  # not a stage: its one-line errors (a document without its markers)

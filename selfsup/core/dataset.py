@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from selfsup.core.files import save_json, save_npy
-from selfsup.core.params import UserError
+from selfsup.core.paths import missing
 
 
 @dataclass
@@ -71,7 +71,7 @@ def load_dataset(directory: Path) -> tuple[Dataset, dict]:
     """The arrays of a stored dataset; the unlabeled images, if any, memory-mapped (they can be large)."""
     meta_path = directory / "meta.json"
     if not meta_path.exists():
-        raise UserError(f"{meta_path} not found: it is made by stage download; run `dvc repro download` first")
+        raise missing(meta_path, "download")  # a dataset directory, wherever it is, is download's
     meta = json.loads(meta_path.read_text())
     # images memory-mapped: a stage reads the rows it uses (or streams them), never the whole set twice
     arrays = {n: np.load(directory / f"{n}.npy", mmap_mode="r" if n.endswith("images") else None, allow_pickle=False)

@@ -72,9 +72,12 @@ def producer(path: Path) -> str:
     return "its stage"
 
 
-def missing(path: Path) -> UserError:
-    """The one-line error for an input that is not there: the file, and the stage that makes it."""
-    stage = producer(path)
+def missing(path: Path, stage: str | None = None) -> UserError:
+    """The one-line error for an input that is not there: the file, and the stage that makes it (`stage`, else
+    the one of dvc.yaml that writes `path`)."""
+    stage = stage or producer(path)
+    if stage == "its stage":  # a path outside the layout (a tool's --dataset, say)
+        return UserError(f"{path} not found: run the stage that makes it first (`dvc repro`)")
     return UserError(f"{path} not found: it is made by stage {stage}; run `dvc repro {stage.split(' ')[0]}` first")
 
 
