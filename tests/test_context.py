@@ -7,7 +7,7 @@ import torch
 from selfsup.training.models import build_extractor
 from selfsup.core.params import UserError
 from selfsup.pretexts.context import Context, sample_pair_positions
-from selfsup.pretexts.grid import OFFSETS, Geometry
+from selfsup.pretexts.grid import OFFSETS, Geometry, resized, upscaled
 from tests.test_pretexts import PARAMS
 
 GEO = Geometry(upscale=1, patch_size=14, gap=2, jitter=1)
@@ -202,3 +202,13 @@ def test_spatial_fusion_needs_a_global_pool():
     flat = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
     with pytest.raises(UserError, match="pretext.context.fusion"):
         context(fusion="spatial").network(flat, 4)
+
+
+def test_upscaling_in_uint8_is_the_float_upscale_rounded_and_patches_leave_channels_last():
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    small = resized(images, 64)
+    assert small.dtype == torch.uint8 and small.shape == (16, 3, 64, 64)
+    assert (small.float() - upscaled(images.float(), 2)).abs().max() <= 1.0  # within one level
+    task = context(upscale=2, patch_size=28, gap=4, jitter=2)
+    pairs, _ = task.batch(images, torch.Generator().manual_seed(0))
+    assert pairs.flatten(0, 1).is_contiguous(memory_format=torch.channels_last)  # the layout the network runs in

@@ -4,7 +4,9 @@ import torch
 from sklearn.metrics import f1_score
 from torch import nn
 
-from selfsup.training.augment import crop, random_crop_flip
+import torch.nn.functional as F
+
+from selfsup.training.augment import crop, crop_flip_indices, normalize, random_crop_flip
 from selfsup.training.engine import Trainer, chunks, classification_metrics, index_batches, sgd, warmup_cosine
 from selfsup.core.params import UserError
 
@@ -49,6 +51,37 @@ def test_crop_and_flip():
     aug = random_crop_flip(img.float(), 0, torch.Generator().manual_seed(0))
     for a, b in zip(aug, img.float()):
         assert torch.equal(a, b) or torch.equal(a, b.flip(2))
+
+
+def test_crop_and_flip_by_one_gather_cut_what_pad_crop_and_flip_cut():
+    """The one-gather augmentation gives, pixel for pixel and in uint8, what reflect-padding, cropping and
+    flipping in turn give for the same random draws (top, left, then flip), and a channels_last batch."""
+    images = torch.randint(0, 256, (64, 3, 10, 12), dtype=torch.uint8)
+    for pad in (0, 1, 4):
+        out = random_crop_flip(images, pad, torch.Generator().manual_seed(pad))
+        g = torch.Generator().manual_seed(pad)
+        expected = images
+        if pad:
+            padded = F.pad(images.float(), (pad,) * 4, mode="reflect").to(torch.uint8)
+            top = torch.randint(0, 2 * pad + 1, (64,), generator=g)
+            left = torch.randint(0, 2 * pad + 1, (64,), generator=g)
+            expected = torch.stack([p[:, t:t + 10, s:s + 12] for p, t, s in zip(padded, top, left)])
+        flip = torch.rand(64, generator=g) < 0.5
+        expected = torch.where(flip.view(64, 1, 1, 1), expected.flip(3), expected)
+        assert out.dtype == torch.uint8 and torch.equal(out, expected)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    rows, cols = crop_flip_indices(500, 10, 12, 4, torch.Generator().manual_seed(0), "cpu")
+    assert rows.min() == 0 and rows.max() == 9 and cols.min() == 0 and cols.max() == 11
+
+
+def test_normalize_keeps_or_converts_the_layout_and_never_the_values():
+    images = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    mean, std = torch.tensor([100.0, 120.0, 140.0]) / 255, torch.tensor([0.2, 0.25, 0.3])
+    kept = normalize(images, mean, std)
+    planar = normalize(images, mean, std, memory_format=torch.contiguous_format)
+    assert kept.is_contiguous(memory_format=torch.channels_last) and planar.is_contiguous()
+    expected = (images.float() / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    assert torch.equal(kept, expected) and torch.equal(planar, expected)
 
 
 def _toy(n=256):

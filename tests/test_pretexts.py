@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from selfsup.training.augment import normalize, random_crop_flip
+
 from selfsup.training.engine import Trainer, sgd
 from selfsup.training.models import Classifier, build_extractor, load_extractor, save_extractor
 from selfsup.core.params import UserError
@@ -97,6 +99,14 @@ def test_rotation_rotates_each_image_by_its_label():
     task = task_for("rotation")
     inputs, labels = task.batch(IMAGES, torch.Generator().manual_seed(0))
     assert inputs.shape == (16, 3, 32, 32) and set(labels.tolist()) <= {0, 1, 2, 3} and task.chance == 0.25
+    # crop, flip and turn in one gather of the uint8 pixels: the turned, normalised crop of the same draws
+    g = torch.Generator().manual_seed(0)
+    cropped = normalize(random_crop_flip(IMAGES, task.pad, g), task.mean, task.std)
+    turns = torch.randint(0, 4, (16,), generator=g)
+    assert torch.equal(labels, turns)
+    for i, k in enumerate(turns.tolist()):
+        assert torch.equal(inputs[i], torch.rot90(cropped[i], k, dims=(1, 2)))
+    assert inputs.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_jigsaw_permutation_set_is_fixed_and_spread():

@@ -34,14 +34,13 @@ import random
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from selfsup.training.augment import crop, normalize, on_device
+from selfsup.training.augment import crop, gather_pixels, normalize, on_device
 from selfsup.training.engine import Batch
 from selfsup.core.params import param
 from selfsup.pretexts.base import ClassifierHead, PretextTask, SpatialPairHead
-from selfsup.pretexts.grid import OFFSETS, Geometry, to_gray, upscaled
+from selfsup.pretexts.grid import OFFSETS, Geometry, resized, to_gray
 
 
 def sample_pair_positions(n: int, side: int, geo: Geometry, generator: torch.Generator | None = None,
@@ -67,20 +66,21 @@ def sample_pair_positions(n: int, side: int, geo: Geometry, generator: torch.Gen
     return centre, neighbour, labels
 
 
-def jitter_colour(patches: torch.Tensor, pairs: int, gray_prob: float, brightness: float, contrast: float,
+def jitter_colour(patches: torch.Tensor, gray_prob: float, brightness: float, contrast: float,
                   generator: torch.Generator | None) -> torch.Tensor:
-    """Normalised patches (2*pairs x 3 x P x P, centres first) -> both patches of a random share `gray_prob`
-    of the pairs in gray (as 3 channels), then each patch's contrast scaled by a factor in 1 +- `contrast`
-    around its mean and its brightness shifted by up to +-`brightness` (in [0, 1] pixel units)."""
+    """Normalised patches (2*pairs x 3 x P x P, the two patches of a pair next to each other) -> both
+    patches of a random share `gray_prob` of the pairs in gray (as 3 channels), then each patch's contrast
+    scaled by a factor in 1 +- `contrast` around its mean and its brightness shifted by up to +-`brightness`
+    (in [0, 1] pixel units)."""
     m, dev = patches.shape[0], patches.device
     if gray_prob > 0:
-        gray = (torch.rand(pairs, generator=generator, device=dev) < gray_prob).repeat(2).view(m, 1, 1, 1)
-        patches = torch.where(gray, to_gray(patches).expand(-1, 3, -1, -1), patches)
+        gray = (torch.rand(m // 2, generator=generator, device=dev) < gray_prob).repeat_interleave(2)
+        patches = torch.lerp(patches, to_gray(patches).expand(-1, 3, -1, -1), gray.view(m, 1, 1, 1).float())
     mean = patches.mean(dim=(1, 2, 3), keepdim=True)
     scale = 1 + (torch.rand((m, 1, 1, 1), generator=generator, device=dev) * 2 - 1) * contrast
     # brightness in [0, 1] units; divided by a typical channel std (0.25) for normalised pixels
     shift = (torch.rand((m, 1, 1, 1), generator=generator, device=dev) * 2 - 1) * (brightness / 0.25)
-    return (patches - mean) * scale + mean + shift
+    return torch.addcmul(mean * (1 - scale) + shift, patches, scale)  # (patches - mean) * scale + mean + shift
 
 
 class Context(PretextTask):
@@ -112,17 +112,17 @@ class Context(PretextTask):
     def control_batch(self, images: torch.Tensor, generator: torch.Generator | None, control: str) -> Batch:
         return self.pairs(images, generator, control)
 
-    def zoom(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    def zoom(self, images_uint8: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """A random square crop of each image, its side drawn once per batch between `crop_min` of the image
-        side and all of it (from the host RNG: no device sync), resized to the image size times `upscale`."""
-        n, full = x.shape[0], x.shape[-1]  # square images
+        side and all of it (from the host RNG: no device sync), resized to the image size times `upscale`;
+        uint8 in, uint8 out."""
+        x, n, full = images_uint8, images_uint8.shape[0], images_uint8.shape[-1]  # square images
         side = random.randint(max(1, round(self.crop_min * full)), full)
-        if side == full:
-            return upscaled(x, self.geo.upscale)
-        top = torch.randint(0, full - side + 1, (n,), generator=generator, device=x.device)
-        left = torch.randint(0, full - side + 1, (n,), generator=generator, device=x.device)
-        size = full * self.geo.upscale
-        return F.interpolate(crop(x, top, left, side, side), size=(size, size), mode="bilinear", align_corners=False)
+        if side < full:
+            top = torch.randint(0, full - side + 1, (n,), generator=generator, device=x.device)
+            left = torch.randint(0, full - side + 1, (n,), generator=generator, device=x.device)
+            x = crop(x, top, left, side, side)
+        return resized(x, full * self.geo.upscale)
 
     def pairs(self, images_uint8: torch.Tensor, generator: torch.Generator | None, control: str | None = None
               ) -> Batch:
@@ -130,21 +130,30 @@ class Context(PretextTask):
         control, the centre (`other_centre`) or the neighbour (`other_neighbour`) of pair i is cut from image
         i - 1 instead (at the same place), so only the other patch relates to the label; with
         `other_pair_centre` pair i gets pair i - 1's centre as that pair cut it (another image, at the place
-        drawn for another label), so only the neighbour, its content and its place, relates to the label."""
+        drawn for another label), so only the neighbour, its content and its place, relates to the label.
+
+        Zoom and upscaling work on the uint8 images; the flip is folded into the columns the patches are
+        cut from, all 2N patches in one gather; only the patches are made float."""
         n, dev = images_uint8.shape[0], images_uint8.device
-        x = normalize(images_uint8, self.mean, self.std)
-        if self.flip:
-            flip = torch.rand(n, generator=generator, device=dev) < 0.5
-            x = torch.where(flip.view(n, 1, 1, 1), x.flip(3), x)
-        x = self.zoom(x, generator)
-        centre, neighbour, labels = sample_pair_positions(n, x.shape[-1], self.geo, generator, dev)
+        flip = torch.rand(n, generator=generator, device=dev) < 0.5 if self.flip else None
+        big = self.zoom(images_uint8, generator)
+        side, p = big.shape[-1], self.geo.patch_size
+        centre, neighbour, labels = sample_pair_positions(n, side, self.geo, generator, dev)
         own, other = torch.arange(n, device=dev), torch.arange(n, device=dev).roll(1)
-        p = self.geo.patch_size
         if control == "other_pair_centre":
             centre = centre.roll(1, 0)
-        patches = torch.cat([crop(x, centre[:, 0], centre[:, 1], p, p,
-                                  source=other if control in ("other_centre", "other_pair_centre") else own),
-                             crop(x, neighbour[:, 0], neighbour[:, 1], p, p,
-                                  source=other if control == "other_neighbour" else own)])
-        patches = jitter_colour(patches, n, self.gray_prob, self.brightness, self.contrast, generator)
-        return torch.stack([patches[:n], patches[n:]], dim=1), labels
+        centre_from = other if control in ("other_centre", "other_pair_centre") else own
+        neighbour_from = other if control == "other_neighbour" else own
+        corners = torch.stack([centre, neighbour], dim=1).view(2 * n, 2)     # pair by pair: c0, n0, c1, n1...
+        source = torch.stack([centre_from, neighbour_from], dim=1).view(2 * n)
+        rows = corners[:, :1] + torch.arange(p, device=dev)
+        cols = corners[:, 1:] + torch.arange(p, device=dev)
+        if flip is not None:  # a patch of the flipped image: the mirrored columns, right to left
+            cols = torch.where(flip[source].view(-1, 1), side - 1 - cols, cols)
+        cut = gather_pixels(big, source, rows.view(2 * n, p, 1), cols.view(2 * n, 1, p))  # uint8, channels_last
+        # the colour work per channel and per patch runs on whole planes (channels_last would put each
+        # per-channel op's broadcast in the innermost dimension, 3 wide, several times slower); the patches
+        # go to the network channels_last, the layout the cut images and fine-tuning batches have
+        patches = normalize(cut, self.mean, self.std, memory_format=torch.contiguous_format)
+        patches = jitter_colour(patches, self.gray_prob, self.brightness, self.contrast, generator)
+        return patches.contiguous(memory_format=torch.channels_last).unflatten(0, (n, 2)), labels

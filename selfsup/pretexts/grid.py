@@ -69,6 +69,20 @@ def upscaled(images: torch.Tensor, upscale: int) -> torch.Tensor:
     return F.interpolate(images, size=(h * upscale, w * upscale), mode="bilinear", align_corners=False)
 
 
+def resized(images_uint8: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 N x C x H x W -> uint8 N x C x size x size, bilinear with half-pixel centres (as `upscaled`),
+    rounded to the nearest level. On a CPU by the uint8 kernel on channels_last images (vectorised, about 5x
+    faster than resizing in float: docs/speed.md); elsewhere in float and rounded back (the two agree to
+    within one level)."""
+    if images_uint8.shape[-2:] == (size, size):
+        return images_uint8
+    if images_uint8.device.type == "cpu":
+        return F.interpolate(images_uint8.contiguous(memory_format=torch.channels_last), size=(size, size),
+                             mode="bilinear", align_corners=False)
+    x = F.interpolate(images_uint8.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
 def to_gray(images: torch.Tensor) -> torch.Tensor:
     """N x 3 x H x W -> N x 1 x H x W luma (ITU-R 601 weights)."""
     return (images * on_device(LUMA, images.device)).sum(1, keepdim=True)
