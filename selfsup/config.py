@@ -142,8 +142,10 @@ class PretextCommon(Section):
     lr: float = knob(0.1, "peak learning rate (Nesterov SGD, warm-up then cosine)", gt=0)
     weight_decay: float = knob(0.0005, "weight decay", ge=0)
     warmup_epochs: float = knob(1.0, "linear warm-up length, in epochs", ge=0)
-    probe_size: int = knob(5000, "validation images (never pretrained on) for the per-epoch probe, held-out "
-                                 "score and controls", ge=20)
+    probe_size: int = knob(5000, "validation images (never pretrained on) for the probe, held-out score and "
+                                 "controls", ge=20)
+    monitor_every: int = knob(5, "epochs between those monitors (the untrained network and the last epoch are "
+                                 "always measured, all probe_size images each time)", ge=1)
     eval_batch_size: int = knob(1024, "inference batch of the probe and held-out scores", ge=1)
 
     @model_validator(mode="after")

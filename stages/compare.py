@@ -44,8 +44,9 @@ HEADLINE = ("f1_macro", "precision_macro", "recall_macro", "accuracy")
 CURVE_KEYS = ("val/f1_macro", "val/loss", "val/precision_macro", "val/recall_macro", "val/accuracy", "train/loss")
 
 
-def read_history(live_dir: Path) -> dict[str, np.ndarray]:
-    """Every per-step metric a dvclive directory holds, as arrays indexed by step order."""
+def read_history(live_dir: Path, steps: bool = False) -> dict[str, np.ndarray]:
+    """Every per-step metric a dvclive directory holds, as arrays in step order (with `steps`, the steps
+    each metric was logged at instead: a pretraining's monitors skip epochs)."""
     root = live_dir / "plots" / "metrics"
     if not root.is_dir():
         raise paths.missing(root)
@@ -54,7 +55,7 @@ def read_history(live_dir: Path) -> dict[str, np.ndarray]:
         with open(tsv) as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
         name = tsv.relative_to(root).with_suffix("").as_posix()
-        history[name] = np.array([float(r[tsv.stem]) for r in rows])
+        history[name] = np.array([float(r["step" if steps else tsv.stem]) for r in rows])
     return history
 
 
@@ -214,11 +215,12 @@ def add_seed_results(runs: dict[str, list[dict]], pretrain_seconds: list[float],
                                            zero_division=0).tolist()
 
 
-def draw_figures(histories: dict, threshold: float, pretrainings: list, pretext: dict,
+def draw_figures(histories: dict, threshold: float, pretrainings: list, seeds: list[int], pretext: dict,
                  predictions: dict[str, list[tuple[np.ndarray, np.ndarray]]], test_images: np.ndarray,
                  classes: list[str]) -> None:
     figures.curves(histories, threshold, FIGURES[0])
-    figures.pretext([h for h, _ in pretrainings], pretext, FIGURES[1])
+    figures.pretext([h for h, _ in pretrainings], [read_history(paths.pretrain_log(s), steps=True) for s in seeds],
+                    pretext, FIGURES[1])
     # one test image per class where possible (the first of each), so the grid is the same every run
     first_actual = predictions["scratch"][0][0]
     picks = [int(np.flatnonzero(first_actual == c)[0]) for c in range(len(classes)) if (first_actual == c).any()][:10]
@@ -303,7 +305,7 @@ def main() -> None:
     for init in INITS:
         write_predictions(PREDICTIONS[init], [(s, classes[a], classes[p]) for s, (actual, pred) in
                                               zip(seeds, predictions[init]) for a, p in zip(actual, pred)])
-    draw_figures(histories, threshold, pretrainings, pretext, predictions, dataset.test_images, classes)
+    draw_figures(histories, threshold, pretrainings, seeds, pretext, predictions, dataset.test_images, classes)
     d = tests[PRIMARY]["difference"]
     print(f"compare: test macro-F1 over {len(seeds)} seeds: scratch {tests[PRIMARY]['scratch']['mean']:.4f}, "
           f"pretrained {tests[PRIMARY]['pretrained']['mean']:.4f}, paired difference {d['mean']:+.4f}"

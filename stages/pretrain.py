@@ -4,10 +4,12 @@ selfsup/pretexts/), without labels; once per seed in `seeds` (`--seed`), each it
 Uses every training image except the seed's validation set (drawn as the split stage draws it, from the seed
 and `split.val_fraction`: no label fraction reaches a pretraining), and the dataset's unlabeled images if it has any
 (labels unused; test images never); a set too large for the device streams from its memory-mapped arrays
-(param `stream`). After each epoch (and once before training: the random extractor) it logs the pretext
-loss and metric (accuracy, or PSNR for reconstruction), on validation images the extractor never trained
-on: the pretext metric, the task's shortcut controls (`val/control_*`, see selfsup/pretexts/base.py) and a
-linear probe of the extractor, the number that says whether it transfers.
+(param `stream`). After each epoch it logs the pretext loss and metric (accuracy, or PSNR for
+reconstruction) in training; once before training (the random extractor), every `pretext.monitor_every`
+epochs and after the last, on validation images the extractor never trained on: the pretext metric, the
+task's shortcut controls (`val/control_*`, see selfsup/pretexts/base.py) and a linear probe of the extractor,
+the number that says whether it transfers. Those monitors are kept to a small share of the stage's time
+(printed at its end); the final ones always use all `pretext.probe_size` images.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def main(seed: int) -> None:
     params, device, dist = stage.params, stage.device, stage.dist
     recipe = Recipe.read(params, "pretext")
     out, live_dir = paths.pretrained(seed), paths.pretrain_log(seed)
-    probe_size = param(params, "pretext.probe_size")
+    probe_size, monitor_every = param(params, "pretext.probe_size"), param(params, "pretext.monitor_every")
     arch, stem = param(params, "model.arch"), param(params, "model.stem")
 
     seed_everything(seed)
@@ -96,13 +98,14 @@ def main(seed: int) -> None:
             batches = prefetched(batches)
         with log.timed("train"):
             stats = trainer.train_epoch(batches, steps, f"pretrain@{seed} {task.name} {epoch}/{recipe.epochs}")
-        accuracy = probe()
-        log.log({"train/pretext_loss": stats["loss"], f"train/pretext_{metric}": stats["score"], **heldout(),
-                 "probe/linear_accuracy": accuracy, "lr": stats["lr"], "epoch_seconds": stats["seconds"],
-                 "examples_per_s": stats["images_per_s"]})
+        monitored = epoch % monitor_every == 0 or epoch == recipe.epochs
+        monitors = {**heldout(), "probe/linear_accuracy": probe()} if monitored else {}
+        log.log({"train/pretext_loss": stats["loss"], f"train/pretext_{metric}": stats["score"], **monitors,
+                 "lr": stats["lr"], "epoch_seconds": stats["seconds"], "examples_per_s": stats["images_per_s"]})
         if dist.main:
+            probed = f", probe {monitors['probe/linear_accuracy']:.3f}" if monitored else ""
             print(f"pretrain@{seed} {task.name} {epoch}/{recipe.epochs}: pretext loss {stats['loss']:.3f} {metric} "
-                  f"{stats['score']:.3f}, probe {accuracy:.3f}, {stats['images_per_s']:.0f} examples/s")
+                  f"{stats['score']:.3f}{probed}, {stats['images_per_s']:.0f} examples/s")
         log.end_epoch(epoch, trainer, gen)
     log.close({"pretext": {"task": task.name, "metric": metric, "chance": task.chance, "images": len(images),
                            "heldout_images": len(probe_idx), "streamed": images.stream},

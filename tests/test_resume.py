@@ -248,3 +248,29 @@ def test_the_fractions_own_budget_sets_the_fine_tune_epochs(workspace):
     best = summary(ws / live)["best"]
     assert best["steps"] == 2 * best["steps_per_epoch"]
     assert len((ws / live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()) == 1 + 2
+
+
+def test_pretraining_monitors_every_few_epochs_and_always_the_last(workspace):
+    """pretext.monitor_every: the held-out score, controls and probe at step 0 (the random extractor), every
+    n-th epoch and the last, on all probe_size images; the training loss every epoch; the stage's time split
+    names the monitors' share."""
+    ws = workspace
+
+    def every_3(params: dict) -> None:
+        params["pretext"]["monitor_every"] = 3
+
+    with edited_params(ws, every_3):
+        proc = subprocess.run(command(ws, STAGES["pretrain"][0]), cwd=ws, env=env(ws), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    live = ws / STAGES["pretrain"][3]
+
+    def steps(metric: str) -> list[int]:
+        rows = (live / "plots" / "metrics" / f"{metric}.tsv").read_text().splitlines()[1:]
+        return [int(r.split("\t")[0]) for r in rows]
+    assert steps("train/pretext_loss") == [1, 2, 3, 4]
+    for metric in ("val/pretext_accuracy", "val/control_other_centre", "probe/linear_accuracy"):
+        assert steps(metric) == [0, 3, 4], metric
+    data = yaml.safe_load((live / "metrics.json").read_text())
+    assert data["pretext"]["heldout_images"] == 30  # probe_size 40, as many as the 30 validation images allow
+    assert {"train", "heldout", "probe"} <= set(data["time"]["seconds"])
+    assert "% train" in proc.stdout

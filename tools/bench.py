@@ -46,7 +46,7 @@ from selfsup.core.dataset import load_dataset
 from selfsup.training.image_store import ImageStore, prefetched
 from selfsup.training.devices import configure_device, device_generator, resolve_device, seed_everything
 from selfsup.config import PRECISIONS, STEMS
-from selfsup.training.engine import Batch, Trainer, channels_last, resolve_precision, sgd
+from selfsup.training.engine import Batch, Trainer, batch_channels_last, channels_last, resolve_precision, sgd
 from selfsup.training.models import Classifier, build_extractor
 from selfsup.config import TASK_PARAMS, defaults
 from selfsup.core.params import UserError, load_params
@@ -162,6 +162,8 @@ def bench(args: argparse.Namespace) -> dict:
                     "torch": torch.__version__, "dataset": str(args.dataset), "train_size": len(dataset.train_labels),
                     "steps": args.steps, "repeats": args.repeats, "commit": commit(), "precision": precision,
                     "channels_last": channels_last(device, precision) if args.memory_format == "auto"
+                    else args.memory_format == "channels_last",
+                    "batch_channels_last": batch_channels_last(device) if args.memory_format == "auto"
                     else args.memory_format == "channels_last"}
 
     # ---- fine-tune step
@@ -226,7 +228,8 @@ def commit() -> str:
 def table(report: dict) -> str:
     lines = [f"{report['arch']} ({report['stem']} stem), batch {report['batch_size']}, {report['device']} "
              f"({report['device_name']}, {report['cpu_threads']} threads), compile={report['compile']}, "
-             f"precision={report['precision']}, channels_last={report['channels_last']}"]
+             f"precision={report['precision']}, channels_last={report['channels_last']} (model), "
+             f"{report.get('batch_channels_last')} (batches)"]
     steps = [("finetune", report["finetune"], "images")] if "finetune" in report else []
     steps += [(f"pretext {task}", r, "examples") for task, r in report["pretext"].items()]
     for step, result, unit in steps:

@@ -52,9 +52,10 @@ def curves(histories: dict[str, list[dict[str, np.ndarray]]], threshold: float, 
     _save(fig, path)
 
 
-def pretext(histories: list[dict[str, np.ndarray]], task: dict, path: Path) -> None:
+def pretext(histories: list[dict[str, np.ndarray]], steps: list[dict[str, np.ndarray]], task: dict, path: Path
+            ) -> None:
     """Per seed's pretraining: pretext loss, the task's metric (train and held-out, with chance where it has
-    one), linear probe."""
+    one), linear probe; `steps` (per seed, per metric) says which epochs the monitors measured."""
     metric = task["metric"]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for k, history in enumerate(histories):
@@ -64,10 +65,11 @@ def pretext(histories: list[dict[str, np.ndarray]], task: dict, path: Path) -> N
         acc = history.get(f"train/pretext_{metric}", np.array([]))
         axes[1].plot(np.arange(1, len(acc) + 1), acc, color=color, label="train" if k == 0 else None)
         held = history.get(f"val/pretext_{metric}", np.array([]))
-        axes[1].plot(np.arange(len(held)), held, color=color, ls="--",
+        axes[1].plot(steps[k].get(f"val/pretext_{metric}", np.arange(len(held))), held, color=color, ls="--",
                      label="held-out (val images)" if k == 0 else None)
         probe = history.get("probe/linear_accuracy", np.array([]))
-        axes[2].plot(np.arange(len(probe)), probe, marker="o", ms=3, color=color)
+        axes[2].plot(steps[k].get("probe/linear_accuracy", np.arange(len(probe))), probe, marker="o", ms=3,
+                     color=color)
     if task.get("chance"):
         axes[1].axhline(task["chance"], color="gray", lw=0.8, ls="-.", label="chance")
     axes[0].set_title(f"Pretext ({task['task']}) training loss, {len(histories)} seeds")
