@@ -217,7 +217,9 @@ class Hardware(Section):
 
     device: Literal["auto", "cpu", "cuda", "mps"] = knob("auto", "auto (CUDA, then MPS, then CPU) / cpu / cuda / mps")
     nproc: int = knob(1, "processes for pretrain and fine-tune (torchrun; one GPU each, gloo on a CPU)", ge=1)
-    compile: bool = knob(False, "torch.compile the training forward")
+    compile: bool | Literal["auto"] = knob(
+        "auto", "torch.compile the training forward: auto (where measured faster on this machine for that network "
+                "and batch; the verdict is cached, docs/speed.md) / true / false")
     precision: Precision = knob("auto", "autocast dtype: auto (bf16 where the device has it, fp16 on older GPUs, "
                                         "else fp32) / bf16 / fp16 / fp32")
     stream: Literal["auto", "always", "never"] = knob(
@@ -335,8 +337,8 @@ def _rule(annotation: Any, metadata: list[Any]) -> str:
         text = f"list of {inner.replace(', ', ' ')}" if inner != "tuple[float, int]" else "list of [fraction, epochs]"
     elif origin is tuple:
         text = f"tuple[{', '.join(a.__name__ for a in args)}]"
-    elif args:  # X | None
-        text = " or ".join("null" if a is type(None) else a.__name__ for a in args)
+    elif args:  # X | None, bool | Literal["auto"]
+        text = " / ".join("null" if a is type(None) else _rule(a, []) if get_args(a) else a.__name__ for a in args)
     else:
         text = annotation.__name__
     return text + (", " + ", ".join(bounds) if bounds else "")
@@ -392,13 +394,15 @@ def _require_every_key(section: BaseModel, prefix: str = "") -> None:
 def describe(error: dict[str, Any], params: dict[str, Any]) -> str:
     """One line for one pydantic error: the dotted key, its value, what is allowed."""
     key, node = [], params
+    kind, ctx = error["type"], error.get("ctx", {})
     for part in error["loc"]:
-        if not isinstance(part, str) or not isinstance(node, dict):
-            break
+        if not isinstance(part, str) or not isinstance(node, dict) or (part not in node and kind != "missing"):
+            break  # past the param's key: a list index, or the member of a union the value failed
         key.append(part)
         node = node.get(part)
     name = ".".join(key) or "params.yaml"
-    kind, ctx = error["type"], error.get("ctx", {})
+    if len(key) < len(error["loc"]) and isinstance(error["loc"][len(key)], str) and name in fields():
+        return f"param '{name}' is {node!r}: expected {rule(fields()[name])}"  # none of a union's types
     if kind == "extra_forbidden":
         close = difflib.get_close_matches(name, list(fields()), n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'? " if close else ""

@@ -96,8 +96,7 @@ def main(init: str, seed: int) -> None:
         batches = labelled_batches(train_x, train_y, recipe.batch_size, steps, pad, mean, std, gen, dist)
         if train_x.stream:  # read the next batch while this one trains
             batches = prefetched(batches)
-        with log.timed("train"):
-            stats = trainer.train_epoch(batches, steps, f"finetune@{init}-{seed} {epoch}/{recipe.epochs}")
+        stats = log.train(trainer, batches, steps, f"finetune@{init}-{seed} {epoch}/{recipe.epochs}")
         elapsed += stats["seconds"]
         with log.timed("validation"):
             val = classification_metrics(trainer.predict(chunks(val_x, recipe.eval_batch_size, norm)), val_y)
@@ -125,7 +124,7 @@ def main(init: str, seed: int) -> None:
                         "train_seconds": elapsed, "steps": recipe.epochs * steps, "steps_per_epoch": steps,
                         "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
                         "processes": dist.world, "streamed": train_x.stream, "wall_seconds": log.wall_seconds,
-                        "numerics": stage.numerics()}})
+                        "numerics": stage.numerics(trainer)}})
     if not dist.main:
         return
     write_predictions(live_dir / "predictions.csv", np.arange(len(test_y)), test_y, test_logits.argmax(1).numpy(),

@@ -96,8 +96,7 @@ def main(seed: int) -> None:
         batches = pretext_batches(task, images, recipe.batch_size, steps, gen, dist)
         if images.stream:  # read and cut the next batch while this one trains
             batches = prefetched(batches)
-        with log.timed("train"):
-            stats = trainer.train_epoch(batches, steps, f"pretrain@{seed} {task.name} {epoch}/{recipe.epochs}")
+        stats = log.train(trainer, batches, steps, f"pretrain@{seed} {task.name} {epoch}/{recipe.epochs}")
         monitored = epoch % monitor_every == 0 or epoch == recipe.epochs
         monitors = {**heldout(), "probe/linear_accuracy": probe()} if monitored else {}
         log.log({"train/pretext_loss": stats["loss"], f"train/pretext_{metric}": stats["score"], **monitors,
@@ -110,7 +109,7 @@ def main(seed: int) -> None:
     log.close({"pretext": {"task": task.name, "metric": metric, "chance": task.chance, "images": len(images),
                            "heldout_images": len(probe_idx), "streamed": images.stream},
                "seed": seed, "device": describe_device(device), "processes": dist.world,
-               "wall_seconds": log.wall_seconds, "numerics": stage.numerics()})
+               "wall_seconds": log.wall_seconds, "numerics": stage.numerics(trainer)})
     if dist.main:
         save_extractor(trainer.model.extractor, arch, stem, feat_dim, out, **task.describe())
         log.finish()

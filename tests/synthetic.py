@@ -105,7 +105,9 @@ def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: 
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-HARDWARE = defaults(Hardware) | {"device": "cpu"}  # hardware.yaml of the tests' workspaces: the declared defaults, CPU
+# hardware.yaml of the tests' workspaces: the declared defaults on the CPU, without compile: auto's measuring
+# (about 20 s of compiling per network; tests/test_engine.py tests it)
+HARDWARE = defaults(Hardware) | {"device": "cpu", "compile": False}
 
 
 def read_params(ws: Path) -> dict:

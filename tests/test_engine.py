@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -130,19 +132,50 @@ def test_divergence_stops_within_a_few_steps_not_at_the_end_of_the_epoch():
     assert len(drawn) <= 25
 
 
-def test_compiled_training_gives_the_eager_result():
-    def run(compile: bool) -> list[float]:
-        torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-        trainer = Trainer(model, sgd(model, 0.1, 0.0), 20, 0, torch.device("cpu"), compile=compile)
-        g = torch.Generator().manual_seed(1)
-        x = torch.randn(64, 8, generator=g)
-        y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
-        return [trainer.train_epoch(((x, y) for _ in range(5)), 5, "t")["loss"] for _ in range(4)]
+def _toy_run(compile, epochs: int = 4) -> tuple[list[float], Trainer]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+    trainer = Trainer(model, sgd(model, 0.1, 0.0), 20, 0, torch.device("cpu"), compile=compile)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 8, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    return [trainer.train_epoch(((x, y) for _ in range(5)), 5, "t")["loss"] for _ in range(epochs)], trainer
 
-    eager = run(False)
+
+def test_compiled_training_gives_the_eager_result():
+    eager, _ = _toy_run(False)
     assert eager[-1] < eager[0]
-    assert run(True) == pytest.approx(eager, rel=1e-4)
+    compiled, trainer = _toy_run(True)
+    assert compiled == pytest.approx(eager, rel=1e-4)
+    assert trainer.compiled is True and trainer.compile_seconds > 0  # its first step, compiling
+
+
+def test_compile_auto_measures_once_per_machine_and_network_and_leaves_no_trace(monkeypatch, tmp_path):
+    """compile: auto measures eager and compiled steps at the first batch, caches the verdict, and trains as
+    the verdict's mode trains alone: to the bit when eager wins (the measuring changed no weight, statistic
+    or random state), within the compiled tolerance when compile wins. A second run reads the verdict."""
+    from selfsup.training import compile_choice
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    losses, trainer = _toy_run("auto")
+    assert trainer.compiled in (True, False) and trainer.compile_seconds > 0
+    entries = json.loads((tmp_path / "selfsup" / "compile.json").read_text())
+    assert len(entries) == 1 and entries[0]["compile"] == trainer.compiled
+    key = entries[0]["key"]
+    assert key["network"].startswith("Sequential:") and key["batch"] == "(64, 8) float32 contiguous"
+    assert entries[0]["eager_step_s"] > 0 and entries[0]["compiled_step_s"] > 0
+    reference, _ = _toy_run(trainer.compiled)
+    assert losses == (reference if not trainer.compiled else pytest.approx(reference, rel=1e-4))
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured again")
+    monkeypatch.setattr(compile_choice, "measure", no_measuring)
+    for verdict in (True, False):  # a cached verdict is followed, whichever it is
+        entries[0]["compile"] = verdict
+        (tmp_path / "selfsup" / "compile.json").write_text(json.dumps(entries))
+        losses, trainer = _toy_run("auto", epochs=2)
+        assert trainer.compiled is verdict and trainer.compile_verdict["compile"] is verdict
+        reference, _ = _toy_run(verdict, epochs=2)
+        assert losses == (reference if not verdict else pytest.approx(reference, rel=1e-4))
 
 
 def _conv_run(precision: str) -> tuple[float, torch.Tensor]:

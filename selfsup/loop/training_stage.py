@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -24,7 +24,7 @@ from torch import nn
 
 from selfsup.training.devices import announce, device_from_params, numerics
 from selfsup.training.distributed import Dist, NullLive, setup
-from selfsup.training.engine import Trainer, resolve_precision, sgd, slow_hint
+from selfsup.training.engine import Batch, Trainer, resolve_precision, sgd, slow_hint
 from selfsup.core.params import load_params, param
 from selfsup.loop.budget import finetune_epochs
 from selfsup.loop.resume import Resume
@@ -50,9 +50,10 @@ class TrainingStage:
             announce(name, device, precision)
         return cls(params, dist, device, precision, started)
 
-    def numerics(self) -> dict[str, object]:
-        """This run's numerics record (selfsup.training.devices.numerics), for its summary."""
-        return numerics(self.device, self.precision, self.dist.world, param(self.params, "compile"))
+    def numerics(self, trainer: Trainer) -> dict[str, object]:
+        """This run's numerics record (selfsup.training.devices.numerics), for its summary: compile as the
+        trainer resolved it (`auto` -> on or off)."""
+        return numerics(self.device, self.precision, self.dist.world, bool(trainer.compiled))
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,15 @@ class EpochLog:
 
     def epochs(self) -> range:
         return range(self.first_epoch, self.epochs_total + 1)
+
+    def train(self, trainer: Trainer, batches: Iterable[Batch], steps: int, desc: str) -> dict[str, float]:
+        """One epoch of training, its seconds counted to `train`, but measuring and compiling (compile: true
+        or auto) to `compile`."""
+        with self.timed("train"):
+            stats = trainer.train_epoch(batches, steps, desc)
+        self.seconds["train"] -= stats["compile_seconds"]
+        self.seconds["compile"] += stats["compile_seconds"]
+        return stats
 
     @contextmanager
     def timed(self, part: str) -> Iterator[None]:

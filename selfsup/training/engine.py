@@ -13,6 +13,7 @@ the run with a message, not garbage.
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -28,6 +29,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from selfsup.training import compile_choice
+from selfsup.training.devices import describe_device
 from selfsup.training.distributed import Dist, all_sum, gather_in_order, sync_batchnorm
 from selfsup.core.params import UserError
 
@@ -68,12 +71,14 @@ def sgd(model: nn.Module, lr: float, weight_decay: float, momentum: float = 0.9)
 class Trainer:
     """Trains `model` in place. With `dist.world > 1` (torchrun) the model is wrapped in
     DistributedDataParallel with synced BatchNorm, and every batch it receives is this rank's share. With
-    `compile=True` the training forward runs through torch.compile. `criterion` defaults to cross-entropy
-    (with `label_smoothing`) scored by top-1 hits."""
+    `compile=True` the training forward runs through torch.compile; with "auto" where that was measured
+    faster (selfsup/training/compile_choice.py), decided at the first batch; `compiled` says which (None
+    until then), `compile_seconds` how long measuring and compiling took. `criterion` defaults to
+    cross-entropy (with `label_smoothing`) scored by top-1 hits."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, total_steps: int,
                  warmup_steps: int, device: torch.device, label_smoothing: float = 0.0,
-                 dist: Dist = Dist(), compile: bool = False, criterion: Criterion | None = None,
+                 dist: Dist = Dist(), compile: bool | str = False, criterion: Criterion | None = None,
                  precision: str = "fp32", slow_hint: str | None = None, memory_format: str = "auto"):
         self.device = device
         # "auto": the model channels_last where the device wants it (`channels_last`), batches channels_last
@@ -97,7 +102,13 @@ class Trainer:
             self.model = sync_batchnorm(self.model, device)
             self.train_model = DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-        if compile:
+        # "auto" is resolved at the first batch (`_resolve_compile`); with several processes it is off, as
+        # compile=true is refused there (config.Hardware)
+        self.compiled: bool | None = (None if dist.world == 1 else False) if compile == "auto" else bool(compile)
+        self.compile_verdict: dict | None = None  # what "auto" measured or read
+        self.compile_seconds = 0.0
+        self._compiling = bool(self.compiled)  # the next step through the compiled module compiles it
+        if self.compiled:
             self.train_model = torch.compile(self.train_model)
         self.optimizer = optimizer
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup_steps))
@@ -119,31 +130,78 @@ class Trainer:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return in_layout(x, self.batch_format)
 
+    def _step(self, module: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor,
+              targets: torch.Tensor, scaler: torch.amp.GradScaler | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step of `module` on a batch; the loss and the criterion's score, on the device."""
+        with self.autocast():
+            outputs = module(self._layout(inputs))
+            loss, score = self.criterion(outputs, targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return loss, score
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _resolve_compile(self, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """compile: auto: this machine's verdict for this network and batch, measured on this batch if there is
+        none yet (selfsup/training/compile_choice.py); the model's weights and statistics are left as they were."""
+        key = compile_choice.cache_key(self.model, self._layout(inputs), describe_device(self.device), self.precision)
+        verdict = compile_choice.read_verdict(key)
+        if verdict is None:
+            figures, compiled = compile_choice.measure(
+                self.model, self.train_model, lambda m, opt: self._step(m, opt, inputs, targets, None), self._sync)
+            verdict = {"key": key, **figures}
+            compile_choice.write_verdict(verdict)
+            if verdict["compile"]:
+                self.train_model = compiled  # compiled while measuring
+        elif verdict["compile"]:
+            self.train_model = torch.compile(self.train_model)
+            self._compiling = True
+        self.compiled, self.compile_verdict = bool(verdict["compile"]), verdict
+        if self.dist.main:
+            print(f"compile: auto -> {'on' if self.compiled else 'off'} (a training step {verdict['eager_step_s']:.3f} s "
+                  f"eager, {verdict['compiled_step_s']:.3f} s compiled, on this device and batch; "
+                  f"{compile_choice.cache_path()})", file=sys.stderr)
+
     def train_epoch(self, batches: Iterable[Batch], steps: int, desc: str) -> dict[str, float]:
         """One pass over `batches` (`steps` of them). Returns the mean loss, the mean score (accuracy for
-        the default criterion), seconds, examples/s and the lr, over all ranks."""
+        the default criterion), seconds, examples/s and the lr, over all ranks, and `compile_seconds`: the
+        part of the epoch spent measuring (compile: auto) and compiling, left out of seconds and examples/s."""
         self.train_model.train()
         loss_sum = torch.zeros((), device=self.device)
         score_sum = torch.zeros((), device=self.device)
         seen = 0
         lr = self.optimizer.param_groups[0]["lr"]
+        compile_seconds = compiling = 0.0  # measuring before the loop; the first compiled step in it
+        batches = iter(batches)
+        if self.compiled is None:
+            first = next(batches, None)
+            if first is not None:
+                start = time.perf_counter()
+                self._resolve_compile(*first)
+                compile_seconds += time.perf_counter() - start
+                batches = itertools.chain([first], batches)
+                self.train_model.train()
         start = time.perf_counter()
         # in a log (no terminal) redraw every 10 s, not every step
         interval = 0.1 if sys.stderr.isatty() else 10.0
         with tqdm(total=steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True, mininterval=interval,
                   disable=not self.dist.main) as bar:
             for step, (inputs, targets) in enumerate(batches, start=1):
-                with self.autocast():
-                    outputs = self.train_model(self._layout(inputs))
-                    loss, score = self.criterion(outputs, targets)
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler is None:
-                    loss.backward()
-                    self.optimizer.step()
-                else:
-                    self.scaler.scale(loss).backward()
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
+                step_start = time.perf_counter() if self._compiling else 0.0
+                loss, score = self._step(self.train_model, self.optimizer, inputs, targets, self.scaler)
+                if self._compiling:  # the compiled module's first step: compiling, mostly
+                    self._sync()
+                    compiling = time.perf_counter() - step_start
+                    self._compiling = False
                 self.scheduler.step()
                 loss_sum += loss.detach() * len(targets)
                 score_sum += score.detach().float()
@@ -155,15 +213,16 @@ class Trainer:
                     self._diverged(desc, float(loss_sum))
                 bar.set_postfix_str(f"{seen * self.dist.world / (time.perf_counter() - start):.0f} img/s",
                                     refresh=False)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        self._sync()
+        seconds = max(time.perf_counter() - start - compiling, 1e-9)
+        compile_seconds += compiling
+        self.compile_seconds += compile_seconds
         loss_total, score_total, seen_total = all_sum([loss_sum, score_sum, seen], self.dist, self.device)
         mean_loss = loss_total / max(seen_total, 1)
         if not math.isfinite(mean_loss):
             self._diverged(desc, mean_loss)
         return {"loss": mean_loss, "score": score_total / max(seen_total, 1), "seconds": seconds,
-                "images_per_s": seen_total / seconds, "lr": lr}
+                "images_per_s": seen_total / seconds, "lr": lr, "compile_seconds": compile_seconds}
 
     def _estimate(self, steps: int, seconds: float) -> None:
         """Warn, once, with the training time these first steps predict (a host sync: once per run)."""

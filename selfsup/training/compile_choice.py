@@ -1,0 +1,109 @@
+"""`compile: auto`: torch.compile the training forward where it was measured faster, for this device,
+network, batch shape and precision.
+
+torch.compile is not faster everywhere: on a 2-core AMD EPYC Zen 4 in bf16 it trained `nets.fast_cnn:half`
+15 % faster, on a 2-core Zen 3 in fp32 15 % slower (and it costs about 20 s of compiling per network on
+such a CPU; docs/speed.md). So `auto` measures. The first run that needs a verdict measures it on its own
+model and first batch: a few eager training steps, then the same steps through torch.compile, whose first
+call compiles; the optimiser they use has a learning rate of 0 and the BatchNorm statistics are restored
+after each, so the run trains exactly as if nothing had been measured. Compile wins when its steps are at
+least `MARGIN` faster. The verdict is kept per machine in `$XDG_CACHE_HOME/selfsup/compile.json`
+(`~/.cache/...`), keyed by the device's description, torch version, precision, the network's structure and
+the batch's shape and layout, so every later run of that network there (each seed, each experiment) reads
+it instead of measuring; delete the file to measure again. The time measuring and compiling takes is part
+of the stage's wall time and its `compile` share; each run records what `auto` resolved to in its numerics.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+MARGIN = 0.05      # compiled steps must be this much faster than eager ones
+WARMUP_STEPS = 2   # untimed steps before each timing (the compiled module's first call compiles)
+TIMED_STEPS = 5
+Step = Callable[[nn.Module, torch.optim.Optimizer], None]  # one training step of a module on the measured batch
+
+
+def cache_path() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "selfsup" / "compile.json"
+
+
+def cache_key(model: nn.Module, inputs: torch.Tensor, device_description: str, precision: str) -> dict[str, str]:
+    """What a verdict holds for: the device, torch, precision, the network (its structure, by hash) and the
+    batch (shape, dtype, layout)."""
+    layout = "channels_last" if inputs.ndim == 4 and inputs.is_contiguous(memory_format=torch.channels_last) else \
+        "strided" if not inputs.is_contiguous() else "contiguous"
+    return {"device": device_description, "torch": torch.__version__, "precision": precision,
+            "network": f"{type(model).__name__}:{hashlib.sha1(repr(model).encode()).hexdigest()[:12]}",
+            "batch": f"{tuple(inputs.shape)} {str(inputs.dtype).removeprefix('torch.')} {layout}"}
+
+
+def read_verdict(key: dict[str, str]) -> dict | None:
+    try:
+        entries = json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return None
+    return next((e for e in entries if isinstance(e, dict) and e.get("key") == key), None)
+
+
+def write_verdict(entry: dict) -> None:
+    """Add (or replace) one verdict, atomically: a run reading the file never sees half of it."""
+    path = cache_path()
+    try:
+        entries = [e for e in json.loads(path.read_text()) if isinstance(e, dict) and e.get("key") != entry["key"]]
+    except (OSError, ValueError):
+        entries = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(entries + [entry], indent=1) + "\n")
+    tmp.replace(path)
+
+
+def seconds_per_step(module: nn.Module, params: list[nn.Parameter], step: Step, sync: Callable[[], None]
+                     ) -> tuple[float, float]:
+    """(seconds of the first WARMUP_STEPS steps, seconds per step of the TIMED_STEPS after them) of `module`,
+    with an optimiser that changes no weight."""
+    optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, nesterov=True)  # the cost of a step, no update
+    start = time.perf_counter()
+    for _ in range(WARMUP_STEPS):
+        step(module, optimizer)
+    sync()
+    warm = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(TIMED_STEPS):
+        step(module, optimizer)
+    sync()
+    return warm, (time.perf_counter() - start) / TIMED_STEPS
+
+
+def measure(model: nn.Module, train_model: nn.Module, step: Step, sync: Callable[[], None]) -> tuple[dict, nn.Module]:
+    """Time `train_model` (the model, or its DDP wrapper) eager and compiled on `step`; return the figures and
+    the compiled module (to train with, if it won: it is compiled already). Weights never change (lr 0);
+    buffers (BatchNorm statistics) and the RNG state are restored after each timing."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    buffers = copy.deepcopy({k: v for k, v in model.state_dict().items() if k not in dict(model.named_parameters())})
+    rng = torch.get_rng_state()
+
+    def restore() -> None:
+        model.load_state_dict(buffers, strict=False)
+        for p in params:
+            p.grad = None
+        torch.set_rng_state(rng)
+
+    _, eager = seconds_per_step(train_model, params, step, sync)
+    restore()
+    compiled_module = torch.compile(train_model)
+    compile_seconds, compiled = seconds_per_step(compiled_module, params, step, sync)
+    restore()
+    return {"eager_step_s": eager, "compiled_step_s": compiled, "first_compiled_steps_s": compile_seconds,
+            "compile": compiled < (1 - MARGIN) * eager}, compiled_module
