@@ -17,6 +17,10 @@ turn, `--repeats` times, and the median is reported, with the memory each data p
 the DataLoader worker processes (proportional set size) for the usual path; ours adds none on the host
 beyond the uint8 arrays every path loads (`torch.from_numpy` shares them), and on a GPU holds the uint8
 dataset there (`dataset_on_device_mb`); GPU peak memory above model-only for each path.
+For each step it also counts the network's multiply-adds per example (tools/roofline.py) and turns each
+path's rate into achieved GFLOP/s (a training step: about three forwards), beside this CPU's estimated fp32
+and bf16 peak. `--check R` makes it the speed check: exit status 1, naming the step, when ours runs below R
+times model-only for any step measured (e.g. `--check 0.95`).
 Not a DVC stage: it writes nothing but the optional JSON.
 """
 
@@ -46,16 +50,18 @@ from selfsup.core.dataset import load_dataset
 from selfsup.training.image_store import ImageStore, prefetched
 from selfsup.training.devices import configure_device, device_generator, resolve_device, seed_everything
 from selfsup.config import PRECISIONS, STEMS
-from selfsup.training.engine import Batch, Trainer, batch_channels_last, channels_last, resolve_precision, sgd
+from selfsup.training.engine import (Batch, Trainer, batch_channels_last, channels_last, in_layout, resolve_precision,
+                                     sgd)
 from selfsup.training.models import Classifier, build_extractor
 from selfsup.config import TASK_PARAMS, defaults
 from selfsup.core.params import UserError, load_params
 from selfsup.pretexts import TASKS, build_task
 from selfsup.pretexts.base import pretext_batches
 from selfsup.core.stage import run_stage
+from tools import roofline
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = ("selfsup", "tools/bench.py", "nets", "params.yaml")  # what a benchmark run executes or reads
+CODE = ("selfsup", "tools/bench.py", "tools/roofline.py", "nets", "params.yaml")  # what a benchmark run executes or reads
 
 
 class PILDataset(torch.utils.data.Dataset):
@@ -101,6 +107,19 @@ class DataPath:
 
     def __init__(self, name: str, stream: Iterator[Batch]):
         self.name, self.stream, self.rates, self.memory = name, stream, [], []
+
+
+def arithmetic(results: dict, net: torch.nn.Module, inputs: torch.Tensor, unit: str, peak: dict,
+               precision: str) -> None:
+    """Add the network's multiply-adds per example and each path's achieved GFLOP/s (and share of the peak)."""
+    macs = roofline.multiply_adds(net, inputs)
+    results["multiply_adds_forward"] = macs
+    peak_gflops = peak.get(f"{precision}_gflops") or 0.0
+    for name in ("model_only", "ours", "usual", "streamed"):
+        if name in results:
+            gflops = 2 * roofline.TRAIN_STEP_FORWARDS * macs * results[name][f"{unit}_per_s"] / 1e9
+            results[name]["gflops"] = gflops
+            results[name]["of_peak"] = gflops / peak_gflops if peak_gflops else None
 
 
 def measure(trainer: Trainer, paths: list[DataPath], steps: int, warmup: int, repeats: int, device: torch.device,
@@ -190,7 +209,10 @@ def bench(args: argparse.Namespace) -> dict:
     if args.streamed:
         paths.append(DataPath("streamed", prefetched(labelled_batches(streamed, labels, bs, 10 ** 9, pad, mean, std,
                                                                       gen))))
+    report["peak"] = roofline.cpu_peak(torch.get_num_threads()) if device.type == "cpu" else {}
     report["finetune"] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "images")
+    arithmetic(report["finetune"], trainer.model, in_layout(fixed[0], trainer.batch_format), "images", report["peak"],
+               precision)
     if not args.no_usual:
         report["finetune"]["usual"]["workers"] = args.workers
     report["finetune"]["epoch_steps"] = steps
@@ -206,10 +228,13 @@ def bench(args: argparse.Namespace) -> dict:
         trainer = Trainer(net, sgd(net, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile,
                           criterion=task.criterion, precision=precision, memory_format=args.memory_format)
         stream = pretext_batches(task, images, bs, 10 ** 9, gen)
-        paths = [DataPath("model_only", repeat(next(stream))), DataPath("ours", stream)]
+        first = next(stream)
+        paths = [DataPath("model_only", repeat(first)), DataPath("ours", stream)]
         if args.streamed:
             paths.append(DataPath("streamed", prefetched(pretext_batches(task, streamed, bs, 10 ** 9, gen))))
         report["pretext"][name] = measure(trainer, paths, args.steps, args.warmup, args.repeats, device, "examples")
+        arithmetic(report["pretext"][name], trainer.model, in_layout(first[0], trainer.batch_format), "examples",
+                   report["peak"], precision)
     return report
 
 
@@ -225,6 +250,13 @@ def commit() -> str:
     return head + ("-dirty" if changed else "")
 
 
+def below(report: dict, ratio: float) -> list[str]:
+    """The steps whose ours / model-only (median over rounds) is below `ratio`, with the figure."""
+    steps = [("finetune", report["finetune"])] + [(f"pretext {t}", r) for t, r in report["pretext"].items()]
+    return [f"{step} {r['ours']['ratio_to_model_only']:.3f}" for step, r in steps
+            if r["ours"]["ratio_to_model_only"] < ratio]
+
+
 def table(report: dict) -> str:
     lines = [f"{report['arch']} ({report['stem']} stem), batch {report['batch_size']}, {report['device']} "
              f"({report['device_name']}, {report['cpu_threads']} threads), compile={report['compile']}, "
@@ -234,7 +266,8 @@ def table(report: dict) -> str:
     steps += [(f"pretext {task}", r, "examples") for task, r in report["pretext"].items()]
     for step, result, unit in steps:
         lines.append(f"  {step + ':':<23}{unit + '/s':>11}{'/model-only':>13}{'(rounds)':>13}{'/usual':>8}"
-                     f"{'/ours':>7}{'+host MB':>12}{'+GPU MB':>9}{'warm-up s':>11}")
+                     f"{'/ours':>7}{'+host MB':>12}{'+GPU MB':>9}{'warm-up s':>11}{'GFLOP/s':>9}{'/peak':>7}"
+                     f"   ({result.get('multiply_adds_forward', 0) / 1e6:.1f} M multiply-adds a forward)")
         for name in ("model_only", "ours", "usual", "streamed"):
             r = result.get(name)
             if r is None:
@@ -244,8 +277,14 @@ def table(report: dict) -> str:
             gpu = f"{r['gpu_added_mb']:.0f}" if "gpu_added_mb" in r else ""
             rounds = r["ratio_to_model_only_runs"]
             spread = f"{min(rounds):.2f}-{max(rounds):.2f}"
+            of_peak = f"{r['of_peak']:.2f}" if r.get("of_peak") else ""
             lines.append(f"    {name:<21}{r[unit + '_per_s']:>11.0f}{r['ratio_to_model_only']:>13.3f}{spread:>13}"
-                         f"{usual:>8}{ours:>7}{r['added_memory_mb']:>12.0f}{gpu:>9}{r['warmup_seconds']:>11.1f}")
+                         f"{usual:>8}{ours:>7}{r['added_memory_mb']:>12.0f}{gpu:>9}{r['warmup_seconds']:>11.1f}"
+                         f"{r.get('gflops', 0):>9.1f}{of_peak:>7}")
+    peak = report.get("peak") or {}
+    if peak:
+        lines.append(f"  peak: {peak['fp32_gflops']:.0f} GFLOP/s fp32, {peak['bf16_gflops']:.0f} bf16 ({peak['cpu']}: "
+                     f"{peak['basis']})")
     return "\n".join(lines)
 
 
@@ -275,6 +314,8 @@ def main() -> None:
     parser.add_argument("--dataset", default="data/dataset", help="a directory written by the download stage")
     parser.add_argument("--params", default="params.yaml", help="for the patch geometry and crop padding")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--check", type=float, metavar="R",
+                        help="exit 1 when ours / model-only is below R for any step (the speed check)")
     args = parser.parse_args()
     if min(args.batch_size, args.steps, args.repeats) < 1 or args.warmup < 0 or args.workers < 0:
         raise UserError("--batch-size, --steps and --repeats must be >= 1; --warmup and --workers >= 0")
@@ -283,6 +324,11 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
+    if args.check is not None:
+        slow = below(report, args.check)
+        if slow:
+            raise UserError(f"ours / model-only below {args.check}: " + ", ".join(slow))
+        print(f"check: ours >= {args.check} x model-only for every step measured")
 
 
 if __name__ == "__main__":
