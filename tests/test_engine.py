@@ -1,3 +1,4 @@
+import copy
 import json
 
 import numpy as np
@@ -148,6 +149,22 @@ def test_compiled_training_gives_the_eager_result():
     compiled, trainer = _toy_run(True)
     assert compiled == pytest.approx(eager, rel=1e-4)
     assert trainer.compiled is True and trainer.compile_seconds > 0  # its first step, compiling
+
+
+def test_a_compiled_run_resumes_to_the_uninterrupted_result():
+    """A resume checkpoint (Trainer.state_dict: the model's own keys, not the compiled wrapper's) taken from
+    a compiled run loads into a new compiled trainer, which continues to exactly the uninterrupted losses."""
+    whole, _ = _toy_run(True)
+    first, trainer = _toy_run(True, epochs=2)
+    state = copy.deepcopy(trainer.state_dict())
+    assert not any(key.startswith("_orig_mod") for key in state["model"])
+    _, resumed = _toy_run(True, epochs=0)
+    resumed.load_state_dict(state)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 8, generator=g)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    rest = [resumed.train_epoch(((x, y) for _ in range(5)), 5, "t")["loss"] for _ in range(2)]
+    assert first + rest == whole
 
 
 def test_compile_auto_measures_once_per_machine_and_network_and_leaves_no_trace(monkeypatch, tmp_path):

@@ -247,7 +247,8 @@ def test_exp_show_is_a_table_people_can_read(study, tmp_path):
     metric_columns = [c for c in header if c in summary]  # the summary's numbers, no per-run key
     assert "fraction" in header and "scratch.test_f1" in header and "test_f1_gain.mean" in header
     assert len(metric_columns) <= 16 and not any(c.endswith((".json:step", "best.epoch")) for c in header), header
-    params = [c for c in header if "." in c and c not in summary or c in ("seeds", "fraction", "profile_name")]
+    declared = flatten(yaml.safe_load((copy / "params.yaml").read_text()))
+    params = [c for c in header if c in declared]
     assert params == ["fraction"], params  # the only param that differs
     deps = [c for c in header if "/" in c]
     assert set(deps) <= {"data/splits/seed0", "data/splits/seed1", "metrics/runs"}, deps  # what a fraction changes
