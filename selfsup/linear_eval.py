@@ -1,4 +1,5 @@
-"""Linear probes of a feature extractor: logistic regression on frozen features of labelled images.
+"""Linear probes of a feature extractor: logistic regression on frozen features of labelled images, and
+the k-nearest-neighbour classifier on the same features that the SSL libraries print as their monitor.
 
 The pretext accuracy says little about transfer (a network can solve the pretext through a shortcut and
 learn nothing useful), so pretraining logs a cheap probe every epoch, on validation images only, and the
@@ -29,6 +30,10 @@ from selfsup.core.params import UserError
 # linear_probe stage's) never re-runs pretraining; it tracks a trend, the linear_probe stage scores transfer.
 MONITOR_C = 0.1
 MONITOR_MAX_ITER = 300
+# The kNN evaluation's neighbours and temperature: solo-learn's defaults (lightly's are 200 and 0.1); fixed, not
+# params, as the SSL libraries fix them: nothing is chosen, so nothing is tuned
+KNN_K = 20
+KNN_TEMPERATURE = 0.07
 
 
 def linear_probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int) -> float:
@@ -104,3 +109,31 @@ def linear_probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np
             best = {"C": float(c), "val": val_metrics, "clf": clf}
     best["test"] = classification_metrics(_logits(best.pop("clf"), test[0], n_classes), test[1])
     return best
+
+
+def knn_logits(train_feats: np.ndarray, train_labels: np.ndarray, feats: np.ndarray, n_classes: int,
+               k: int = KNN_K, temperature: float = KNN_TEMPERATURE, chunk: int = 1024) -> torch.Tensor:
+    """Weighted k-nearest-neighbour votes (Wu et al. 2018, as lightly and solo-learn compute them): features
+    L2-normalised, the k most cosine-similar labelled examples each vote for their class with weight
+    exp(similarity / temperature); the log of each class's share of the votes, one row per example of
+    `feats`. No training and no choice: k and the temperature are fixed (`KNN_K`, `KNN_TEMPERATURE`)."""
+    bank = torch.nn.functional.normalize(torch.as_tensor(train_feats, dtype=torch.float32), dim=1)
+    labels = torch.as_tensor(train_labels, dtype=torch.long)
+    k = min(k, len(bank))
+    out = []
+    for i in range(0, len(feats), chunk):
+        x = torch.nn.functional.normalize(torch.as_tensor(feats[i:i + chunk], dtype=torch.float32), dim=1)
+        similarity, index = (x @ bank.T).topk(k, dim=1)
+        weights = ((similarity - similarity[:, :1]) / temperature).exp()  # shifted by the top one: no overflow
+        votes = torch.zeros(len(x), n_classes).scatter_add_(1, labels[index], weights)
+        out.append((votes / votes.sum(1, keepdim=True)).clamp_min(1e-12).log())
+    return torch.cat(out).double()
+
+
+def knn_eval(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+             test: tuple[np.ndarray, np.ndarray], n_classes: int, k: int = KNN_K,
+             temperature: float = KNN_TEMPERATURE) -> dict:
+    """The kNN classifier of `train` (the labelled fraction's features) scored on validation and test."""
+    return {"k": int(min(k, len(train[0]))), "temperature": float(temperature),
+            **{name: classification_metrics(knn_logits(*train, x, n_classes, k, temperature), y)
+               for name, (x, y) in (("val", val), ("test", test))}}

@@ -211,6 +211,8 @@ def add_seed_results(runs: dict[str, list[dict]], pretrain_seconds: list[float],
             run["pretrain_share_seconds"] = seconds / amortise if init == "pretrained" else 0.0
             run["probe_f1_macro"] = probe[init]["test"]["f1_macro"]
             run["probe_accuracy"] = probe[init]["test"]["accuracy"]
+            run["knn_f1_macro"] = probe[init]["knn"]["test"]["f1_macro"]  # described, not in the tested family
+            run["knn_accuracy"] = probe[init]["knn"]["test"]["accuracy"]
             run["per_class_f1"] = f1_score(actual, pred, labels=np.arange(n_classes), average=None,
                                            zero_division=0).tolist()
 
@@ -272,7 +274,7 @@ def main() -> None:
                    for init in INITS}
     add_seed_results(runs, pretext["train_seconds"], amortise, probes, predictions, len(classes))
 
-    tests = compare_inits(runs, (PRIMARY, *SECONDARY, "val_loss_mean"), confidence)
+    tests = compare_inits(runs, (PRIMARY, *SECONDARY, "val_loss_mean", "knn_f1_macro", "knn_accuracy"), confidence)
     converged = {init: convergence(runs[init]) for init in INITS}
     curves = write_curves(histories, CURVES_CSV)
     wall = (sum(s.get("wall_seconds", 0.0) for _, s in pretrainings) + sum(p["wall_seconds"] for p in probes)

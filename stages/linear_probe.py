@@ -4,8 +4,10 @@ Once per seed in `seeds` (`--seed`), on that seed's split: two frozen extractors
 (models/pretrained/seed{seed}.pt) and a random one drawn from the seed exactly as `finetune_scratch` draws it,
 each with a logistic regression on its features of the labelled fraction (`probe.grid`: the last pool's
 grid x grid map, not one vector). `probe.C` is a grid of inverse
-regularisation strengths; the one with the best validation macro-F1 is kept and scored on test. BatchNorm
-statistics are re-estimated first on `probe.calibration_images` labelled training images (labels unused).
+regularisation strengths; the one with the best validation macro-F1 is kept and scored on test. On the same
+features, the weighted k-nearest-neighbour classifier of the labelled fraction (k 20, temperature 0.07, as
+solo-learn; no training, no choice), scored on validation and test. BatchNorm statistics are
+re-estimated first on `probe.calibration_images` labelled training images (labels unused).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from selfsup.core.dataset import load_dataset
 from selfsup.training.image_store import labelled_images
 from selfsup.training.devices import announce, describe_device, device_from_params, numerics, seed_everything
 from selfsup.core.files import save_json
-from selfsup.linear_eval import frozen_features, linear_probe
+from selfsup.linear_eval import frozen_features, knn_eval, linear_probe
 from selfsup.training.models import build_extractor, load_extractor
 from selfsup.core.params import load_params, param
 from selfsup.core.stage import run_stage
@@ -50,13 +52,16 @@ def main(seed: int) -> None:
     def probe(extractor: torch.nn.Module) -> dict:
         feats = frozen_features(extractor, images, calibration, batch, lambda x: normalize(x, mean, std), device,
                                 grid)
-        return linear_probe(*zip(feats, labels), cs=cs, n_classes=n_classes, max_iter=max_iter)
+        sets = list(zip(feats, labels))
+        return linear_probe(*sets, cs=cs, n_classes=n_classes, max_iter=max_iter) | {
+            "knn": knn_eval(*sets, n_classes=n_classes)}
 
     seed_everything(seed)
     results = {"seed": seed, "scratch": probe(build_extractor(arch, stem)[0]),
                "pretrained": probe(load_extractor(paths.pretrained(seed), arch, stem, param(params, "pretext.task"))[0])}
     print(f"linear_probe seed {seed}: test macro-F1 random extractor {results['scratch']['test']['f1_macro']:.4f}, "
-          f"pretrained {results['pretrained']['test']['f1_macro']:.4f}")
+          f"pretrained {results['pretrained']['test']['f1_macro']:.4f}; kNN "
+          f"{results['scratch']['knn']['test']['f1_macro']:.4f} and {results['pretrained']['knn']['test']['f1_macro']:.4f}")
     results["labelled_size"] = int(len(labelled))
     results["device"] = describe_device(device)
     results["numerics"] = numerics(device, "fp32", 1, False)  # probes: one process, fp32, eager

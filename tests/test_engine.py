@@ -178,7 +178,7 @@ def test_compile_auto_measures_once_per_machine_and_network_and_leaves_no_trace(
     entries = json.loads((tmp_path / "selfsup" / "compile.json").read_text())
     assert len(entries) == 1 and entries[0]["compile"] == trainer.compiled
     key = entries[0]["key"]
-    assert key["network"].startswith("Sequential:") and key["batch"] == "(64, 8) float32 contiguous"
+    assert key["network"].startswith("Sequential:") and key["example"] == "(8,) float32 contiguous"
     assert entries[0]["eager_step_s"] > 0 and entries[0]["compiled_step_s"] > 0
     reference, _ = _toy_run(trainer.compiled)
     assert losses == (reference if not trainer.compiled else pytest.approx(reference, rel=1e-4))

@@ -56,3 +56,21 @@ def test_probe_keeps_the_C_best_on_validation_and_scores_it_on_test():
     result = linear_probe(*split, cs=[1e-6, 1.0], n_classes=3, max_iter=300)
     assert result["C"] == 1.0  # a vanishing C predicts one class: worse on validation
     assert result["test"]["f1_macro"] > 0.7
+
+
+def test_knn_votes_by_cosine_neighbours_weighted_by_temperature():
+    from selfsup.linear_eval import knn_eval, knn_logits
+    bank = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    labels = np.array([0, 0, 1, 1])
+    queries = np.array([[2.0, 0.1], [0.05, 3.0]])  # scale does not matter: cosine
+    logits = knn_logits(bank, labels, queries, n_classes=3, k=2, temperature=0.1)
+    assert logits.argmax(1).tolist() == [0, 1]
+    assert torch.allclose(logits.exp().sum(1), torch.ones(2, dtype=torch.float64))  # shares of the votes
+    assert logits[0, 2] < -20  # a class without neighbours gets (almost) nothing
+    # k = all four, near-zero temperature: the nearest neighbour decides; high temperature: a plain vote
+    sharp = knn_logits(bank, labels, np.array([[1.0, 0.95]]), 2, k=4, temperature=0.001).exp()
+    flat = knn_logits(bank, labels, np.array([[1.0, 0.95]]), 2, k=4, temperature=1000.0).exp()
+    assert sharp[0, 0] > 0.99 and abs(flat[0, 0] - 0.5) < 0.01
+    result = knn_eval((bank, labels), (queries, np.array([0, 1])), (queries, np.array([1, 0])), 2, k=10,
+                      temperature=0.1)
+    assert result["k"] == 4 and result["val"]["accuracy"] == 1.0 and result["test"]["accuracy"] == 0.0

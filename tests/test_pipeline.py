@@ -134,6 +134,9 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
     assert probes[0]["scratch"]["test"]["accuracy"] > 0.3  # even random features separate the toy classes
     for init in ("scratch", "pretrained"):
         assert [r["probe_f1_macro"] for r in compare["runs"][init]] == [p[init]["test"]["f1_macro"] for p in probes]
+        assert [r["knn_f1_macro"] for r in compare["runs"][init]] == [p[init]["knn"]["test"]["f1_macro"] for p in probes]
+    assert probes[0]["scratch"]["knn"]["k"] == 20 and probes[0]["scratch"]["knn"]["test"]["accuracy"] > 0.3
+    assert "knn_f1_macro" in compare["tests"]
     # a replicate is (split, pretraining, fine-tune): each seed has its own of each
     splits = [repo / "data" / "splits" / f"seed{s}" for s in (0, 1)]
     assert (splits[0] / "validation.npy").read_bytes() != (splits[1] / "validation.npy").read_bytes()

@@ -119,3 +119,41 @@ def test_the_committed_tuning_table_is_what_metrics_tuning_json_holds():
 def test_a_document_without_the_markers_is_refused_by_name(tmp_path):
     with pytest.raises(UserError, match=r"results\.md lacks the markers <!-- tuning:begin"):
         splice("no markers here\n", "table\n", BEGIN, END, tmp_path / "results.md")
+
+
+class TestSetLocked:
+    """A dataset whose test images and labels raise when read: what a tuning or sizing tool may not touch."""
+
+    def __init__(self, dataset):
+        self._dataset = dataset
+
+    def __getattr__(self, name):
+        if name.startswith("test_"):
+            raise AssertionError(f"a tuning tool read {name}")
+        return getattr(self._dataset, name)
+
+
+def test_sizing_and_precision_tools_never_read_the_test_set(tmp_path, monkeypatch):
+    """tools.size_finetune (budgets) and tools.precision_check choose things, so they run to the end with the
+    test set locked away; tools.tune reads validation only (the test above)."""
+    import sys
+
+    from selfsup.core.dataset import load_dataset
+    from tests.synthetic import stage_workspace
+    from tools import precision_check, size_finetune
+
+    ws = stage_workspace(tmp_path, pretext={}, finetune={"epochs": 1})
+    monkeypatch.chdir(ws)
+
+    def locked(path):
+        dataset, meta = load_dataset(path)
+        return TestSetLocked(dataset), meta
+    monkeypatch.setattr(size_finetune, "load_dataset", locked)
+    monkeypatch.setattr(precision_check, "load_dataset", locked)
+    monkeypatch.setattr(sys, "argv", ["size_finetune", "--epochs", "1", "--out", str(tmp_path / "size.json")])
+    size_finetune.main()
+    result = json.loads((tmp_path / "size.json").read_text())
+    assert len(result["epochs"]) == 1 and set(result) == {"args", "arch", "recipe", "epochs", "seconds"}
+    monkeypatch.setattr(sys, "argv", ["precision_check", "--arch", "nets.fast_cnn:half", "--stem", "cifar",
+                                      "--train", "100", "--val", "50", "--epochs", "1", "--precisions", "fp32"])
+    precision_check.main()

@@ -5,8 +5,8 @@
 The recipe is params.yaml's (`model`, `finetune`, `split.val_fraction`), so compose it for the profile first
 (any `dvc exp run -S profile=cpu` leaves it so); the flags override the epochs and learning rate. Reads a
 downloaded dataset (`data/dataset`, or --dataset) and splits it as `split@<seed>` does; an epoch is one pass
-over the 100 % labelled pool, as in `finetune`. Reports the last epoch's test macro-F1 too: sizing only, never
-model selection. Not a stage and not a test: its numbers are in docs/speed.md ("Sizing the cpu profile").
+over the 100 % labelled pool, as in `finetune`. A sizing tool chooses, so it never reads the test set (a test
+locks it away). Not a stage and not a test: its numbers are in docs/speed.md ("Sizing the cpu profile").
 """
 
 import argparse
@@ -20,7 +20,7 @@ import torch
 
 from selfsup.training.augment import labelled_batches, normalize
 from selfsup.core.dataset import load_dataset
-from selfsup.training.image_store import labelled_images
+from selfsup.training.image_store import ImageStore
 from selfsup.training.devices import device_generator, seed_everything
 from selfsup.training.distributed import Dist
 from selfsup.training.engine import chunks, classification_metrics, resolve_precision
@@ -51,8 +51,10 @@ def main() -> None:
     torch.manual_seed(a.seed)
     model = Classifier(extractor, feat_dim, len(ds.classes))
     mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
-    (tx, ty), (vx, vy), (sx, sy) = labelled_images(ds, lab, val, device, "never")
-    ty = torch.from_numpy(ty)
+    tx = ImageStore([ds.train_images], device, False, [lab])
+    ty = torch.from_numpy(ds.train_labels[tx.rows[0]])
+    vx = ImageStore([ds.train_images], device, False, [val])
+    vy = ds.train_labels[vx.rows[0]]
     steps = math.ceil((len(ds.train_labels) - len(val)) / recipe.batch_size)
     precision = resolve_precision(param(params, "precision"), device)  # as the stages resolve it: fp32 here
     stage = TrainingStage(params, Dist(), device, precision, time.perf_counter())
@@ -70,9 +72,8 @@ def main() -> None:
         rows.append({"epoch": epoch, "train_loss": stats["loss"], "val_f1_macro": val_metrics["f1_macro"],
                      "seconds": stats["seconds"], "images_per_s": stats["images_per_s"]})
         print(json.dumps(rows[-1]), flush=True)
-    test = classification_metrics(trainer.predict(chunks(sx, recipe.eval_batch_size, norm)), sy)
     result = {"args": {k: str(v) for k, v in vars(a).items()}, "arch": arch, "recipe": dataclasses.asdict(recipe),
-              "epochs": rows, "test_f1_macro_last_epoch": test["f1_macro"], "seconds": time.perf_counter() - start}
+              "epochs": rows, "seconds": time.perf_counter() - start}
     print(json.dumps(result))
     if a.out:
         a.out.write_text(json.dumps(result, indent=1))

@@ -9,8 +9,9 @@ call compiles; the optimiser they use has a learning rate of 0 and the BatchNorm
 after each, so the run trains exactly as if nothing had been measured. Compile wins when its steps are at
 least `MARGIN` faster. The verdict is kept per machine in `$XDG_CACHE_HOME/selfsup/compile.json`
 (`~/.cache/...`), keyed by the device's description, torch version, precision, the network's structure and
-the batch's shape and layout, so every later run of that network there (each seed, each experiment) reads
-it instead of measuring; delete the file to measure again. The time measuring and compiling takes is part
+an example's shape, dtype and layout (not the batch size: every run of a network then gets one verdict,
+whatever its fraction's batch), so every later run of that network there (each seed, each experiment)
+reads it instead of measuring; delete the file to measure again. The time measuring and compiling takes is part
 of the stage's wall time and its `compile` share; each run records what `auto` resolved to in its numerics.
 """
 
@@ -29,7 +30,8 @@ from torch import nn
 
 MARGIN = 0.05      # compiled steps must be this much faster than eager ones
 WARMUP_STEPS = 2   # untimed steps before each timing (the compiled module's first call compiles)
-TIMED_STEPS = 5
+TIMED_STEPS = 5    # at least this many timed steps per mode...
+TIMED_SECONDS = 1.0  # ...and at least this long, so short steps are timed over many
 Step = Callable[[nn.Module, torch.optim.Optimizer], None]  # one training step of a module on the measured batch
 
 
@@ -39,13 +41,13 @@ def cache_path() -> Path:
 
 
 def cache_key(model: nn.Module, inputs: torch.Tensor, device_description: str, precision: str) -> dict[str, str]:
-    """What a verdict holds for: the device, torch, precision, the network (its structure, by hash) and the
-    batch (shape, dtype, layout)."""
+    """What a verdict holds for: the device, torch, precision, the network (its structure, by hash) and an
+    example (shape without the batch size, dtype, layout)."""
     layout = "channels_last" if inputs.ndim == 4 and inputs.is_contiguous(memory_format=torch.channels_last) else \
         "strided" if not inputs.is_contiguous() else "contiguous"
     return {"device": device_description, "torch": torch.__version__, "precision": precision,
             "network": f"{type(model).__name__}:{hashlib.sha1(repr(model).encode()).hexdigest()[:12]}",
-            "batch": f"{tuple(inputs.shape)} {str(inputs.dtype).removeprefix('torch.')} {layout}"}
+            "example": f"{tuple(inputs.shape[1:])} {str(inputs.dtype).removeprefix('torch.')} {layout}"}
 
 
 def read_verdict(key: dict[str, str]) -> dict | None:
@@ -71,19 +73,21 @@ def write_verdict(entry: dict) -> None:
 
 def seconds_per_step(module: nn.Module, params: list[nn.Parameter], step: Step, sync: Callable[[], None]
                      ) -> tuple[float, float]:
-    """(seconds of the first WARMUP_STEPS steps, seconds per step of the TIMED_STEPS after them) of `module`,
-    with an optimiser that changes no weight."""
+    """(seconds of the first WARMUP_STEPS steps, seconds per step of the at least TIMED_STEPS and
+    TIMED_SECONDS after them) of `module`, with an optimiser that changes no weight."""
     optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, nesterov=True)  # the cost of a step, no update
     start = time.perf_counter()
     for _ in range(WARMUP_STEPS):
         step(module, optimizer)
     sync()
     warm = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(TIMED_STEPS):
+    start, steps = time.perf_counter(), 0
+    while steps < TIMED_STEPS or time.perf_counter() - start < TIMED_SECONDS:
         step(module, optimizer)
-    sync()
-    return warm, (time.perf_counter() - start) / TIMED_STEPS
+        steps += 1
+        if steps >= TIMED_STEPS:
+            sync()
+    return warm, (time.perf_counter() - start) / steps
 
 
 def measure(model: nn.Module, train_model: nn.Module, step: Step, sync: Callable[[], None]) -> tuple[dict, nn.Module]:
