@@ -1,18 +1,20 @@
 """`compile: auto`: torch.compile the training forward where it was measured faster, for this device,
-network, batch shape and precision.
+network, example shape and precision.
 
 torch.compile is not faster everywhere: on a 2-core AMD EPYC Zen 4 in bf16 it trained `nets.fast_cnn:half`
 15 % faster, on a 2-core Zen 3 in fp32 15 % slower (and it costs about 20 s of compiling per network on
 such a CPU; docs/speed.md). So `auto` measures. The first run that needs a verdict measures it on its own
-model and first batch: a few eager training steps, then the same steps through torch.compile, whose first
-call compiles; the optimiser they use has a learning rate of 0 and the BatchNorm statistics are restored
-after each, so the run trains exactly as if nothing had been measured. Compile wins when its steps are at
-least `MARGIN` faster. The verdict is kept per machine in `$XDG_CACHE_HOME/selfsup/compile.json`
+model and first batch: eager training steps and the same steps through torch.compile (whose first call
+compiles), both warmed up, then timed in turns; the optimiser they use has a learning rate of 0 and the
+BatchNorm statistics and RNG state are restored after, so the run trains exactly as if nothing had been
+measured. Compile wins when its fastest round is at least `MARGIN` faster than eager's. The verdict is
+kept per machine in `$XDG_CACHE_HOME/selfsup/compile.json`
 (`~/.cache/...`), keyed by the device's description, torch version, precision, the network's structure and
 an example's shape, dtype and layout (not the batch size: every run of a network then gets one verdict,
 whatever its fraction's batch), so every later run of that network there (each seed, each experiment)
-reads it instead of measuring; delete the file to measure again. The time measuring and compiling takes is part
-of the stage's wall time and its `compile` share; each run records what `auto` resolved to in its numerics.
+reads it instead of measuring; delete the file to measure again. The time measuring and compiling takes is
+part of the stage's wall time and its `compile` share; each run records what `auto` resolved to in its
+numerics.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from torch import nn
 
 MARGIN = 0.05      # compiled steps must be this much faster than eager ones
 WARMUP_STEPS = 2   # untimed steps before each timing (the compiled module's first call compiles)
-TIMED_STEPS = 5    # at least this many timed steps per mode...
-TIMED_SECONDS = 1.0  # ...and at least this long, so short steps are timed over many
+TIMED_STEPS = 5    # at least this many timed steps per mode and round...
+TIMED_SECONDS = 1.0  # ...and at least this long per mode, over its rounds, so short steps are timed over many
+ROUNDS = 2         # eager and compiled timed in turns, this many times each; each mode's fastest round counts
 Step = Callable[[nn.Module, torch.optim.Optimizer], None]  # one training step of a module on the measured batch
 
 
@@ -71,43 +74,41 @@ def write_verdict(entry: dict) -> None:
     tmp.replace(path)
 
 
-def seconds_per_step(module: nn.Module, params: list[nn.Parameter], step: Step, sync: Callable[[], None]
-                     ) -> tuple[float, float]:
-    """(seconds of the first WARMUP_STEPS steps, seconds per step of the at least TIMED_STEPS and
-    TIMED_SECONDS after them) of `module`, with an optimiser that changes no weight."""
-    optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, nesterov=True)  # the cost of a step, no update
-    start = time.perf_counter()
-    for _ in range(WARMUP_STEPS):
-        step(module, optimizer)
-    sync()
-    warm = time.perf_counter() - start
+def seconds_per_step(module: nn.Module, optimizer: torch.optim.Optimizer, step: Step, sync: Callable[[], None],
+                     at_least: int, seconds: float) -> float:
+    """Seconds per step of `module` over at least `at_least` steps and `seconds`."""
     start, steps = time.perf_counter(), 0
-    while steps < TIMED_STEPS or time.perf_counter() - start < TIMED_SECONDS:
+    while steps < at_least or time.perf_counter() - start < seconds:
         step(module, optimizer)
         steps += 1
-        if steps >= TIMED_STEPS:
+        if steps >= at_least:
             sync()
-    return warm, (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps
 
 
 def measure(model: nn.Module, train_model: nn.Module, step: Step, sync: Callable[[], None]) -> tuple[dict, nn.Module]:
     """Time `train_model` (the model, or its DDP wrapper) eager and compiled on `step`; return the figures and
-    the compiled module (to train with, if it won: it is compiled already). Weights never change (lr 0);
-    buffers (BatchNorm statistics) and the RNG state are restored after each timing."""
+    the compiled module (to train with, if it won: it is compiled already). Both are warmed up first (the
+    compiled one's first call compiles), then timed in turns, `ROUNDS` times each, and each mode's fastest
+    round counts: timing eager first from a cold start once made it look 30 % slower than it trains, and
+    turned compile on where it was slower. Weights never change (lr 0); buffers (BatchNorm statistics) and
+    the RNG state are restored at the end."""
     params = [p for p in model.parameters() if p.requires_grad]
     buffers = copy.deepcopy({k: v for k, v in model.state_dict().items() if k not in dict(model.named_parameters())})
     rng = torch.get_rng_state()
-
-    def restore() -> None:
-        model.load_state_dict(buffers, strict=False)
-        for p in params:
-            p.grad = None
-        torch.set_rng_state(rng)
-
-    _, eager = seconds_per_step(train_model, params, step, sync)
-    restore()
+    optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, nesterov=True)  # the cost of a step, no update
     compiled_module = torch.compile(train_model)
-    compile_seconds, compiled = seconds_per_step(compiled_module, params, step, sync)
-    restore()
-    return {"eager_step_s": eager, "compiled_step_s": compiled, "first_compiled_steps_s": compile_seconds,
-            "compile": compiled < (1 - MARGIN) * eager}, compiled_module
+    seconds_per_step(train_model, optimizer, step, sync, WARMUP_STEPS, 0.0)
+    start = time.perf_counter()
+    seconds_per_step(compiled_module, optimizer, step, sync, WARMUP_STEPS, 0.0)
+    compiling = time.perf_counter() - start
+    eager, compiled = [], []
+    for _ in range(ROUNDS):
+        eager.append(seconds_per_step(train_model, optimizer, step, sync, TIMED_STEPS, TIMED_SECONDS / ROUNDS))
+        compiled.append(seconds_per_step(compiled_module, optimizer, step, sync, TIMED_STEPS, TIMED_SECONDS / ROUNDS))
+    model.load_state_dict(buffers, strict=False)
+    for p in params:
+        p.grad = None
+    torch.set_rng_state(rng)
+    return {"eager_step_s": min(eager), "compiled_step_s": min(compiled), "first_compiled_steps_s": compiling,
+            "compile": min(compiled) < (1 - MARGIN) * min(eager)}, compiled_module
