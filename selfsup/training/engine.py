@@ -226,8 +226,7 @@ class Trainer:
 
     def _estimate(self, steps: int, seconds: float) -> None:
         """Warn, once, with the training time these first steps predict (a host sync: once per run)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+        self._sync()
         total = seconds / steps * self.total_steps
         if self.dist.main:
             print(f"warning: about {total / 60:.0f} min of training at this speed "
