@@ -37,3 +37,11 @@ def validation_indices(labels: np.ndarray, seed: int, val_fraction: float) -> np
 def class_counts(labels: np.ndarray, indices: np.ndarray, classes: list[str]) -> dict[str, int]:
     counts = np.bincount(labels[indices], minlength=len(classes))
     return {name: int(n) for name, n in zip(classes, counts)}
+
+
+def capped_per_class(labels: np.ndarray, caps: dict[int, int]) -> np.ndarray:
+    """Positions into `labels` (in order) keeping at most caps[c] of each class c, the first ones: a model choice
+    made on these uses no more labels of a class than the run trains on. `labels` are a split's validation labels,
+    whose order is already the seed's shuffle within each class, sorted by index."""
+    keep = [np.flatnonzero(labels == c)[:caps.get(int(c), 0)] for c in np.unique(labels)]
+    return np.sort(np.concatenate(keep))

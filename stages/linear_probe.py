@@ -4,7 +4,9 @@ Once per seed in `seeds` (`--seed`), on that seed's split: two frozen extractors
 (models/pretrained/seed{seed}.pt) and a random one drawn from the seed exactly as `finetune_scratch` draws it,
 each with a logistic regression on its features of the labelled fraction (`probe.grid`: the last pool's
 grid x grid map, not one vector). `probe.C` is a grid of inverse
-regularisation strengths; the one with the best validation macro-F1 is kept and scored on test. On the same
+regularisation strengths; the one with the best validation macro-F1 is kept and scored on test. That choice
+reads no more validation labels than the run trains on: per class, at most as many validation images as the
+labelled fraction holds (450 at 1 %, all 5,000 from 10 % up on CIFAR-10). On the same
 features, the weighted k-nearest-neighbour classifier of the labelled fraction (k 20, temperature 0.07, as
 solo-learn; no training, no choice), scored on validation and test. BatchNorm statistics are
 re-estimated first on `probe.calibration_images` labelled training images (labels unused).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
 from selfsup.core import paths
@@ -27,6 +30,7 @@ from selfsup.linear_eval import frozen_features, knn_eval, linear_probe
 from selfsup.training.models import build_extractor, load_extractor
 from selfsup.core.params import load_params, param
 from selfsup.core.stage import run_stage
+from selfsup.subsets import capped_per_class
 
 
 def main(seed: int) -> None:
@@ -48,13 +52,16 @@ def main(seed: int) -> None:
     std = torch.tensor(meta["std"], device=device)
     images, labels = zip(*labelled_images(dataset, labelled, validation, device, param(params, "stream")))
     calibration = images[0][:param(params, "probe.calibration_images")]
+    caps = dict(zip(*(x.tolist() for x in np.unique(labels[0], return_counts=True))))
+    choose_on = capped_per_class(labels[1], caps)  # the validation images the probe's C is chosen on
 
     def probe(extractor: torch.nn.Module) -> dict:
         feats = frozen_features(extractor, images, calibration, batch, lambda x: normalize(x, mean, std), device,
                                 grid)
         sets = list(zip(feats, labels))
-        return linear_probe(*sets, cs=cs, n_classes=n_classes, max_iter=max_iter) | {
-            "knn": knn_eval(*sets, n_classes=n_classes)}
+        capped = (sets[0], (sets[1][0][choose_on], sets[1][1][choose_on]), sets[2])
+        return linear_probe(*capped, cs=cs, n_classes=n_classes, max_iter=max_iter) | {
+            "knn": knn_eval(*sets, n_classes=n_classes), "selection_images": int(len(choose_on))}
 
     seed_everything(seed)
     results = {"seed": seed, "scratch": probe(build_extractor(arch, stem)[0]),

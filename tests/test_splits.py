@@ -65,3 +65,15 @@ def test_pretrainings_validation_set_is_the_splits_at_every_fraction():
     labels = np.arange(500) % 10
     for fraction in (0.01, 0.1, 0.5, 1.0):
         assert np.array_equal(validation_indices(labels, 3, 0.1), split_indices(labels, 3, 0.1, fraction)[0])
+
+
+def test_a_choice_on_validation_reads_no_more_labels_of_a_class_than_the_run_trains_on():
+    from selfsup.subsets import capped_per_class, split_indices
+    labels = np.repeat(np.arange(10), 500)
+    val, lab = split_indices(labels, 3, 0.1, 0.01)  # 50 validation and 4 or 5 labelled images a class
+    caps = dict(zip(*(x.tolist() for x in np.unique(labels[lab], return_counts=True))))
+    pos = capped_per_class(labels[val], caps)
+    assert np.array_equal(np.bincount(labels[val][pos], minlength=10), np.bincount(labels[lab], minlength=10))
+    assert len(pos) == len(lab) < len(val) and np.all(np.diff(pos) > 0)
+    big = capped_per_class(labels[val], {c: 10_000 for c in range(10)})  # more labelled than validation: all of it
+    assert np.array_equal(big, np.arange(len(val)))
