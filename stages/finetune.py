@@ -6,15 +6,15 @@ the seed, `pretrained` loads the seed's own pretraining (models/pretrained/seed{
 from the seed after that, so it starts identical for both inits of a seed (a paired comparison). An "epoch"
 is the number of steps of one pass over the full (100 %) labelled pool, whatever the fraction, so smaller
 fractions make more passes; the number of epochs is `finetune.epochs`, or the fraction's own entry in
-`finetune.epochs_by_fraction` (larger fractions need more steps to reach their plateau). Each epoch logs training
-and validation metrics only; validation macro-F1 picks the best epoch, and the test set is evaluated once,
-at the end, on that epoch's weights.
+`finetune.epochs_by_fraction` (larger fractions need more steps to reach their plateau). The budget is fixed
+(chosen beforehand on validation, docs/protocol.md) and the run keeps its last epoch: no model selection, so
+no run uses more validation labels than it has training labels (none). Each epoch logs training and validation
+metrics (the curves); the test set is evaluated once, at the end, on the last epoch's weights.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import math
 from pathlib import Path
@@ -90,7 +90,7 @@ def main(init: str, seed: int) -> None:
                                           "finetune": params["finetune"], "world": dist.world}, inputs),
                    stage, recipe.epochs)
     state = log.open(trainer, gen)
-    best: dict = {"val_f1": -1.0} if state is None else state["best"]  # a saved epoch always has a best one
+    val: dict = {} if state is None else state["val"]
     elapsed = 0.0 if state is None else state["elapsed"]
     for epoch in log.epochs():
         batches = labelled_batches(train_x, train_y, recipe.batch_size, steps, pad, mean, std, gen, dist)
@@ -106,21 +106,16 @@ def main(init: str, seed: int) -> None:
         if dist.main:
             print(f"finetune@{init}-{seed} {epoch}/{recipe.epochs}: train loss {stats['loss']:.3f}, "
                   f"val F1 {val['f1_macro']:.3f}, {stats['images_per_s']:.0f} img/s")
-        if val["f1_macro"] > best["val_f1"]:
-            with log.timed("validation"):  # keeping the best epoch's weights: model selection
-                best = {"val_f1": val["f1_macro"], "epoch": epoch, "val": val,
-                        "state": copy.deepcopy({k: v.cpu() for k, v in trainer.model.state_dict().items()})}
-        log.end_epoch(epoch, trainer, gen, best=best, elapsed=elapsed)
+        log.end_epoch(epoch, trainer, gen, val=val, elapsed=elapsed)
 
-    # the one look at the test set: the validation-selected epoch's weights
+    # the one look at the test set: the last epoch's weights
     with log.timed("test"):
-        trainer.model.load_state_dict(best["state"])
         test_logits = trainer.predict(chunks(test_x, recipe.eval_batch_size, norm))
         test = classification_metrics(test_logits, test_y)
     if dist.main:
-        print(f"finetune@{init}-{seed}: epoch {best['epoch']} chosen on validation (F1 {best['val_f1']:.3f}); "
+        print(f"finetune@{init}-{seed}: last epoch ({recipe.epochs}) validation F1 {val['f1_macro']:.3f}; "
               f"test F1 {test['f1_macro']:.3f}")
-    log.close({"best": {"epoch": best["epoch"], "val": best["val"], "test": test,
+    log.close({"final": {"epoch": recipe.epochs, "val": val, "test": test,
                         "train_seconds": elapsed, "steps": recipe.epochs * steps, "steps_per_epoch": steps,
                         "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
                         "processes": dist.world, "streamed": train_x.stream, "wall_seconds": log.wall_seconds,
@@ -129,8 +124,9 @@ def main(init: str, seed: int) -> None:
         return
     write_predictions(live_dir / "predictions.csv", np.arange(len(test_y)), test_y, test_logits.argmax(1).numpy(),
                       dataset.classes)
-    save_torch({"arch": arch, "stem": stem, "init": init, "epoch": best["epoch"], "classes": dataset.classes,
-                "state_dict": best["state"]}, model_path)
+    state_dict = {k: v.cpu() for k, v in trainer.model.state_dict().items()}
+    save_torch({"arch": arch, "stem": stem, "init": init, "epoch": recipe.epochs, "classes": dataset.classes,
+                "state_dict": state_dict}, model_path)
     log.finish()
 
 

@@ -77,8 +77,8 @@ def summary(live: Path) -> dict:
     data = yaml.safe_load((live / "metrics.json").read_text())
     for key in ("wall_seconds", "time", *VOLATILE):  # timings differ run to run
         data.pop(key, None)
-    data.get("best", {}).pop("wall_seconds", None)
-    data.get("best", {}).pop("train_seconds", None)
+    data.get("final", {}).pop("wall_seconds", None)
+    data.get("final", {}).pop("train_seconds", None)
     return data
 
 
@@ -230,7 +230,7 @@ def test_streamed_images_give_the_same_run_as_images_on_the_device(workspace, na
         with edited_params(ws, edit):
             subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True)
         result = summary(ws / live)
-        section = result["pretext"] if name == "pretrain" else result["best"]
+        section = result["pretext"] if name == "pretrain" else result["final"]
         assert section.pop("streamed") == (mode == "always")  # the summary says which it was
         runs.append((histories(ws / live), result))
     assert runs[0] == runs[1]
@@ -245,7 +245,7 @@ def test_the_fractions_own_budget_sets_the_fine_tune_epochs(workspace):
 
     with edited_params(ws, budget):
         subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True, text=True)
-    best = summary(ws / live)["best"]
+    best = summary(ws / live)["final"]
     assert best["steps"] == 2 * best["steps_per_epoch"]
     assert len((ws / live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()) == 1 + 2
 

@@ -8,7 +8,7 @@
 Each experiment of the sweep fine-tunes both inits on every seed, so every setting is one trial for scratch and
 one for pretrained: the inits get the same number of trials by construction. The experiments must differ only
 in `finetune.*` (the tuned recipe) and the hardware knobs. For each init the chosen setting is the one with the
-highest mean validation macro-F1 of the validation-selected epoch over the seeds; test metrics are never read.
+highest mean validation macro-F1 of each run's last epoch over the seeds; test metrics are never read.
 `--earlier` keeps the trials of an earlier tuning.json whose setting no new experiment repeats (marked
 "earlier" in the table), so a sweep can be extended after its experiments are gone; they must be at the same
 fraction and have as many seeds; a new sweep may vary another key of the recipe (the earlier trials' value of it is
@@ -38,7 +38,7 @@ from tools.report_text import RESULTS_DOC
 TUNING_JSON = Path("metrics/tuning.json")
 BEGIN, END = "<!-- tuning:begin (written by python -m tools.tune) -->", "<!-- tuning:end -->"
 FREE = {"finetune", *hardware_knobs()}  # may differ between the trials
-SELECT_ON = "best_val_f1_macro"  # validation macro-F1 of the validation-selected epoch
+SELECT_ON = "final_val_f1_macro"  # validation macro-F1 of each run's last epoch (a fixed budget)
 
 
 def build(experiments: list[dict], earlier: dict | None = None) -> dict:
@@ -102,6 +102,9 @@ def with_keys(earlier: dict, added: list[str]) -> dict:
 
 def kept_trials(earlier: dict, trials: list[dict], varied: list[str], fraction: float) -> list[dict]:
     """The earlier sweep's trials that no new one repeats, after checking that they belong to the same sweep."""
+    if earlier.get("selected_on", "best_val_f1_macro") != SELECT_ON:
+        raise UserError(f"--earlier chose on {earlier.get('selected_on', 'best_val_f1_macro')}, this sweep on "
+                        f"{SELECT_ON} (runs now keep their last epoch): run the earlier settings again")
     if earlier["fraction"] != fraction:
         raise UserError(f"--earlier tuned at fraction {earlier['fraction']}, the new experiments ran at {fraction}: "
                         f"extend a sweep at the same fraction")
