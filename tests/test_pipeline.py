@@ -45,6 +45,24 @@ finetune:
 """
 
 
+TINY_PROTOCOL = """question: Does the tiny pretraining help?
+profile: tiny
+metric: test_f1_macro
+alpha: 0.05
+margin: 0.05
+budgets: {1.0: 3, 0.1: 3}
+arms:
+  - {pretext: context, fractions: [1.0, 0.1], seeds: [0, 1]}
+  - {pretext: rotation, fractions: [0.1, 1.0], seeds: [0, 1]}
+endpoints:
+  primary: {pretext: context, fraction: 0.1}
+  secondary: [{pretext: context, fraction: 1.0}, {pretext: rotation, fraction: 0.1}]
+assumed_sd: {0.1: 0.05, 1.0: 0.05}
+sd_source: made up for the test
+estimate: {pretrain_seconds: 10, finetune_epoch_seconds: 2, arm_other_seconds: 10}
+"""
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -80,6 +98,7 @@ def study(tmp_path_factory):
     local = local.replace('  url: ""', f'  url: "file://{archive}"').replace('  md5: ""', f'  md5: "{md5}"')
     (repo / "conf" / "machine" / "local.yaml").write_text(local)
     (repo / "conf" / "profile" / "tiny.yaml").write_text(TINY_PROFILE)
+    (repo / "protocol.yaml").write_text(TINY_PROTOCOL)  # committed before any run, as the study's is
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny"], repo)
     assert "local.yaml" not in run(["git", "ls-files", "conf"], repo).stdout  # machine settings stay out of git
@@ -102,17 +121,16 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
         assert parts <= set(shares) and sum(shares.values()) == pytest.approx(1.0, abs=1e-6), shares
     for init in ("scratch", "pretrained"):
         for seed, run_ in zip((0, 1), compare["runs"][init]):
-            assert 1 <= run_["best_epoch"] <= 3
-            for key in ("best_f1_macro", "best_precision_macro", "best_recall_macro", "best_accuracy",
+            for key in ("test_f1_macro", "test_precision_macro", "test_recall_macro", "test_accuracy",
                         "probe_f1_macro", "val_f1_auc"):
                 assert 0.0 <= run_[key] <= 1.0
             assert run_["train_seconds"] > 0 and len(run_["per_class_f1"]) == 10
             # the synthetic classes are easy: every run learns well beyond chance (0.1), even in 3 tiny epochs
-            assert run_["best_accuracy"] > 0.2, run_
+            assert run_["test_accuracy"] > 0.2, run_
             live = repo / "metrics" / "runs" / "finetune" / init / f"seed{seed}"
             summary = json.loads((live / "metrics.json").read_text())
-            assert summary["best"]["epoch"] == run_["best_epoch"] and summary["best"]["seed"] == seed
-            assert summary["best"]["test"]["f1_macro"] == pytest.approx(run_["best_f1_macro"])
+            assert summary["final"]["epoch"] == 3 and summary["final"]["seed"] == seed  # the last: no selection
+            assert summary["final"]["test"]["f1_macro"] == pytest.approx(run_["test_f1_macro"])
             # test once: the per-epoch log holds training and validation only
             logs = live / "plots" / "metrics"
             logged = {p.relative_to(logs).parts[0] for p in logs.rglob("*.tsv")}
@@ -121,11 +139,11 @@ def test_exp_run_produces_metrics_plots_and_figures(study):
             rows = (live / "predictions.csv").read_text().splitlines()
             assert rows[0] == "index,actual,predicted" and len(rows) == 101
             if run_["steps_to_threshold"] is not None:
-                assert run_["steps_to_threshold"] == run_["epochs_to_threshold"] * summary["best"]["steps_per_epoch"]
+                assert run_["steps_to_threshold"] == run_["epochs_to_threshold"] * summary["final"]["steps_per_epoch"]
     # the seeds differ (the scratch runs start from different weights)
     assert compare["runs"]["scratch"][0]["val_f1_auc"] != compare["runs"]["scratch"][1]["val_f1_auc"]
-    primary = compare["tests"]["best_f1_macro"]
-    values = {init: [r["best_f1_macro"] for r in compare["runs"][init]] for init in ("scratch", "pretrained")}
+    primary = compare["tests"]["test_f1_macro"]
+    values = {init: [r["test_f1_macro"] for r in compare["runs"][init]] for init in ("scratch", "pretrained")}
     assert primary["scratch"]["mean"] == pytest.approx(sum(values["scratch"]) / 2)
     assert primary["difference"]["mean"] == pytest.approx(primary["pretrained"]["mean"] - primary["scratch"]["mean"])
     assert primary["difference"]["df"] == 1 and 0 <= primary["difference"]["p"] <= 1
@@ -183,8 +201,8 @@ def test_second_repro_is_a_no_op_and_shows_plots(study):
     assert declared == {"metrics/summary.json"}, declared
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     compare = json.loads((repo / "metrics" / "compare.json").read_text())
-    assert summary["scratch"]["test_f1"] == compare["tests"]["best_f1_macro"]["scratch"]["mean"]
-    assert summary["test_f1_gain"]["mean"] == compare["tests"]["best_f1_macro"]["difference"]["mean"]
+    assert summary["scratch"]["test_f1"] == compare["tests"]["test_f1_macro"]["scratch"]["mean"]
+    assert summary["test_f1_gain"]["mean"] == compare["tests"]["test_f1_macro"]["difference"]["mean"]
     assert summary["pretext_heldout"] == compare["pretext"]["final_heldout"]
     assert summary["wall_minutes"] == pytest.approx(compare["stage_wall_seconds"] / 60)
     assert all(isinstance(v, (int, float)) for v in flatten(summary).values()) and len(flatten(summary)) <= 16
@@ -328,51 +346,79 @@ def test_bad_param_fails_in_one_line_and_writes_nothing(study):
     assert not split.exists() or not any(split.iterdir())  # it left no half-written output
 
 
-def test_report_collects_the_fractions_into_the_readme(study):
+def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(study):
     repo, _ = study
     # named runs of the same study at two fractions; both restore every stage from DVC's run-cache
     for name, fraction in (("tiny-full", "1.0"), ("tiny-tenth", "0.1")):
         out = run(["dvc", "exp", "run", "-n", name, "-S", "profile=tiny", "-S", f"fraction={fraction}"], repo).stdout
         assert "Running stage" not in out, out
-    # the baseline also holds the rotation experiment: not the same study, so the default refuses
+    # three of the protocol's four arms have run (context at 100 % and 10 %, rotation at 10 %): the report
+    # refuses to answer without the fourth, and the study command runs just that one
     refused = run([sys.executable, "-m", "tools.report"], repo, check=False)
-    assert refused.returncode == 1 and "differ in" in refused.stderr and "pretext.task" in refused.stderr
-    run([sys.executable, "-m", "tools.report", "--exp", "tiny-full", "tiny-tenth"], repo)
+    assert refused.returncode == 1 and "arms rotation-1 have no experiment" in refused.stderr, refused.stderr
+    plan = run([sys.executable, "-m", "tools.run_study", "--plan"], repo).stdout
+    assert "study: 3/4 arms done" in plan and "left  dvc exp run -n rotation-1 -S profile=tiny -S pretext=rotation" \
+        " -S fraction=1.0 -S seeds=[0,1]" in plan, plan
+    out = run([sys.executable, "-m", "tools.run_study"], repo).stdout
+    assert "[1/4] context-0.1: done (tiny-tenth)" in out and "[4/4] rotation-1: 3 arms done, about" in out, out
+    assert "Running stage 'finetune_pretrained@0'" in out and "Running stage 'pretrain@" not in out, out
+    assert "Running stage 'finetune_scratch@" not in out, out  # the 100 % scratch runs are context's
+    assert "protocol: protocol.yaml (sha1 " in out and "report: 4 arms" in out, out
+    again = run([sys.executable, "-m", "tools.run_study"], repo).stdout  # all done: it only reports
+    assert "Running stage" not in again and "[4/4] rotation-1: done (rotation-1)" in again, again
+    sessions = json.loads((repo / "metrics" / "study_run.json").read_text())["sessions"]
+    assert [s_["arms_run"] for s_ in sessions] == [["rotation-1"], []]
+
     study_json = json.loads((repo / "metrics" / "study.json").read_text())
-    assert [f["fraction"] for f in study_json["fractions"]] == [1.0, 0.1]
-    assert study_json["experiments"] == ["tiny-full", "tiny-tenth"] and study_json["seeds"] == [0, 1]
-    full, tenth = study_json["fractions"]
+    assert [(a["pretext"], a["fraction"]) for a in study_json["arms"]] == [
+        ("context", 1.0), ("context", 0.1), ("rotation", 0.1), ("rotation", 1.0)]
+    assert study_json["experiments"][:2] == ["tiny-full", "tiny-tenth"]  # the newest run of each arm
+    primary, *secondary = study_json["endpoints"]
+    assert (primary["pretext"], primary["fraction"], primary["n"]) == ("context", 0.1, 2)
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], repo).stdout.split()
     ref = next(r for r in refs if r.endswith("/tiny-tenth"))
     # compare.json is a DVC output: Git holds the experiment's dvc.lock, DVC's cache the file
     assert run(["git", "cat-file", "-e", f"{ref}:metrics/compare.json"], repo, check=False).returncode != 0
     import dvc.api
     compare = json.loads(dvc.api.read("metrics/compare.json", repo=str(repo), rev=ref))
-    assert tenth["labelled_size"] == compare["labelled_size"] == 30
-    # the primary endpoint is the 10 % gain, tested alone; everything else is Holm-corrected as one family
-    assert tenth["primary"] and not full["primary"]
-    assert tenth["tests"]["best_f1_macro"]["p_holm"] is None
-    assert {k: {n: v for n, v in t.items() if n != "p_holm"} for k, t in tenth["tests"].items()} == compare["tests"]
-    for fr in (full, tenth):
-        for t in fr["tests"].values():
-            if t["p_holm"] is not None:
-                assert t["p_holm"] >= t["difference"]["p"]
-    assert study_json["secondary_tests"] == 2 * 7 - 1
+    assert primary["labelled_size"] == compare["labelled_size"] == 30
+    assert primary["difference"] == compare["tests"]["test_f1_macro"]["difference"]
+    from selfsup.analysis.stats import holm
+    assert [e["p_holm"] for e in secondary] == holm([e["difference"]["p"] for e in secondary])
     readme, results = (repo / "README.md").read_text(), (repo / "docs" / "results.md").read_text()
     from tools.markdown import readme_section
     from tools.report import BEGIN, END
     from tools.report_text import render, render_answer
     assert readme_section(readme, BEGIN, END) == render_answer(study_json)
     assert readme_section(results, BEGIN, END) == render(study_json)
-    for doc in (readme, results):
-        assert "| 10% **(primary)** | 30 |" in doc and "| 100% | 270 |" in doc
-    # the four questions, answered per fraction in words
-    for label in ("**100%:**", "**10%:**"):
-        line = next(x for x in results.splitlines() if x.startswith(f"- {label}"))
-        assert "validation loss fell" in line and "rose faster for" in line and "plateau" in line
-        assert "best test macro-F1" in line
+    assert "| context at 10% **(primary)** | 30 | 2 |" in readme
     for png in ("label_efficiency", "fraction_curves"):
         assert (repo / "plots" / f"{png}.png").stat().st_size > 5000
+    # a protocol other than the one the runs were made under: refused in one line
+    (repo / "other.yaml").write_text(TINY_PROTOCOL.replace("margin: 0.05", "margin: 0.02"))
+    refused = run([sys.executable, "-m", "tools.report", "--protocol", "other.yaml"], repo, check=False)
+    assert refused.returncode == 1 and "differs from (or lacks) the one read here" in refused.stderr
+    (repo / "other.yaml").unlink()
+    # the finished study as commits (in a copy: the later tests keep their baseline): one per arm, the primary's
+    # last, so the branch's params.yaml, dvc.lock and metrics are the primary arm's, then the report
+    copy = repo.parent / "recorded"
+    shutil.copytree(repo, copy, symlinks=True)
+    run(["git", "checkout", "-q", "--", "."], copy)  # the report's documents: the record writes them again
+    run([sys.executable, "-m", "tools.run_study", "--record"], copy)
+    subjects = run(["git", "log", "--format=%s", "-5"], copy).stdout.splitlines()
+    assert subjects[0].startswith("study: the report of") and subjects[1].startswith("study: arm context-0.1 ("), subjects
+    assert sorted(x.split()[2] for x in subjects[1:]) == ["context-0.1", "context-1", "rotation-0.1", "rotation-1"]
+    committed = yaml.safe_load(run(["git", "show", "HEAD:params.yaml"], copy).stdout)
+    lock = yaml.safe_load(run(["git", "show", "HEAD:dvc.lock"], copy).stdout)
+    assert committed["fraction"] == 0.1 and lock["stages"]["split@0"]["params"]["params.yaml"]["fraction"] == 0.1
+    assert "up to date" in run(["dvc", "status"], copy).stdout
+    import csv
+    rows = list(csv.DictReader(run(["dvc", "exp", "show", "--csv", "-n", "5"], copy).stdout.splitlines()))
+    commits = [r for r in rows if r["typ"] != "workspace" and not r["Experiment"]]  # commits, not experiments
+    assert len({r.get("rev") or r["Created"] for r in commits}) >= 5, rows
+    assert {r["fraction"] for r in commits} >= {"0.1", "1.0"}, rows  # the arms' commits
+    assert readme_section((copy / "README.md").read_text(), BEGIN, END) == render_answer(
+        json.loads((copy / "metrics" / "study.json").read_text()))
     # the pretext comparison: same study at 50 %, context vs rotation, sharing the scratch runs
     refused = run([sys.executable, "-m", "tools.pretext_table", "--exp", "tiny-full", "tiny-rotation"], repo, check=False)
     assert refused.returncode == 1 and "differ in fraction" in refused.stderr

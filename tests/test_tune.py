@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def experiment(name: str, lr: float, val: dict[str, list[float]], test: dict[str, list[float]],
                fraction: float = 0.1) -> dict:
-    runs = {init: [{"best_val_f1_macro": v, "best_f1_macro": t} for v, t in zip(val[init], test[init])]
+    runs = {init: [{"final_val_f1_macro": v, "test_f1_macro": t} for v, t in zip(val[init], test[init])]
             for init in ("scratch", "pretrained")}
     return {"name": name, "params": {"fraction": fraction, "seeds": [0, 1], "device": "cpu",
                                      "finetune": {"lr": lr, "epochs": 6}}, "compare": {"runs": runs}}
@@ -150,10 +150,40 @@ def test_sizing_and_precision_tools_never_read_the_test_set(tmp_path, monkeypatc
         return TestSetLocked(dataset), meta
     monkeypatch.setattr(size_finetune, "load_dataset", locked)
     monkeypatch.setattr(precision_check, "load_dataset", locked)
-    monkeypatch.setattr(sys, "argv", ["size_finetune", "--epochs", "1", "--out", str(tmp_path / "size.json")])
+    out = tmp_path / "budgets.json"
+    monkeypatch.setattr(sys, "argv", ["size_finetune", "--fractions", "0.5", "--start", "1", "--max", "2",
+                                      "--seeds", "0", "1", "2", "--out", str(out)])
     size_finetune.main()
-    result = json.loads((tmp_path / "size.json").read_text())
-    assert len(result["epochs"]) == 1 and set(result) == {"args", "arch", "recipe", "epochs", "seconds"}
+    result = json.loads(out.read_text())
+    assert sorted((r["seed"], r["epochs"]) for r in result["runs"]) == [(s, e) for s in (0, 1, 2) for e in (1, 2)]
+    assert all(0 <= r["val_f1_macro"] <= 1 and r["validation"] > 0 for r in result["runs"])
+    # stopped and started again: every finished run is reused, none re-run
+    monkeypatch.setattr(size_finetune, "fine_tune", lambda *a: pytest.fail("a finished run ran again"))
+    size_finetune.main()
     monkeypatch.setattr(sys, "argv", ["precision_check", "--arch", "nets.fast_cnn:half", "--stem", "cifar",
                                       "--train", "100", "--val", "50", "--epochs", "1", "--precisions", "fp32"])
     precision_check.main()
+
+
+def test_a_budget_is_the_smallest_whose_doubling_no_init_gains_from():
+    from tools.size_finetune import choose, table
+
+    def runs(init: str, means: dict[int, float]) -> list[dict]:
+        return [{"fraction": 0.1, "init": init, "seed": s, "epochs": e, "val_f1_macro": m + d, "labelled": 4500}
+                for e, m in means.items() for s, d in zip((0, 1, 2), (-0.01, 0.0, 0.01))]
+    scratch = runs("scratch", {2: 0.60, 4: 0.65, 8: 0.652, 16: 0.653})
+    assert choose(scratch, 0.1, ["scratch"], [0, 1, 2], 0.005) == 4
+    pretrained = runs("pretrained", {2: 0.62, 4: 0.64, 8: 0.66, 16: 0.662})  # still gains at 4 -> 8
+    assert choose(scratch + pretrained, 0.1, ["scratch", "pretrained"], [0, 1, 2], 0.005) == 8
+    assert choose(scratch[:-3], 0.1, ["scratch"], [0, 1, 2, 3], 0.005) is None  # seed 3 has not run: no choice
+    text = table({"runs": scratch, "seeds": [0, 1, 2], "inits": ["scratch"], "chosen": {"0.1": 4}})
+    assert "| 0.1 | 4,500 | **4** | 0.6500 (+0.0500) |" in text and "| 0.1 | 4,500 | 2 | 0.6000 |" in text
+    assert text.endswith("Chosen (bold): 4 epochs at 10%.")
+
+
+def test_the_committed_budget_table_is_what_metrics_budgets_json_holds():
+    from tools.size_finetune import table
+    path = ROOT / "metrics" / "budgets.json"
+    section = readme_section((ROOT / "docs" / "results.md").read_text(),
+                             "<!-- budgets:begin (python -m tools.size_finetune --table) -->", "<!-- budgets:end -->")
+    assert section == table(json.loads(path.read_text())) + "\n", "run python -m tools.size_finetune --table"

@@ -75,12 +75,14 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def check_same_study(experiments: list[dict], free: set[str] | tuple[str, ...], why: str) -> None:
-    """Every experiment must share every param but those whose top-level key is in `free`."""
+    """Every experiment must share every param but those in `free`: a top-level key (`fraction`) or a dotted
+    prefix (`pretext.task`) frees it and everything under it."""
+    def freed(key: str) -> bool:
+        return any(key == f or key.startswith(f + ".") for f in free)
     base = flatten(experiments[0]["params"])
     for exp in experiments[1:]:
         other = flatten(exp["params"])
-        differ = sorted(k for k in base.keys() | other.keys()
-                        if k.split(".")[0] not in free and base.get(k) != other.get(k))
+        differ = sorted(k for k in base.keys() | other.keys() if not freed(k) and base.get(k) != other.get(k))
         if differ:
             raise UserError(f"experiments {experiments[0]['name']} and {exp['name']} differ in {', '.join(differ)}: "
                             f"{why}")

@@ -1,14 +1,19 @@
-"""The label-efficiency report: the study's experiments (one per label fraction) in one set of results. This
-module is the command; the parts are tools.experiments (reading experiments, the checks that they belong
-together), tools.study (the analysis) and tools.report_text (the documents' text).
+"""The study's report: its experiments (one per arm of protocol.yaml: a pretext at a label fraction) held to the
+protocol and pooled into one set of results. This module is the command; the parts are
+tools.protocol (the protocol and its checks), tools.experiments (reading experiments, the checks
+that they belong together), tools.study (the analysis) and tools.report_text (the documents' text).
 
-    python -m tools.report                 # the experiments of the current commit (dvc exp run --queue ...)
+    python -m tools.report                 # the experiments of the current commit (python -m tools.run_study)
     python -m tools.report --baseline REV  # ... of another baseline commit
     python -m tools.report --exp a b c     # these experiments, by name
+    python -m tools.report --partial       # the arms that have run so far
 
-Not a DVC stage: it reads across experiments. All experiments must share every param but `fraction`, and
-their runs one numerics record (--mixed-numerics pools them anyway). Writes metrics/study.json (every number
-shown), plots/label_efficiency.png, plots/fraction_curves.png, the full Markdown results (`render`) into
+Not a DVC stage: it reads across experiments. It prints which protocol it read, and refuses in one line an
+experiment that differs from it (profile, seeds, budget, an arm it does not declare, a commit with another
+protocol), an arm without an experiment (unless --partial), experiments that differ in any param but the arm's
+(pretext, fraction, seeds), and runs with different numerics (--mixed-numerics pools them anyway). Writes
+metrics/study.json (every number shown), plots/label_efficiency.png, plots/fraction_curves.png, the full
+Markdown results (`render`) into
 docs/results.md and the short answer (`render_answer`: the primary endpoint table, the verdict, the figure)
 into README.md, each between its results markers. Both renders are pure functions of study.json, so a test
 checks that the documents show exactly what it holds.
@@ -20,16 +25,33 @@ import argparse
 from pathlib import Path
 
 from selfsup.analysis import figures
+from tools.protocol import PROTOCOL, Protocol, describe, load_protocol
 from selfsup.core.files import save_json
 from selfsup.core.stage import run_stage
 from tools.experiments import experiment_refs, read_experiment
 from tools.markdown import splice
 from tools.report_text import FIGURES, RESULTS_DOC, render, render_answer
-from tools.study import INITS, build_study
+from tools.study import build_study
 
 STUDY_JSON = Path("metrics/study.json")
 README = Path("README.md")
 BEGIN, END = "<!-- results:begin (written by python -m tools.report) -->", "<!-- results:end -->"
+
+
+def draw_figures(study: dict, protocol: Protocol, paths: dict[str, Path] = FIGURES) -> None:
+    """The label-efficiency figure (each init's metric and each pretext's gain against the fraction) and the
+    primary pretext's validation curves per fraction."""
+    series: dict[str, list] = {"scratch": []}
+    gains: dict[str, list] = {}
+    for arm in study["arms"]:
+        t = arm["tests"][protocol.metric]
+        if arm["pretext"] == protocol.primary.pretext:
+            series["scratch"].append((arm["fraction"], t["scratch"]))
+        series.setdefault(arm["pretext"], []).append((arm["fraction"], t["pretrained"]))
+        gains.setdefault(arm["pretext"], []).append((arm["fraction"], t["difference"]))
+    figures.label_efficiency(series, gains, protocol.margin, paths["label_efficiency"])
+    primary = {a["fraction"]: a["curves"] for a in study["arms"] if a["pretext"] == protocol.primary.pretext}
+    figures.fraction_curves(primary, paths["curves"])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -38,21 +60,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exp", nargs="+", help="experiment names instead")
     parser.add_argument("--mixed-numerics", action="store_true",
                         help="pool runs whose precision, device, process count or library versions differ")
+    parser.add_argument("--partial", action="store_true", help="report the arms that have run, the others 'not run'")
+    parser.add_argument("--protocol", type=Path, default=PROTOCOL)
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--results-doc", type=Path, default=RESULTS_DOC)
     args = parser.parse_args(argv)
+    protocol = load_protocol(args.protocol)
+    print(describe(protocol))
     experiments = [read_experiment(r) for r in experiment_refs(args.baseline, args.exp)]
-    study = build_study(experiments, args.mixed_numerics)
+    study = build_study(experiments, protocol, args.mixed_numerics, args.partial)
     save_json(study, STUDY_JSON)
-    stats = {i: [fr["tests"]["best_f1_macro"][i] for fr in study["fractions"]] for i in INITS}
-    fractions = [fr["fraction"] for fr in study["fractions"]]
-    figures.label_efficiency(fractions, stats, FIGURES["label_efficiency"])
-    figures.fraction_curves({fr["fraction"]: fr["curves"] for fr in study["fractions"]}, FIGURES["curves"])
+    draw_figures(study, protocol)
     results_doc = splice(args.results_doc.read_text(), render(study), BEGIN, END, args.results_doc)
     readme = splice(args.readme.read_text(), render_answer(study), BEGIN, END, args.readme)
     args.results_doc.write_text(results_doc)
     args.readme.write_text(readme)
-    print(f"report: {len(fractions)} fractions ({', '.join(study['experiments'])}) -> {STUDY_JSON}, "
+    print(f"report: {len(study['arms'])} arms ({', '.join(study['experiments'])}) -> {STUDY_JSON}, "
           f"{', '.join(map(str, FIGURES.values()))}, {args.results_doc}, {args.readme}")
 
 

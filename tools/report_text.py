@@ -1,99 +1,133 @@
 """The report's text: the results section of docs/results.md (`render`) and the README's short answer
 (`render_answer`), both pure functions of metrics/study.json, so a test checks that the documents show exactly
-what it holds. Every sentence is generated from the numbers: no hand-written claims."""
+what it holds. Every sentence is generated from the numbers and the protocol's rules: no hand-written claims."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from selfsup.analysis.endpoints import PRIMARY
 from tools.markdown import ci, epochs, minutes, num, p_value
 from tools.study import INITS, METRICS
 
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}
 RESULTS_DOC = Path("docs/results.md")
+PENDING = ("The study under `protocol.yaml` has not run yet: `python -m tools.run_study` runs it and writes its "
+           "answer here.\n")  # what both documents hold until it has (no metrics/study.json)
 
 
-def _budgets(study: dict) -> str:
-    """The fine-tune epochs: one number when every fraction has it, else each fraction's."""
-    epochs = [fr["finetune_epochs"] for fr in study["fractions"]]
-    if len(set(epochs)) == 1:
-        return str(epochs[0])
-    return ", ".join(f"{e} at {fr['fraction']:.0%}" for e, fr in zip(epochs, study["fractions"]))
+def pct(f: float) -> str:
+    return f"{f:.0%}"
 
 
-def _primary(study: dict) -> dict | None:
-    return next((fr for fr in study["fractions"] if fr["primary"]), None)
+def verdict(e: dict, protocol: dict) -> str:
+    """What the protocol lets one endpoint say, in words: a gain (the test rejects at alpha: the primary
+    uncorrected, a secondary after Holm), no gain (equivalence within the margin shown), or neither."""
+    if not e["run"]:
+        return "not run"
+    d, alpha, margin = e["difference"], protocol["alpha"], protocol["margin"]
+    p = d["p"] if e["primary"] else e.get("p_holm")
+    gain = f"{d['mean']:+.4f}" + ("" if d["ci_low"] is None else f" [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]")
+    if p is not None and p < alpha:
+        return f"{'yes' if d['mean'] > 0 else 'no, it hurts'}: {gain} macro-F1"
+    if e["equivalence"]["equivalent"]:
+        return f"no: {gain}, equivalent to no gain within ±{margin:g} (p = {p_value(e['equivalence']['p'])})"
+    return (f"not shown either way: {gain}, neither a significant gain nor equivalence within ±{margin:g} "
+            f"(its seeds had power {e['power']['detect_margin']:.2f} to detect a gain of {margin:g})")
 
 
-def render(study: dict) -> str:
-    """The Markdown results section (between the markers, markers excluded)."""
-    conf = f"{study['confidence']:.0%}"
-    n = len(study["seeds"])
+def endpoint_table(study: dict) -> list[str]:
+    """The protocol's endpoints, the primary first."""
+    proto = study["protocol"]
+    lines = ["| endpoint | labelled images | seeds | scratch | pretrained | gain [95% CI] | p | p (Holm) | "
+             f"equivalent within ±{proto['margin']:g}? (TOST p) |", "|---|---|---|---|---|---|---|---|---|"]
+    for e in study["endpoints"]:
+        name = f"{e['pretext']} at {pct(e['fraction'])}" + (" **(primary)**" if e["primary"] else "")
+        if not e["run"]:
+            lines.append(f"| {name} | | {e['power']['seeds']} | not run | | | | | |")
+            continue
+        holm_p = "primary: alone" if e["primary"] else p_value(e.get("p_holm"))
+        eq = e["equivalence"]
+        eq_text = "n/a" if eq["p"] is None else f"{'yes' if eq['equivalent'] else 'no'} ({p_value(eq['p'])})"
+        lines.append(f"| {name} | {e['labelled_size']:,} | {e['n']} | {ci(e['scratch'])} | {ci(e['pretrained'])} | "
+                     f"{ci(e['difference'])} | {p_value(e['difference']['p'])} | {holm_p} | {eq_text} |")
+    return lines
+
+
+def ssl_table(study: dict) -> list[str]:
+    """Per pretext: frozen-feature probe and kNN (test accuracy) and the fine-tuned gain at each fraction."""
+    fractions = sorted({a["fraction"] for a in study["arms"]})
+    lines = ["| pretext | pretext held-out | pretraining (s, mean) | linear probe: random -> pretrained | "
+             "kNN: random -> pretrained | " + " | ".join(f"fine-tuned gain at {pct(f)}" for f in fractions) + " |",
+             "|---|---|---|---|---|" + "---|" * len(fractions)]
+    for row in study["ssl"]:
+        knn = "n/a" if row["knn"] is None else f"{row['knn']['scratch']:.3f} -> {row['knn']['pretrained']:.3f}"
+        gains = [ci(row["finetune_gain"][str(f)]) if str(f) in row["finetune_gain"] else "-" for f in fractions]
+        lines.append(f"| {row['pretext']} | {row['metric']} {row['heldout']:.3f} | {row['pretrain_seconds']:.0f} | "
+                     f"{row['probe']['scratch']:.3f} -> {row['probe']['pretrained']:.3f} | {knn} | "
+                     + " | ".join(gains) + " |")
+    return lines
+
+
+def _endpoint(study: dict, pretext: str, fraction: float) -> dict | None:
+    return next((e for e in study["endpoints"] if e["pretext"] == pretext and abs(e["fraction"] - fraction) < 1e-9),
+                None)
+
+
+def questions(study: dict) -> list[str]:
+    """The README's plain answers: the primary, the key secondary at the smallest fraction, the other pretext,
+    and the cost."""
+    proto = study["protocol"]
+    primary = study["endpoints"][0]
+    lines = [f"- **Does {primary['pretext']} pretraining help at {pct(primary['fraction'])} of the labels** "
+             f"(the primary endpoint)? {verdict(primary, proto)}."]
+    for e in study["endpoints"][1:]:
+        if e["pretext"] == primary["pretext"]:
+            lines.append(f"- At {pct(e['fraction'])}? {verdict(e, proto)}.")
+    for e in study["endpoints"][1:]:
+        if e["pretext"] != primary["pretext"]:
+            lines.append(f"- Fine-tuned from **{e['pretext']}** at {pct(e['fraction'])}? {verdict(e, proto)}.")
+    probes = {row["pretext"]: row for row in study["ssl"]}
+    if len(probes) > 1:
+        lines.append("- Which pretext transfers better, frozen? linear probe test accuracy "
+                     + ", ".join(f"{p} {r['probe']['pretrained']:.3f}" for p, r in probes.items())
+                     + " (random extractor " + f"{next(iter(probes.values()))['probe']['scratch']:.3f}); kNN "
+                     + ", ".join(f"{p} {r['knn']['pretrained']:.3f}" for p, r in probes.items() if r["knn"]) + ".")
+    cost = "; ".join(f"{p} pretraining {minutes(s)} a seed" for p, s in
+                     ((r["pretext"], r["pretrain_seconds"]) for r in study["ssl"]))
+    lines.append(f"- **What does it cost?** {cost}; the whole study {minutes(study['wall_seconds'])} of stage time "
+                 f"on {study['device']}.")
+    lines.append(f"- **Numerics.** {replicate_text(study)}")
+    return lines
+
+
+def replicate_text(study: dict) -> str:
+    """The primary in fp32 beside the study's numerics, in one sentence."""
+    rep = study.get("fp32_replicate", {"status": "not run"})
+    if rep["status"] == "the study ran in fp32":
+        return "The study ran in fp32 (this CPU has no bf16), so the primary is its own fp32 replicate."
+    if rep["status"] == "not run":
+        return "The fp32 replicate of the primary has not run."
+    words = "agrees with" if rep["agree"] else "falls outside the interval of"
+    return (f"The primary again in fp32 (`{rep['experiment']}`): gain {ci(rep['difference'])}, which {words} the "
+            f"{rep['precision']} study's; " + ("the answer does not hang on the numerics." if rep["agree"] else
+                                               "the numerics move the answer: read it with that in mind."))
+
+
+def render_answer(study: dict) -> str:
+    """The README's short answer: the plain answers, the endpoint table and the figure."""
+    proto = study["protocol"]
     d = study["dataset"]
-    lines = [
-        f"**What was run.** Device: {study['device']}. Dataset: {d['origin']} ({d['source']}"
-        + (f", md5 {d['md5']}" if d["md5"] else "") + "), labelled training images: "
-        + ", ".join(f"{fr['labelled_size']:,} at {fr['fraction']:.0%}" for fr in study["fractions"])
-        + f"; {d['test_size']:,} test images. Profile `{study['profile']}` "
-        f"({study['model']}, pretext epochs: {study['pretext']['epochs']}, fine-tune epochs: "
-        f"{_budgets(study)}), seeds {study['seeds']}: each seed is a replicate with its own split, "
-        f"pretraining and fine-tunes. Code at commit `{study['commit']}`, experiments "
-        + ", ".join(f"`{e}`" for e in study["experiments"])
-        + numerics_text(study.get("numerics"))
-        + f". Stage wall time, summed: {minutes(study['wall_seconds'])} (pretraining "
-        f"{minutes(study['pretrain_wall_seconds'])}, once per seed, reused by every fraction).",
+    lines = questions(study) + [
         "",
-        f"**Primary endpoint** (declared before the run): the test macro-F1 gain of pretrained over scratch at "
-        f"{study['primary_fraction']:.0%} of the labels, each run's test set scored once at its "
-        f"validation-selected epoch; mean over {n} seeds with its {conf} t interval, paired t test (df = {n - 1}), "
-        f"tested alone. Every other p-value is secondary, Holm-corrected over all {study['secondary_tests']} "
-        "secondary comparisons.",
+        f"Test macro-F1 after each run's fixed budget, mean over seeds [{study['confidence']:.0%} t interval]; gain = "
+        f"pretrained - scratch, paired over seeds; judged as [protocol.yaml](protocol.yaml) (sha1 "
+        f"`{proto['sha1'][:12]}`) declared before the runs: the primary alone, the rest Holm-corrected, "
+        f"equivalence by two one-sided tests.", ""] + endpoint_table(study) + [
         "",
-    ] + primary_table(study)
-    lines += ["", "**The four questions, per fraction** (means over seeds; loss: epochs until validation loss first "
-              "comes within the plateau share of the lower mean minimum; metric: mean validation macro-F1 over "
-              "epochs; plateau: validation macro-F1 reaches the common threshold, epochs and seconds over the runs "
-              "that did, compute-fair adds the seed's pretraining shared over the fractions; best: test macro-F1 "
-              "at the validation-selected epoch):", "",
-              "| labels | init | loss fell: epochs | metric rose: val F1 area | plateau reached: runs, epochs | "
-              "seconds | seconds incl. pretraining | best test F1 | best epochs |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for fr in study["fractions"]:
-        for init in INITS:
-            c = fr["convergence"][init]
-            fair = c["seconds_with_pretraining"] if init == "pretrained" else c["seconds"]
-            lines.append(f"| {fr['fraction']:.0%} | {init} | {epochs(c['epochs_to_loss'])} "
-                         f"({c['runs_reaching_loss']}/{c['runs']}) | {fr['tests']['val_f1_auc'][init]['mean']:.4f} | "
-                         f"{c['runs_reaching']}/{c['runs']}, {epochs(c['epochs'])} | {num(c['seconds'], 0)} | "
-                         f"{num(fair, 0)} | {fr['tests'][PRIMARY][init]['mean']:.4f} | "
-                         f"{', '.join(map(str, fr['best_epochs'][init]))} |")
-    lines += [""] + [f"- {answers(fr)}" for fr in study["fractions"]]
-    lines += ["", f"**Every metric** (mean ± standard deviation over seeds; difference = paired mean with its {conf} "
-              "interval; p Holm-corrected over the secondary family):", "",
-              "| labels | metric | scratch | pretrained | difference | p (Holm) |", "|---|---|---|---|---|---|"]
-    for fr in study["fractions"]:
-        for key, label in METRICS:
-            t = fr["tests"][key]
-            sd = {i: "" if t[i]["std"] is None else f" ± {t[i]['std']:.4f}" for i in INITS}
-            primary = fr["primary"] and key == PRIMARY
-            p = f"{p_value(t['difference']['p'])} (primary, uncorrected)" if primary else p_value(t["p_holm"])
-            lines.append(f"| {fr['fraction']:.0%} | {label} | {t['scratch']['mean']:.4f}{sd['scratch']} | "
-                         f"{t['pretrained']['mean']:.4f}{sd['pretrained']} | {ci(t['difference'])} | {p} |")
-    header = " | ".join(f"{fr['fraction']:.0%} {i[:4]}." for fr in study["fractions"] for i in INITS)
-    lines += ["", "**Per-class test F1** (mean over seeds):", "", f"| class | {header} |",
-              "|---" * (1 + 2 * len(study["fractions"])) + "|"]
-    for k, cls in enumerate(study["classes"]):
-        cells = " | ".join(f"{fr['per_class_f1'][i][k]:.3f}" for fr in study["fractions"] for i in INITS)
-        lines.append(f"| {cls} | {cells} |")
-    pre = study["pretext"]
-    lines += ["", f"**Pretext** ({pre['task']}, mean over the {n} seeds' pretrainings): final training "
-              f"{pre['metric']} {pre['final_train']:.3f}, {pretext_heldout(pre)}; "
-              f"per-epoch probe on validation images: random extractor {pre['probe_random_extractor']:.3f}, "
-              f"pretrained {pre['probe_pretrained_extractor']:.3f}.",
-              "", "**What holds.** " + verdict(study), "",
-              f"![label efficiency](../{FIGURES['label_efficiency'].as_posix()})",
-              f"![validation curves per fraction](../{FIGURES['curves'].as_posix()})"]
+        f"Profile `{study['profile']}` ({study['model']}), {d['origin']}, device {study['device']}, code at commit "
+        f"`{study['commit']}`. Everything else (probe and kNN per pretext, the four questions per arm, every "
+        f"metric, power): [docs/results.md]({RESULTS_DOC.as_posix()}).", "",
+        f"![label efficiency]({FIGURES['label_efficiency'].as_posix()})"]
     return "\n".join(lines) + "\n"
 
 
@@ -117,98 +151,89 @@ def pretext_heldout(pre: dict) -> str:
     return f"held-out {pre['metric']} {pre['final_heldout']:.3f}{chance_text}{controls}"
 
 
-def primary_table(study: dict) -> list[str]:
-    """The primary metric's table, one row per fraction (the primary fraction marked)."""
-    lines = ["| labels | labelled images | scratch | pretrained | difference (paired) | p | p (Holm) |",
-             "|---|---|---|---|---|---|---|"]
-    for fr in study["fractions"]:
-        t = fr["tests"][PRIMARY]
-        mark = " **(primary)**" if fr["primary"] else ""
-        holm_p = "primary: not corrected" if fr["primary"] else p_value(t["p_holm"])
-        lines.append(f"| {fr['fraction']:.0%}{mark} | {fr['labelled_size']:,} | {ci(t['scratch'])} | "
-                     f"{ci(t['pretrained'])} | {ci(t['difference'])} | {p_value(t['difference']['p'])} | {holm_p} |")
-    return lines
-
-
-def render_answer(study: dict) -> str:
-    """The README's short answer: the primary endpoint table, the verdict and the label-efficiency figure."""
+def render(study: dict) -> str:
+    """The Markdown results section (between the markers, markers excluded)."""
+    proto = study["protocol"]
+    conf = f"{study['confidence']:.0%}"
     d = study["dataset"]
-    lines = [f"Test macro-F1 at the validation-selected epoch, mean over {len(study['seeds'])} seeds "
-             f"[{study['confidence']:.0%} t interval]; difference = pretrained - scratch, paired over seeds.",
-             ""] + primary_table(study) + [
-        "", verdict(study), "",
-        f"Pretext `{study['pretext']['task']}`, mean over the seeds' pretrainings: "
-        f"{pretext_heldout(study['pretext'])} ([docs/pretexts.md](docs/pretexts.md): what each control removes).",
+    budgets = ", ".join(f"{e} at {pct(float(f))}" for f, e in proto["budgets"].items())
+    lines = [
+        f"**What was run.** The protocol [protocol.yaml](../protocol.yaml) (sha1 `{proto['sha1'][:12]}`): "
+        f"{proto['question']} Arms: " + "; ".join(
+            f"{a['pretext']} at {pct(a['fraction'])} (`{a['experiment']}`, seeds {a['seeds']})" for a in study["arms"])
+        + (f"; not run: {', '.join(study['missing_arms'])}" if study["missing_arms"] else "")
+        + f". Device: {study['device']}. Dataset: {d['origin']} ({d['source']}"
+        + (f", md5 {d['md5']}" if d["md5"] else "") + f"), {d['test_size']:,} test images. Profile "
+        f"`{study['profile']}` ({study['model']}, pretext epochs {study['pretext_epochs']}, fine-tune budgets "
+        f"{budgets} epochs, chosen on validation: the doubling table below), each run keeping its last epoch. "
+        f"Code at commit `{study['commit']}`" + numerics_text(study.get("numerics"))
+        + f". Stage wall time, each stage once: {minutes(study['wall_seconds'])}.",
         "",
-        f"Profile `{study['profile']}` ({study['model']}), {d['origin']}, seeds {study['seeds']}, device "
-        f"{study['device']}, code at commit `{study['commit']}`, {minutes(study['wall_seconds'])} of stage wall "
-        f"time. Everything else (the four questions per fraction, every metric, per-class F1, the pretext): "
-        f"[docs/results.md]({RESULTS_DOC.as_posix()}).", "",
-        f"![label efficiency]({FIGURES['label_efficiency'].as_posix()})"]
+        f"**Endpoints** (declared in the protocol; {conf} t intervals over seeds; the primary tested alone, the "
+        f"{sum(not e['primary'] for e in study['endpoints'])} secondaries Holm-corrected as one family; "
+        f"equivalence: two one-sided tests against ±{proto['margin']:g}, alpha {proto['alpha']:g}):", "",
+    ] + endpoint_table(study) + ["", "What each endpoint lets one say:", ""] + [
+        f"- {e['pretext']} at {pct(e['fraction'])}: {verdict(e, proto)}." for e in study["endpoints"]]
+    lines += ["", f"**Power**, declared in the protocol before the runs (the standard deviation of a seed's paired "
+              f"gain assumed per fraction: {proto['sd_source']}):", "",
+              "| endpoint | seeds | assumed sd | power to detect a gain of the margin | "
+              "power to show equivalence (true gain 0) | observed sd |", "|---|---|---|---|---|---|"]
+    for e in study["endpoints"]:
+        observed = num(e["difference"]["std"]) if e["run"] else "not run"
+        lines.append(f"| {e['pretext']} at {pct(e['fraction'])} | {e['power']['seeds']} | "
+                     f"{e['power']['assumed_sd']:.4f} | {e['power']['detect_margin']:.2f} | "
+                     f"{e['power']['show_equivalence']:.2f} | {observed} |")
+    lines += ["", "**Frozen features and fine-tuning, per pretext** (as the SSL libraries report: test accuracy of a "
+              "linear probe and of a weighted kNN (k 20) on the frozen extractor, random -> pretrained; the "
+              "fine-tuned macro-F1 gain with its interval):", ""] + ssl_table(study)
+    lines += ["", "**The four questions, per arm** (means over seeds; loss: epochs until validation loss first comes "
+              "within the plateau share of the lower mean minimum; metric: mean validation macro-F1 over epochs; "
+              "plateau: validation macro-F1 reaches the common threshold, epochs and seconds over the runs that "
+              "did, compute-fair adds the seed's pretraining shared over the fractions; final: test macro-F1 after "
+              "the last epoch):", "",
+              "| arm | init | loss fell: epochs | metric rose: val F1 area | plateau reached: runs, epochs | "
+              "seconds | seconds incl. pretraining | final test F1 |",
+              "|---|---|---|---|---|---|---|---|"]
+    for a in study["arms"]:
+        for init in INITS:
+            c = a["convergence"][init]
+            fair = c["seconds_with_pretraining"] if init == "pretrained" else c["seconds"]
+            lines.append(f"| {a['pretext']} {pct(a['fraction'])} | {init} | {epochs(c['epochs_to_loss'])} "
+                         f"({c['runs_reaching_loss']}/{c['runs']}) | {a['tests']['val_f1_auc'][init]['mean']:.4f} | "
+                         f"{c['runs_reaching']}/{c['runs']}, {epochs(c['epochs'])} | {num(c['seconds'], 0)} | "
+                         f"{num(fair, 0)} | {a['tests'][proto['metric']][init]['mean']:.4f} |")
+    lines += ["", f"**Every metric, described** (mean ± standard deviation over seeds; difference = paired mean with "
+              f"its {conf} interval; not tested: the endpoints above are the tests):", "",
+              "| arm | metric | scratch | pretrained | difference |", "|---|---|---|---|---|"]
+    for a in study["arms"]:
+        for key, label in METRICS:
+            t = a["tests"][key]
+            sd = {i: "" if t[i]["std"] is None else f" ± {t[i]['std']:.4f}" for i in INITS}
+            lines.append(f"| {a['pretext']} {pct(a['fraction'])} | {label} | {t['scratch']['mean']:.4f}"
+                         f"{sd['scratch']} | {t['pretrained']['mean']:.4f}{sd['pretrained']} | {ci(t['difference'])} |")
+    header = " | ".join(f"{a['pretext'][:4]}. {pct(a['fraction'])} {i[:4]}." for a in study["arms"] for i in INITS)
+    lines += ["", "**Per-class test F1** (mean over seeds):", "", f"| class | {header} |",
+              "|---" * (1 + 2 * len(study["arms"])) + "|"]
+    for k, cls in enumerate(study["classes"]):
+        cells = " | ".join(f"{a['per_class_f1'][i][k]:.3f}" for a in study["arms"] for i in INITS)
+        lines.append(f"| {cls} | {cells} |")
+    lines += ["", "**Pretexts** (mean over each arm's pretrainings): " + "; ".join(
+        f"{a['pretext']} ({len(a['seeds'])} seeds): final training {a['pretext_summary']['metric']} "
+        f"{a['pretext_summary']['final_train']:.3f}, {pretext_heldout(a['pretext_summary'])}"
+        for a in _one_per_pretext(study)) + ".",
+        "", "**What this does not show.** Each seed is a replicate of the whole chain (labelled subset, "
+        "pretraining, fine-tune), so the intervals cover all three; a result that is neither a gain nor "
+        "equivalence is no evidence of no effect. One dataset, one backbone, one recipe and one machine's "
+        "numerics: the numbers say nothing about others.", "",
+        f"![label efficiency](../{FIGURES['label_efficiency'].as_posix()})",
+        f"![validation curves per fraction](../{FIGURES['curves'].as_posix()})"]
     return "\n".join(lines) + "\n"
 
 
-def answers(fr: dict) -> str:
-    """The four questions for one fraction, in words, from the numbers of the table."""
-    c = {i: fr["convergence"][i] for i in INITS}
-    t = fr["tests"]
-
-    def who(key: str, lower_first: bool = True) -> str:
-        s, p = c["scratch"][key], c["pretrained"][key]
-        if s is None and p is None:
-            return "neither init"
-        if s is None or p is None:
-            return "only pretrained" if s is None else "only scratch"
-        if s == p:
-            return "both inits equally"
-        return "pretrained" if (p < s) == lower_first else "scratch"
-
-    auc = {i: t["val_f1_auc"][i]["mean"] for i in INITS}
-    fair = c["pretrained"]["seconds_with_pretraining"]
-    first = who("epochs")
-    first = ("both inits reached the validation plateau ({:.3f}) at the same epoch" if first == "both inits equally"
-             else first + " reached the validation plateau ({:.3f}) first").format(fr["threshold_val_f1"])
-    plateau = (f"{first}: "
-               f"{epochs(c['pretrained']['epochs'])} vs {epochs(c['scratch']['epochs'])} epochs "
-               f"(pretrained vs scratch; {c['pretrained']['runs_reaching']} and {c['scratch']['runs_reaching']} of "
-               f"{c['scratch']['runs']} runs reached it), {num(c['pretrained']['seconds'], 0)} vs "
-               f"{num(c['scratch']['seconds'], 0)} s, or {num(fair, 0)} s for pretrained counting its share of "
-               "pretraining")
-    best = t[PRIMARY]
-    loss = who("epochs_to_loss")
-    loss = "as fast for both inits" if loss == "both inits equally" else f"faster for {loss}"
-    return (f"**{fr['fraction']:.0%}:** the validation loss fell to within reach of its floor "
-            f"({fr['threshold_val_loss']:.3f}) {loss} ({epochs(c['pretrained']['epochs_to_loss'])} vs "
-            f"{epochs(c['scratch']['epochs_to_loss'])} epochs, pretrained vs scratch; "
-            f"{c['pretrained']['runs_reaching_loss']} and {c['scratch']['runs_reaching_loss']} of "
-            f"{c['scratch']['runs']} runs got there); "
-            f"validation macro-F1 rose faster for {'pretrained' if auc['pretrained'] > auc['scratch'] else 'scratch'} "
-            f"(area {auc['pretrained']:.3f} vs {auc['scratch']:.3f}); {plateau}; best test macro-F1 "
-            f"{best['pretrained']['mean']:.4f} vs {best['scratch']['mean']:.4f}.")
-
-
-def verdict(study: dict) -> str:
-    """Generated sentences on the primary endpoint and the secondary gains: no hand-written claims."""
-    fr = _primary(study)
-    if fr is None:
-        text = (f"This study has no {study['primary_fraction']:.0%} experiment, so the primary endpoint is not "
-                "answered; every comparison here is secondary.")
-    else:
-        d = fr["tests"][PRIMARY]["difference"]
-        if d["p"] is None:
-            text = "With one seed the primary endpoint allows no test."
-        else:
-            direction = "higher" if d["mean"] > 0 else "lower"
-            sure = "significant" if d["p"] < 0.05 else "not significant"
-            half = (d["ci_high"] - d["ci_low"]) / 2
-            text = (f"Primary endpoint: at {fr['fraction']:.0%} of the labels pretrained is {direction} by "
-                    f"{abs(d['mean']):.4f} test macro-F1, {ci(d)} ({sure} at 0.05, p = {p_value(d['p'])}; the interval "
-                    f"is ±{half:.4f} wide).")
-    others = [f"{f['fraction']:.0%}: {f['tests'][PRIMARY]['difference']['mean']:+.4f} (Holm p = "
-              f"{p_value(f['tests'][PRIMARY]['p_holm'])})" for f in study["fractions"] if not f["primary"]]
-    if others:
-        text += " Secondary gains at the other fractions: " + "; ".join(others) + "."
-    return text + (" Each seed is a replicate of the whole chain (labelled subset, pretraining, fine-tune), so the "
-                   "intervals cover all three; with few seeds they are wide, and a non-significant difference is "
-                   "no evidence of no effect. One dataset, one backbone and one recipe: the numbers say nothing "
-                   "about others.")
+def _one_per_pretext(study: dict) -> list[dict]:
+    """Each pretext's arm with the most seeds (its pretrainings are shared by all its fractions)."""
+    out: dict[str, dict] = {}
+    for a in study["arms"]:
+        if a["pretext"] not in out or len(a["seeds"]) > len(out[a["pretext"]]["seeds"]):
+            out[a["pretext"]] = a
+    return list(out.values())

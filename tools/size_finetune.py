@@ -1,83 +1,181 @@
-"""Sizing a profile: one scratch fine-tune with the project's engine, validation macro-F1 after every epoch.
+"""Choosing the fine-tune budgets on validation: for each label fraction, double the budget until doubling it
+once more raises the mean validation macro-F1 (over the seeds, at each run's last epoch) by less than `--tol`.
 
-    python -m tools.size_finetune --fraction 0.1 --epochs 12 --out size.json
+    python -m tools.size_finetune --fractions 0.01 0.1 --start 1 4 --seeds 0 1 2 --out metrics/budgets.json
 
-The recipe is params.yaml's (`model`, `finetune`, `split.val_fraction`), so compose it for the profile first
-(any `dvc exp run -S profile=cpu` leaves it so); the flags override the epochs and learning rate. Reads a
-downloaded dataset (`data/dataset`, or --dataset) and splits it as `split@<seed>` does; an epoch is one pass
-over the 100 % labelled pool, as in `finetune`. A sizing tool chooses, so it never reads the test set (a test
-locks it away). Not a stage and not a test: its numbers are in docs/speed.md ("Sizing the cpu profile").
+Every run is one fine-tune with the project's engine, as `finetune@<init>` runs it (same split, batches, head
+init, recipe): a fixed budget of `epochs` passes over the 100 % labelled pool, scored once, after its last
+epoch, on the seed's validation set (never on test: a test locks the test set away). `--init pretrained` adds
+the pretrained init (its extractor from `--pretrained DIR`/seed<seed>.pt, as the pretrain stage writes them),
+and a budget then stops doubling only when neither init gains. The recipe is params.yaml's (`model`, `finetune`,
+`split.val_fraction`), so compose it for the profile first (`dvc exp run -S profile=cpu` leaves it so).
+Finished runs are kept in `--out` and reused when it is run again (same recipe), so it can be stopped and
+resumed. `--table` prints the doubling table docs/results.md shows from such a file. Not a stage and not a test.
 """
 
+from __future__ import annotations
+
 import argparse
-import dataclasses
+import hashlib
 import json
 import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from selfsup.training.augment import labelled_batches, normalize
 from selfsup.core.dataset import load_dataset
-from selfsup.training.image_store import ImageStore
+from selfsup.core.params import UserError, load_params, param
+from selfsup.core.stage import run_stage
+from selfsup.subsets import split_indices
+from selfsup.training.augment import labelled_batches, normalize
 from selfsup.training.devices import device_generator, seed_everything
 from selfsup.training.distributed import Dist
 from selfsup.training.engine import chunks, classification_metrics, resolve_precision
-from selfsup.training.models import Classifier, build_extractor
-from selfsup.core.params import load_params, param
-from selfsup.subsets import split_indices
+from selfsup.training.image_store import ImageStore
+from selfsup.training.models import Classifier, build_extractor, load_extractor
 from selfsup.loop.training_stage import Recipe, TrainingStage
+
+
+def recipe_key(params: dict) -> str:
+    """What makes two runs of the same (fraction, init, seed, epochs) the same run: the network, the fine-tune
+    recipe but its budget, the validation share, and the pretext the extractor came from."""
+    finetune = {k: v for k, v in params["finetune"].items() if k not in ("epochs", "epochs_by_fraction")}
+    what = {"model": params["model"], "finetune": finetune, "val_fraction": params["split"]["val_fraction"],
+            "pretext": params["pretext"]["task"]}
+    return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def fine_tune(params: dict, dataset, meta: dict, fraction: float, seed: int, epochs: int, init: str,
+              pretrained: Path) -> dict:
+    """One fixed-budget fine-tune; its validation macro-F1 and loss after the last epoch."""
+    recipe = Recipe.read(params, "finetune")
+    recipe = Recipe(epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.warmup_epochs,
+                    recipe.eval_batch_size)
+    arch, stem = param(params, "model.arch"), param(params, "model.stem")
+    device = torch.device("cpu")
+    seed_everything(seed)
+    val, lab = split_indices(dataset.train_labels, seed, param(params, "split.val_fraction"), fraction)
+    if init == "scratch":
+        extractor, feat_dim = build_extractor(arch, stem)
+    else:
+        extractor, feat_dim = load_extractor(pretrained / f"seed{seed}.pt", arch, stem, param(params, "pretext.task"))
+    torch.manual_seed(seed)
+    model = Classifier(extractor, feat_dim, len(dataset.classes))
+    mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
+    tx = ImageStore([dataset.train_images], device, False, [lab])
+    ty = torch.from_numpy(dataset.train_labels[tx.rows[0]])
+    vx = ImageStore([dataset.train_images], device, False, [val])
+    vy = dataset.train_labels[vx.rows[0]]
+    steps = math.ceil((len(dataset.train_labels) - len(val)) / recipe.batch_size)
+    precision = resolve_precision(param(params, "precision"), device)  # as the stages resolve it
+    stage = TrainingStage(params, Dist(), device, precision, time.perf_counter())
+    trainer = recipe.trainer(model, steps, stage, label_smoothing=param(params, "finetune.label_smoothing"))
+    gen = device_generator(seed, device)
+    pad = param(params, "finetune.crop_padding")
+    start = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        batches = labelled_batches(tx, ty, recipe.batch_size, steps, pad, mean, std, gen)
+        stats = trainer.train_epoch(batches, steps, f"{init} {fraction:g} seed {seed} epoch {epoch}/{epochs}")
+    val_metrics = classification_metrics(
+        trainer.predict(chunks(vx, recipe.eval_batch_size, lambda x: normalize(x, mean, std))), vy)
+    return {"val_f1_macro": val_metrics["f1_macro"], "val_loss": val_metrics["loss"],
+            "train_loss": stats["loss"], "labelled": int(len(lab)), "validation": int(len(val)),
+            "seconds": time.perf_counter() - start, "precision": precision}
+
+
+def mean_f1(runs: list[dict], fraction: float, init: str, epochs: int, seeds: list[int]) -> float | None:
+    got = [r["val_f1_macro"] for r in runs if (r["fraction"], r["init"], r["epochs"]) == (fraction, init, epochs)
+           and r["seed"] in seeds]
+    return float(np.mean(got)) if len(got) == len(seeds) else None
+
+
+def choose(runs: list[dict], fraction: float, inits: list[str], seeds: list[int], tol: float) -> int | None:
+    """The smallest budget whose doubling raises no init's mean validation macro-F1 by `tol` or more."""
+    budgets = sorted({r["epochs"] for r in runs if r["fraction"] == fraction})
+    for b in budgets:
+        if 2 * b not in budgets:
+            continue
+        gains = [(mean_f1(runs, fraction, i, 2 * b, seeds), mean_f1(runs, fraction, i, b, seeds)) for i in inits]
+        if all(hi is not None and lo is not None for hi, lo in gains) and all(hi - lo < tol for hi, lo in gains):
+            return b
+    return None
+
+
+def table(result: dict) -> str:
+    """The doubling table (Markdown): per fraction and budget, each init's mean validation macro-F1 over the seeds
+    and its gain over the half budget; the chosen budget in bold."""
+    runs, seeds, inits = result["runs"], result["seeds"], result["inits"]
+    lines = ["| fraction | labelled | epochs | " + " | ".join(f"{i} val macro-F1 (gain)" for i in inits) + " |",
+             "|---|---|---|" + "---|" * len(inits)]
+    for f in sorted({r["fraction"] for r in runs}):
+        chosen = result["chosen"].get(str(f))
+        labelled = next(r["labelled"] for r in runs if r["fraction"] == f)
+        for b in sorted({r["epochs"] for r in runs if r["fraction"] == f}):
+            cells = []
+            for i in inits:
+                m, half = mean_f1(runs, f, i, b, seeds), mean_f1(runs, f, i, b // 2, seeds)
+                cells.append("-" if m is None else f"{m:.4f}" + ("" if half is None else f" ({m - half:+.4f})"))
+            epochs = f"**{b}**" if b == chosen else str(b)
+            lines.append(f"| {f:g} | {labelled:,} | {epochs} | " + " | ".join(cells) + " |")
+    fractions = sorted({r["fraction"] for r in runs})
+    done = [f"{result['chosen'][str(f)]} epochs at {f:.0%}" for f in fractions if result["chosen"].get(str(f))]
+    left = [f"{f:.0%}" for f in fractions if not result["chosen"].get(str(f))]
+    lines += ["", f"Mean over seeds {', '.join(map(str, seeds))} (gain: over the half budget). Chosen (bold): "
+              + (", ".join(done) or "none yet") + (f"; still doubling: {', '.join(left)}" if left else "") + "."]
+    return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", type=Path, default=Path("data/dataset"))
-    p.add_argument("--fraction", type=float, default=1.0)
-    p.add_argument("--epochs", type=int, help="default: finetune.epochs")
-    p.add_argument("--lr", type=float, help="default: finetune.lr")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path)
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.1])
+    p.add_argument("--start", type=int, nargs="+", default=[1], help="first budget per fraction (or one for all)")
+    p.add_argument("--max", type=int, default=128, help="stop doubling here, unchosen")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--init", nargs="+", choices=("scratch", "pretrained"), default=["scratch"])
+    p.add_argument("--pretrained", type=Path, default=Path("models/pretrained"))
+    p.add_argument("--tol", type=float, default=0.005, help="a doubling worth less than this is not taken")
+    p.add_argument("--out", type=Path, default=Path("metrics/budgets.json"))
+    p.add_argument("--table", action="store_true", help="print the table of --out and stop")
     a = p.parse_args()
+    if a.table:
+        print(table(json.loads(a.out.read_text())))
+        return
+    if len(a.seeds) < 3:
+        raise UserError(f"--seeds: {len(a.seeds)} given; a budget is chosen over at least three seeds")
+    starts = a.start * len(a.fractions) if len(a.start) == 1 else a.start
+    if len(starts) != len(a.fractions):
+        raise UserError(f"--start: give one budget, or one per fraction ({len(a.fractions)})")
     params = load_params()
-    recipe = Recipe.read(params, "finetune")
-    recipe = dataclasses.replace(recipe, epochs=a.epochs or recipe.epochs, lr=a.lr or recipe.lr)
-    arch, stem = param(params, "model.arch"), param(params, "model.stem")
-    seed_everything(a.seed)
-    ds, meta = load_dataset(a.dataset)
-    val, lab = split_indices(ds.train_labels, a.seed, param(params, "split.val_fraction"), a.fraction)
-    device = torch.device("cpu")
-    extractor, feat_dim = build_extractor(arch, stem)
-    torch.manual_seed(a.seed)
-    model = Classifier(extractor, feat_dim, len(ds.classes))
-    mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
-    tx = ImageStore([ds.train_images], device, False, [lab])
-    ty = torch.from_numpy(ds.train_labels[tx.rows[0]])
-    vx = ImageStore([ds.train_images], device, False, [val])
-    vy = ds.train_labels[vx.rows[0]]
-    steps = math.ceil((len(ds.train_labels) - len(val)) / recipe.batch_size)
-    precision = resolve_precision(param(params, "precision"), device)  # as the stages resolve it: fp32 here
-    stage = TrainingStage(params, Dist(), device, precision, time.perf_counter())
-    trainer = recipe.trainer(model, steps, stage, label_smoothing=param(params, "finetune.label_smoothing"))
-    gen = device_generator(a.seed, device)
-    pad = param(params, "finetune.crop_padding")
-
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return normalize(x, mean, std)
-    rows, start = [], time.perf_counter()
-    for epoch in range(1, recipe.epochs + 1):
-        batches = labelled_batches(tx, ty, recipe.batch_size, steps, pad, mean, std, gen)
-        stats = trainer.train_epoch(batches, steps, f"epoch {epoch}")
-        val_metrics = classification_metrics(trainer.predict(chunks(vx, recipe.eval_batch_size, norm)), vy)
-        rows.append({"epoch": epoch, "train_loss": stats["loss"], "val_f1_macro": val_metrics["f1_macro"],
-                     "seconds": stats["seconds"], "images_per_s": stats["images_per_s"]})
-        print(json.dumps(rows[-1]), flush=True)
-    result = {"args": {k: str(v) for k, v in vars(a).items()}, "arch": arch, "recipe": dataclasses.asdict(recipe),
-              "epochs": rows, "seconds": time.perf_counter() - start}
-    print(json.dumps(result))
-    if a.out:
-        a.out.write_text(json.dumps(result, indent=1))
+    key = recipe_key(params)
+    old = json.loads(a.out.read_text()) if a.out.exists() else {"runs": []}
+    runs = [r for r in old["runs"] if r.get("recipe") == key]
+    chosen = old.get("chosen", {}) if old.get("recipe") == key else {}  # earlier invocations' other fractions
+    result = {"recipe": key, "profile": params.get("profile_name"), "seeds": a.seeds, "inits": a.init,
+              "tol": a.tol, "runs": runs, "chosen": chosen}
+    dataset, meta = load_dataset(a.dataset)
+    for fraction, budget in zip(a.fractions, starts):
+        while choose(runs, fraction, a.init, a.seeds, a.tol) is None and budget <= a.max:
+            for init in a.init:
+                for seed in a.seeds:
+                    if any((r["fraction"], r["init"], r["seed"], r["epochs"]) == (fraction, init, seed, budget)
+                           for r in runs):
+                        continue
+                    run = fine_tune(params, dataset, meta, fraction, seed, budget, init, a.pretrained)
+                    runs.append({"fraction": fraction, "init": init, "seed": seed, "epochs": budget,
+                                 "recipe": key, **run})
+                    print(json.dumps(runs[-1]), flush=True)
+                    result["runs"] = runs
+                    a.out.parent.mkdir(parents=True, exist_ok=True)
+                    a.out.write_text(json.dumps(result, indent=1))
+            budget *= 2
+        result["chosen"][str(fraction)] = choose(runs, fraction, a.init, a.seeds, a.tol)
+        print(f"fraction {fraction:g}: budget {result['chosen'][str(fraction)]} epochs", flush=True)
+    a.out.write_text(json.dumps(result, indent=1))
+    print(table(result))
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main, check=False)

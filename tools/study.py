@@ -1,75 +1,162 @@
-"""The study's analysis: the experiments of one study (one per label fraction) pooled into the numbers every
-document shows (metrics/study.json). The primary endpoint, declared before any run, is the test macro-F1 gain of
-pretraining at 10 % of the labels (`PRIMARY_FRACTION`), tested alone; every other comparison (the gains at the
-other fractions, the other metrics) is secondary, its p-values Holm-corrected over that whole family. Of several
-runs at one fraction the newest is used."""
+"""The study's analysis: its experiments (one per arm: a pretext at a label fraction) held to the protocol
+(protocol.yaml, tools/protocol.py) and pooled into the numbers every document shows
+(metrics/study.json). The endpoints are the protocol's: the primary tested alone, the secondaries Holm-corrected
+as their own family, each with its 95 % interval, the equivalence test against the declared margin and the power
+its seeds give. Every other number (other metrics, the four questions, the probes) is described, not tested. Of
+several runs of one arm the newest is used."""
 
 from __future__ import annotations
 
-from selfsup.analysis.endpoints import LABELS, PRIMARY, PRIMARY_FRACTION
-from selfsup.analysis.stats import holm
+import numpy as np
+
+from selfsup.analysis.endpoints import LABELS
+from tools.protocol import Protocol, check_experiment, protocol_file_at
+from selfsup.analysis.stats import holm, mean_ci, tost
 from selfsup.config import hardware_knobs
 from selfsup.core import paths
+from selfsup.core.params import UserError
 from selfsup.loop.budget import finetune_epochs
+from selfsup.pretexts import TASKS
 from tools.experiments import check_numerics, check_same_study, dataset_name
 
-FREE = {"fraction", *hardware_knobs()}  # what may differ between a study's experiments (numerics: check_numerics)
+# what may differ between a study's experiments: the arm (fraction, seeds, pretext) and the hardware knobs
+FREE = {"fraction", "seeds", "pretext.task", *(f"pretext.{t}" for t in TASKS), *hardware_knobs()}
 INITS = paths.INITS
-METRICS = list(LABELS.items())  # (key, label), the primary first
+REPLICATE = "-fp32"  # the primary arm's experiment run again in fp32 is named <arm><REPLICATE> (tools.run_study)
+METRICS = list(LABELS.items())  # (key, label), the compared metric first
 
 
-def build_study(experiments: list[dict], mixed_numerics: bool = False) -> dict:
-    """The numbers the results section shows, newest experiment per fraction."""
-    check_same_study(experiments, FREE, "a report compares fractions of one study; choose them with --exp")
-    numerics = None if mixed_numerics else check_numerics(experiments)
-    newest: dict[float, dict] = {}
-    for exp in sorted(experiments, key=lambda e: e["finished"]):
-        newest[float(exp["params"]["fraction"])] = exp
-    fractions = sorted(newest, reverse=True)
-    tests = {f: newest[f]["compare"]["tests"] for f in fractions}
-    secondary = [(f, key) for f in fractions for key, _ in METRICS if (f, key) != (PRIMARY_FRACTION, PRIMARY)]
-    adjusted = dict(zip(secondary, holm([tests[f][key]["difference"]["p"] for f, key in secondary])))
-    params = experiments[0]["params"]
-    data = params["data"]
-    # one pretraining per seed serves every fraction (the run-cache restores it): counted once
-    pretrain_wall = max(e["compare"]["pretrain_wall_seconds"] for e in newest.values())
-    wall = pretrain_wall + sum(e["compare"]["stage_wall_seconds"] - e["compare"]["pretrain_wall_seconds"]
-                               for e in newest.values())
-    per_fraction = []
-    for f in fractions:
-        c = newest[f]["compare"]
-        per_fraction.append({
-            "fraction": f, "experiment": newest[f]["name"], "labelled_size": c["labelled_size"],
-            "finetune_epochs": finetune_epochs(newest[f]["params"]),
-            "primary": f == PRIMARY_FRACTION,
-            "tests": {key: {**t, "p_holm": None if (f, key) not in adjusted else adjusted[(f, key)]}
-                      for key, t in tests[f].items()},
-            "convergence": c["convergence"], "runs": c["runs"],
-            "threshold_val_f1": c["threshold_val_f1"], "threshold_val_loss": c["threshold_val_loss"],
-            "per_class_f1": c["per_class_f1"], "curves": c["curves"],
-            "best_epochs": {i: [r["best_epoch"] for r in c["runs"][i]] for i in INITS},
-            "stage_wall_seconds": c["stage_wall_seconds"],
-        })
-    first = newest[fractions[0]]
+def seed_differences(compare: dict, metric: str) -> list[float]:
+    """Per seed, pretrained - scratch (compare.json lists each init's runs in seed order)."""
+    return [p[metric] - s[metric] for p, s in zip(compare["runs"]["pretrained"], compare["runs"]["scratch"])]
+
+
+def arm_entry(exp: dict, pretext: str, fraction: float) -> dict:
+    c = exp["compare"]
     return {
-        "fractions": per_fraction,
+        "pretext": pretext, "fraction": fraction, "experiment": exp["name"], "seeds": c["seeds"],
+        "labelled_size": c["labelled_size"], "finetune_epochs": finetune_epochs(exp["params"]),
+        "tests": c["tests"], "convergence": c["convergence"], "runs": c["runs"],
+        "threshold_val_f1": c["threshold_val_f1"], "threshold_val_loss": c["threshold_val_loss"],
+        "per_class_f1": c["per_class_f1"], "curves": c["curves"], "pretext_summary": c["pretext"],
+        "stage_wall_seconds": c["stage_wall_seconds"], "pretrain_wall_seconds": c["pretrain_wall_seconds"],
+        "scratch_wall_seconds": sum(r["wall_seconds"] for r in c["runs"]["scratch"]),
+    }
+
+
+def endpoint_entry(protocol: Protocol, endpoint, arm: dict | None, confidence: float) -> dict:
+    out = {"pretext": endpoint.pretext, "fraction": endpoint.fraction, "primary": endpoint.primary,
+           "power": protocol.power(endpoint), "run": arm is not None}
+    if arm is None:
+        return out
+    t = arm["tests"][protocol.metric]
+    diffs = [p[protocol.metric] - s[protocol.metric] for p, s in zip(arm["runs"]["pretrained"], arm["runs"]["scratch"])]
+    out.update({"experiment": arm["experiment"], "labelled_size": arm["labelled_size"], "n": len(diffs),
+                "scratch": t["scratch"], "pretrained": t["pretrained"], "difference": t["difference"],
+                "differences": diffs, "equivalence": tost(diffs, protocol.margin, protocol.alpha),
+                "half_width": None if t["difference"]["ci_low"] is None
+                else (t["difference"]["ci_high"] - t["difference"]["ci_low"]) / 2})
+    assert abs(mean_ci(diffs, confidence)["mean"] - t["difference"]["mean"]) < 1e-9
+    return out
+
+
+def fp32_replicate(protocol: Protocol, primary: dict, precision: str | None, replicates: list[dict]) -> dict:
+    """The primary endpoint's gain again in fp32 beside the study's own: they agree when the fp32 gain lies
+    inside the study's interval. A study that ran in fp32 is its own replicate."""
+    if precision == "fp32":
+        return {"status": "the study ran in fp32"}
+    if not replicates or not primary["run"]:
+        return {"status": "not run"}
+    exp = max(replicates, key=lambda e: e["finished"])
+    check_experiment(protocol, exp, finetune_epochs(exp["params"]))
+    ran = {r["precision"] for records in exp["compare"]["numerics"].values() for r in records if r}
+    if ran != {"fp32"}:
+        raise UserError(f"experiment {exp['name']} should be the fp32 replicate but ran in {', '.join(sorted(ran))}")
+    d, study = exp["compare"]["tests"][protocol.metric]["difference"], primary["difference"]
+    agree = study["ci_low"] is not None and study["ci_low"] <= d["mean"] <= study["ci_high"]
+    return {"status": "run", "experiment": exp["name"], "precision": precision, "difference": d, "agree": agree}
+
+
+def ssl_rows(arms: list[dict], metric: str) -> list[dict]:
+    """Per pretext, the three ways the SSL libraries report a pretraining: linear probe and kNN accuracy of the
+    frozen features (pretrained and random extractor, test, mean over the seeds of its arm with most seeds), and
+    the fine-tuned gain at each fraction it was fine-tuned at."""
+    rows = []
+    for pretext in dict.fromkeys(a["pretext"] for a in arms):
+        mine = [a for a in arms if a["pretext"] == pretext]
+        ref = max(mine, key=lambda a: (len(a["seeds"]), -a["fraction"]))
+        t = ref["tests"]
+        rows.append({
+            "pretext": pretext, "seeds": ref["seeds"], "heldout": ref["pretext_summary"]["final_heldout"],
+            "metric": ref["pretext_summary"]["metric"], "chance": ref["pretext_summary"].get("chance"),
+            "pretrain_seconds": float(np.mean(ref["pretext_summary"]["train_seconds"])),
+            "probe": {i: t["probe_accuracy"][i]["mean"] for i in INITS},
+            "knn": {i: t["knn_accuracy"][i]["mean"] for i in INITS} if "knn_accuracy" in t else None,
+            "finetune_gain": {str(a["fraction"]): a["tests"][metric]["difference"] for a in mine},
+        })
+    return rows
+
+
+def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: bool = False,
+                partial: bool = False) -> dict:
+    """The numbers the results show, the newest experiment per arm, checked against the protocol."""
+    protocol.check_final()
+    replicates = [e for e in experiments if e["name"].endswith(REPLICATE)]
+    experiments = [e for e in experiments if not e["name"].endswith(REPLICATE)]
+    protocol_bytes = protocol.path.read_bytes()
+    newest: dict[tuple[str, float], dict] = {}
+    for exp in sorted(experiments, key=lambda e: e["finished"]):
+        if protocol_file_at(exp["baseline"], protocol.path) != protocol_bytes:
+            raise UserError(f"experiment {exp['name']} ran at commit {exp['baseline'][:7]}, whose {protocol.path} "
+                            f"differs from (or lacks) the one read here: rerun it at a commit with this protocol")
+        arm = check_experiment(protocol, exp, finetune_epochs(exp["params"]))
+        newest[(arm.pretext, arm.fraction)] = exp
+    check_same_study(experiments, FREE, "a study's arms share every param but pretext, fraction and seeds; "
+                     "choose them with --exp")
+    numerics = None if mixed_numerics else check_numerics(experiments)
+    missing = [a.name for a in protocol.arms if (a.pretext, a.fraction) not in newest]
+    if missing and not partial:
+        raise UserError(f"the protocol's arms {', '.join(missing)} have no experiment: run them "
+                        f"(python -m tools.run_study), or pass --partial to report what has run")
+    confidence = experiments[0]["params"]["compare"]["confidence"]
+    arms = [arm_entry(newest[(a.pretext, a.fraction)], a.pretext, a.fraction) for a in protocol.arms
+            if (a.pretext, a.fraction) in newest]
+    by_arm = {(a["pretext"], a["fraction"]): a for a in arms}
+    endpoints = [endpoint_entry(protocol, e, by_arm.get((e.pretext, e.fraction)), confidence)
+                 for e in protocol.endpoints]
+    secondary = [e for e in endpoints if not e["primary"] and e["run"]]
+    for e, p in zip(secondary, holm([e["difference"]["p"] for e in secondary])):
+        e["p_holm"] = p
+    precision = (numerics.get("finetune") or {}).get("precision") if isinstance(numerics, dict) else None
+
+    # stage wall time of the work done, each piece once: a pretext's pretraining serves all its fractions, and
+    # scratch fine-tunes at a fraction serve every pretext (the run-cache restores them)
+    pretrain = {p: max(a["pretrain_wall_seconds"] for a in arms if a["pretext"] == p)
+                for p in dict.fromkeys(a["pretext"] for a in arms)}
+    scratch = {f: max(a["scratch_wall_seconds"] for a in arms if a["fraction"] == f)
+               for f in dict.fromkeys(a["fraction"] for a in arms)}
+    rest = sum(a["stage_wall_seconds"] - a["pretrain_wall_seconds"] - a["scratch_wall_seconds"] for a in arms)
+    first = newest[(arms[0]["pretext"], arms[0]["fraction"])]
+    params, data = first["params"], first["params"]["data"]
+    return {
+        "protocol": protocol.summary(),
+        "endpoints": endpoints,
+        "arms": arms,
+        "ssl": ssl_rows(arms, protocol.metric),
+        "missing_arms": missing,
         "classes": first["compare"]["classes"],
-        "seeds": first["compare"]["seeds"],
-        "confidence": params["compare"]["confidence"],
+        "confidence": confidence,
         "profile": params.get("profile_name", "?"),
         "model": f"{params['model']['arch']}, {params['model']['stem']} stem",
-        "primary_fraction": PRIMARY_FRACTION,
-        "secondary_tests": len(secondary),
-        "pretext": first["compare"]["pretext"] | {"task": params["pretext"]["task"],
-                                                   "epochs": params["pretext"]["epochs"]},
-        "dataset": {"source": data["source"],
-                    "origin": dataset_name(data),
+        "pretext_epochs": params["pretext"]["epochs"],
+        "dataset": {"source": data["source"], "origin": dataset_name(data),
                     "md5": data.get("md5") if data["source"] == "cifar10" else None,
                     "test_size": first["compare"]["test_size"]},
         "device": first["compare"]["device"],
         "numerics": numerics if numerics is not None else "mixed (--mixed-numerics)",
+        "fp32_replicate": fp32_replicate(protocol, endpoints[0], precision, replicates),
         "commit": first["baseline"][:10],
-        "experiments": [newest[f]["name"] for f in fractions],
-        "wall_seconds": wall,
-        "pretrain_wall_seconds": pretrain_wall,
+        "experiments": [a["experiment"] for a in arms],
+        "wall_seconds": sum(pretrain.values()) + sum(scratch.values()) + rest,
+        "pretrain_wall_seconds": pretrain,
     }

@@ -107,33 +107,48 @@ def confusions(actual: np.ndarray, predicted: dict[str, list[np.ndarray]], class
         ax.set_yticks(range(len(classes)), classes, fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(f"{init} (test, best epoch, {len(runs)} seeds summed)")
+        ax.set_title(f"{init} (test, last epoch, {len(runs)} seeds summed)")
     _save(fig, path)
 
 
-def label_efficiency(fractions: list[float], stats: dict[str, list[dict]], path: Path,
-                     ylabel: str = "test macro-F1") -> None:
-    """A metric against the label fraction, per init: the mean over seeds with its confidence interval."""
-    fig, ax = plt.subplots(figsize=(5, 3.6))
-    for i, (init, points) in enumerate(stats.items()):
-        x = np.array(fractions) * (1 + 0.03 * (i - 0.5))  # a little apart so the bars do not overlap
-        mean = np.array([p["mean"] for p in points])
-        low = np.array([p["ci_low"] if p["ci_low"] is not None else p["mean"] for p in points])
-        high = np.array([p["ci_high"] if p["ci_high"] is not None else p["mean"] for p in points])
-        ax.errorbar(x, mean, yerr=[mean - low, high - mean], color=COLORS.get(init), marker="o", capsize=4,
-                    label=init)
-    ax.set_xscale("log")
-    ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
-    ax.minorticks_off()
-    ax.set_xlabel("share of the labels")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend()
+def label_efficiency(series: dict[str, list[tuple[float, dict]]], gains: dict[str, list[tuple[float, dict]]],
+                     margin: float, path: Path, ylabel: str = "test macro-F1") -> None:
+    """Left: the metric against the label fraction per init (scratch, and fine-tuned from each pretext), the mean
+    over seeds with its confidence interval. Right: each pretext's paired gain over scratch with its interval, and
+    the equivalence margin as a band around 0."""
+    fig, (ax, gx) = plt.subplots(1, 2, figsize=(10, 3.6))
+    colors = {"scratch": COLORS["scratch"], "context": COLORS["pretrained"]}
+    palette = iter(["tab:green", "tab:red", "tab:purple", "tab:brown"])
+
+    def draw(axis, name: str, points: list[tuple[float, dict]], i: int) -> None:
+        points = sorted(points)
+        x = np.array([f for f, _ in points]) * (1 + 0.03 * (i - 1))  # a little apart so the bars do not overlap
+        mean = np.array([p["mean"] for _, p in points])
+        low = np.array([p["ci_low"] if p["ci_low"] is not None else p["mean"] for _, p in points])
+        high = np.array([p["ci_high"] if p["ci_high"] is not None else p["mean"] for _, p in points])
+        color = colors[name] if name in colors else colors.setdefault(name, next(palette))
+        axis.errorbar(x, mean, yerr=[mean - low, high - mean], color=color, marker="o", capsize=4, label=name)
+    for i, (name, points) in enumerate(series.items()):
+        draw(ax, name, points, i)
+    for i, (name, points) in enumerate(gains.items()):
+        draw(gx, name, points, i + 1)
+    gx.axhspan(-margin, margin, color="0.85", label=f"equivalence margin ±{margin:g}")
+    gx.axhline(0, color="0.4", lw=0.8)
+    fractions = sorted({f for points in series.values() for f, _ in points})
+    for axis, label in ((ax, ylabel), (gx, f"gain over scratch ({ylabel})")):
+        axis.set_xscale("log")
+        axis.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
+        axis.minorticks_off()
+        axis.set_xlabel("share of the labels")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
     _save(fig, path)
 
 
 def fraction_curves(curves: dict[float, dict[str, list]], path: Path) -> None:
-    """Validation macro-F1 per epoch (mean over seeds), one panel per label fraction."""
+    """Validation macro-F1 per epoch (mean over seeds), one panel per label fraction (a fixed budget: the runs keep
+    their last epoch, so the curves show how far each was from its plateau)."""
     fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.2), squeeze=False)
     for ax, (fraction, columns) in zip(axes[0], sorted(curves.items(), reverse=True)):
         for init, color in COLORS.items():

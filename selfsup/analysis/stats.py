@@ -61,3 +61,41 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def tost(differences: Sequence[float], margin: float, alpha: float = 0.05) -> dict:
+    """Two one-sided t tests of equivalence: is the mean paired difference inside (-margin, +margin)? p is the
+    larger of the two one-sided p-values; `equivalent` when p < alpha (the same as the 1 - 2 alpha interval
+    lying inside the margin). With one value, or identical values, no test (p None)."""
+    d = np.asarray(differences, dtype=float)
+    n = len(d)
+    if n < 2 or d.std(ddof=1) == 0:
+        return {"margin": margin, "p": None, "equivalent": None}
+    se = d.std(ddof=1) / math.sqrt(n)
+    p_low = float(stats.t.sf((d.mean() + margin) / se, n - 1))   # H0: mean <= -margin
+    p_high = float(stats.t.cdf((d.mean() - margin) / se, n - 1))  # H0: mean >= +margin
+    p = max(p_low, p_high)
+    return {"margin": margin, "p": p, "equivalent": p < alpha}
+
+
+def power_paired(n: int, sd: float, effect: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t test over `n` seeds to detect a true mean difference `effect`, when the
+    per-seed differences have standard deviation `sd` (noncentral t)."""
+    if n < 2:
+        return 0.0
+    df, nc = n - 1, effect / (sd / math.sqrt(n))
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def power_equivalence(n: int, sd: float, margin: float, alpha: float = 0.05) -> float:
+    """Power of the two one-sided tests to declare equivalence within `margin` over `n` seeds when the true
+    difference is 0 and the per-seed differences have standard deviation `sd`: both one-sided tests must reject,
+    P(|mean| < margin - t(1 - alpha) * se), from the noncentral t of each side (exact for the pair is a bivariate
+    integral; this is the usual lower bound, 1 - both misses)."""
+    if n < 2:
+        return 0.0
+    df, nc = n - 1, margin / (sd / math.sqrt(n))
+    crit = stats.t.ppf(1 - alpha, df)
+    miss = stats.nct.cdf(crit, df, nc)  # one side fails to reject (by symmetry the same for both sides)
+    return float(max(0.0, 1 - 2 * miss))

@@ -1,0 +1,216 @@
+"""The study's protocol (protocol.yaml): what it asks, which runs answer it, and how they are judged, declared
+before the final runs and committed before their results. The report (tools/report.py) reads it, checks every
+experiment against it (one line naming the first difference) and tests exactly the endpoints it lists: the
+primary alone, the secondaries Holm-corrected as their own short family, each with the equivalence test against
+the declared margin and the power the protocol's seeds give. docs/protocol.md says why each choice is what it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from selfsup.analysis.stats import power_equivalence, power_paired
+from selfsup.core.params import UserError
+
+PROTOCOL = Path("protocol.yaml")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One experiment of the study: a pretext fine-tuned from at one label fraction, over these seeds."""
+
+    pretext: str
+    fraction: float
+    seeds: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.pretext}-{self.fraction:g}"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    pretext: str
+    fraction: float
+    primary: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.pretext} at {self.fraction:.0%}"
+
+
+@dataclass(frozen=True)
+class Protocol:
+    path: Path
+    digest: str              # sha1 of the file's bytes: what the report prints and study.json records
+    question: str
+    profile: str             # conf/profile/<profile>.yaml: the recipe every arm runs
+    metric: str              # the compared number of each run (compare.json runs), e.g. test_f1_macro
+    alpha: float
+    margin: float            # equivalence margin, in the metric's units
+    assumed_sd: dict[float, float]  # fraction -> standard deviation of a seed's paired gain, assumed for power
+    sd_source: str
+    budgets: dict[float, int]  # fraction -> fine-tune epochs (passes over the 100 % pool), chosen on validation
+    arms: tuple[Arm, ...]
+    endpoints: tuple[Endpoint, ...]  # the primary first
+    estimate: dict[str, float]  # seconds a pretraining, a fine-tune epoch, an arm's other stages (tools.run_study)
+    draft: str = ""  # what is still undecided; a draft protocol runs nothing and answers nothing
+
+    def check_final(self) -> None:
+        if self.draft:
+            raise UserError(f"{self.path} is a draft ({self.draft}): decide that, remove `draft`, commit it, then run "
+                            f"the study")
+
+    @property
+    def primary(self) -> Endpoint:
+        return self.endpoints[0]
+
+    @property
+    def secondary(self) -> tuple[Endpoint, ...]:
+        return self.endpoints[1:]
+
+    def arm(self, pretext: str, fraction: float) -> Arm | None:
+        return next((a for a in self.arms if a.pretext == pretext and abs(a.fraction - fraction) < 1e-9), None)
+
+    def power(self, endpoint: Endpoint) -> dict[str, float | int]:
+        """What the endpoint's seeds can show at the assumed spread: the power of the paired test to detect a
+        gain of the margin, and of the equivalence test to show no gain (true difference 0)."""
+        arm = self.arm(endpoint.pretext, endpoint.fraction)
+        n = len(arm.seeds) if arm else 0
+        sd = self.assumed_sd[endpoint.fraction]
+        return {"seeds": n, "assumed_sd": sd, "detect_margin": power_paired(n, sd, self.margin, self.alpha),
+                "show_equivalence": power_equivalence(n, sd, self.margin, self.alpha)}
+
+    def summary(self) -> dict[str, Any]:
+        """What study.json records of the protocol it was held to."""
+        return {"path": self.path.as_posix(), "sha1": self.digest, "question": self.question,
+                "profile": self.profile, "metric": self.metric, "alpha": self.alpha, "margin": self.margin,
+                "assumed_sd": {str(f): sd for f, sd in sorted(self.assumed_sd.items())}, "sd_source": self.sd_source,
+                "budgets": {str(f): e for f, e in sorted(self.budgets.items())},
+                "arms": [{"pretext": a.pretext, "fraction": a.fraction, "seeds": list(a.seeds)} for a in self.arms],
+                "primary": {"pretext": self.primary.pretext, "fraction": self.primary.fraction},
+                "secondary": [{"pretext": e.pretext, "fraction": e.fraction} for e in self.secondary]}
+
+
+def _need(doc: dict, key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    if key not in doc:
+        raise UserError(f"{path}: `{key}` is missing: the protocol must declare it (docs/protocol.md)")
+    value = doc[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise UserError(f"{path}: `{key}` is {value!r}; expected {names}")
+    return value
+
+
+def _where(entry: Any, what: str, path: Path) -> tuple[str, float]:
+    if not isinstance(entry, dict) or set(entry) != {"pretext", "fraction"}:
+        raise UserError(f"{path}: {what} {entry!r} must be {{pretext: <task>, fraction: <share>}}")
+    return str(entry["pretext"]), float(entry["fraction"])
+
+
+ESTIMATE = ("pretrain_seconds", "finetune_epoch_seconds", "arm_other_seconds")
+
+
+def _estimate(doc: dict, path: Path) -> dict[str, float]:
+    estimate = _need(doc, "estimate", dict, path)
+    if set(estimate) != set(ESTIMATE) or not all(isinstance(v, (int, float)) for v in estimate.values()):
+        raise UserError(f"{path}: `estimate` must give seconds for {', '.join(ESTIMATE)}")
+    return {k: float(v) for k, v in estimate.items()}
+
+
+def load_protocol(path: Path = PROTOCOL) -> Protocol:
+    """Read and check the protocol; a malformed one is refused in one line naming the key."""
+    if not path.exists():
+        raise UserError(f"{path} not found: the report holds the study to its protocol (docs/protocol.md)")
+    raw = path.read_bytes()
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} must be a mapping of the protocol's keys (docs/protocol.md)")
+    budgets = {float(f): int(e) for f, e in _need(doc, "budgets", dict, path).items()}
+    arms = []
+    for entry in _need(doc, "arms", list, path):
+        if not isinstance(entry, dict) or set(entry) != {"pretext", "fractions", "seeds"}:
+            raise UserError(f"{path}: arm {entry!r} must be {{pretext: <task>, fractions: [...], seeds: [...]}}")
+        seeds = entry["seeds"]
+        for fraction in entry["fractions"]:
+            fraction = float(fraction)
+            s = seeds.get(fraction, seeds.get(str(fraction))) if isinstance(seeds, dict) else seeds
+            if not s or not all(isinstance(x, int) for x in s):
+                raise UserError(f"{path}: arm {entry['pretext']} at {fraction:g} has no list of integer seeds")
+            if fraction not in budgets:
+                raise UserError(f"{path}: fraction {fraction:g} has an arm but no entry in `budgets`")
+            arms.append(Arm(str(entry["pretext"]), fraction, tuple(s)))
+    endpoints = _need(doc, "endpoints", dict, path)
+    primary = Endpoint(*_where(endpoints.get("primary"), "endpoints.primary", path), primary=True)
+    secondary = [Endpoint(*_where(e, "secondary endpoint", path), primary=False)
+                 for e in endpoints.get("secondary", [])]
+    protocol = Protocol(
+        path=path, digest=hashlib.sha1(raw).hexdigest(), question=" ".join(str(doc.get("question", "")).split()),
+        profile=_need(doc, "profile", str, path), metric=_need(doc, "metric", str, path),
+        alpha=float(_need(doc, "alpha", (int, float), path)), margin=float(_need(doc, "margin", (int, float), path)),
+        assumed_sd={float(f): float(sd) for f, sd in _need(doc, "assumed_sd", dict, path).items()},
+        sd_source=" ".join(str(doc.get("sd_source", "")).split()),
+        budgets=budgets, arms=tuple(arms), endpoints=(primary, *secondary), estimate=_estimate(doc, path),
+        draft=" ".join(str(doc.get("draft", "")).split()))
+    for e in protocol.endpoints:
+        if protocol.arm(e.pretext, e.fraction) is None:
+            raise UserError(f"{path}: endpoint {e.label} has no arm that runs it")
+        if e.fraction not in protocol.assumed_sd:
+            raise UserError(f"{path}: endpoint {e.label} has no `assumed_sd` entry for its fraction (its power)")
+    return protocol
+
+
+def check_experiment(protocol: Protocol, exp: dict, budget: int) -> Arm:
+    """The arm an experiment runs; refused in one line where it differs from the protocol."""
+    params, name = exp["params"], exp["name"]
+    profile = params.get("profile_name")
+    if profile != protocol.profile:
+        raise UserError(f"experiment {name} ran profile {profile!r}; {protocol.path} declares {protocol.profile!r} "
+                        f"(rerun it with -S profile={protocol.profile}, or leave it out with --exp)")
+    pretext, fraction = params["pretext"]["task"], float(params["fraction"])
+    arm = protocol.arm(pretext, fraction)
+    if arm is None:
+        raise UserError(f"experiment {name} ({pretext} at {fraction:g}) is no arm of {protocol.path}: leave it out "
+                        f"with --exp")
+    if list(params["seeds"]) != list(arm.seeds):
+        raise UserError(f"experiment {name} ran seeds {params['seeds']}; {protocol.path} declares {list(arm.seeds)} "
+                        f"for {pretext} at {fraction:g}")
+    if budget != protocol.budgets[fraction]:
+        raise UserError(f"experiment {name} fine-tuned {budget} epochs at {fraction:g}; {protocol.path} declares "
+                        f"{protocol.budgets[fraction]}")
+    return arm
+
+
+def protocol_file_at(rev: str, path: Path = PROTOCOL) -> bytes | None:
+    """The protocol's bytes in a commit (None where it has none): an experiment must run under the protocol the
+    report holds it to."""
+    import subprocess
+    proc = subprocess.run(["git", "show", f"{rev}:{path.as_posix()}"], capture_output=True)
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def describe(protocol: Protocol) -> str:
+    """The line the report prints: which protocol it read."""
+    return f"protocol: {protocol.path} (sha1 {protocol.digest[:12]}), {len(protocol.arms)} arms, " \
+           f"primary {protocol.primary.label}, {len(protocol.secondary)} secondary endpoints" \
+           + (f"; DRAFT: {protocol.draft}" if protocol.draft else "")
+
+
+def power_table(protocol: Protocol) -> str:
+    """Markdown: each endpoint's seeds and power, for docs/protocol.md."""
+    lines = [f"| endpoint | seeds | assumed sd of a seed's gain | power to detect a gain of {protocol.margin:g} | "
+             "power to show equivalence (true gain 0) |", "|---|---|---|---|---|"]
+    for e in protocol.endpoints:
+        p = protocol.power(e)
+        lines.append(f"| {e.label}{' (primary)' if e.primary else ''} | {p['seeds']} | {p['assumed_sd']:.4f} | "
+                     f"{p['detect_margin']:.2f} | {p['show_equivalence']:.2f} |")
+    return "\n".join(lines)
+
