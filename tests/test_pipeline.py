@@ -486,7 +486,8 @@ def test_queued_fractions_keep_the_workspace_pretraining(study, tmp_path):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["pretrain@0"]
     assert lock["params"]["params.yaml"]["pretext.epochs"] == 1  # the tiny profile: the lock matches it
     clone = unpulled_clone(repo, tmp_path / "fresh")
-    tiny = ["-S", "profile=tiny", "pretrain@0"]
+    # the lock's own pretext (the study command's last arm may have left rotation there)
+    tiny = ["-S", "profile=tiny", "-S", f"pretext={lock['params']['params.yaml']['pretext.task']}", "pretrain@0"]
     first = run(["dvc", "exp", "run", "-S", "fraction=0.1", *tiny], clone).stdout  # the recipe's first step
     assert "Running stage 'pretrain@0'" in first, first
     workspace_lock = (clone / "dvc.lock").read_text()

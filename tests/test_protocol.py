@@ -300,3 +300,21 @@ def test_the_report_draws_every_pretext_beside_scratch(protocol, tmp_path):
     paths = {"label_efficiency": tmp_path / "le.png", "curves": tmp_path / "curves.png"}
     draw_figures(study, protocol, paths)
     assert all(p.stat().st_size > 5000 for p in paths.values())
+
+
+def test_each_pretext_may_compile_its_own_network_but_fine_tunes_share_one_record(protocol):
+    def compiled(exp: dict, kind: str) -> dict:
+        exp["compare"]["numerics"][kind] = [r | {"compile": True} for r in exp["compare"]["numerics"][kind]]
+        return exp
+    exps = full_set()
+    compiled(exps[3], "pretrain")  # rotation's pretraining compiled, context's not: two networks, two verdicts
+    study = study_module.build_study(exps, protocol)
+    assert study["numerics"]["pretrain"]["rotation"]["compile"] and not study["numerics"]["pretrain"]["context"]["compile"]
+    exps = full_set()
+    compiled(exps[1], "pretrain")  # one context arm compiled, the others not: refused
+    with pytest.raises(UserError, match="experiment context-0.01 has pretrain runs whose numerics differ"):
+        study_module.build_study(exps, protocol)
+    exps = full_set()
+    compiled(exps[3], "finetune")  # the same classifier in every arm: one record
+    with pytest.raises(UserError, match="has finetune runs whose numerics differ"):
+        study_module.build_study(exps, protocol)

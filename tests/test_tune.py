@@ -179,6 +179,9 @@ def test_a_budget_is_the_smallest_whose_doubling_no_init_gains_from():
     text = table({"runs": scratch, "seeds": [0, 1, 2], "inits": ["scratch"], "chosen": {"0.1": 4}})
     assert "| 0.1 | 4,500 | **4** | 0.6500 (+0.0500) |" in text and "| 0.1 | 4,500 | 2 | 0.6000 |" in text
     assert text.endswith("Chosen (bold): 4 epochs at 10%.")
+    both = table({"runs": scratch + pretrained, "seeds": [0, 1, 2], "inits": ["scratch", "pretrained"],
+                  "chosen": {"0.1": 8}})
+    assert "| 0.1 | 4,500 | **8** | 0.6520 (+0.0020) | 0.6600 (+0.0200) | +0.0080 ± 0.0000 |" in both
 
 
 def test_the_committed_budget_table_is_what_metrics_budgets_json_holds():

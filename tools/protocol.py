@@ -8,11 +8,13 @@ the declared margin and the power the protocol's seeds give. docs/protocol.md sa
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from scipy import stats
 
 from selfsup.analysis.stats import power_equivalence, power_paired
 from selfsup.core.params import UserError
@@ -83,7 +85,9 @@ class Protocol:
         arm = self.arm(endpoint.pretext, endpoint.fraction)
         n = len(arm.seeds) if arm else 0
         sd = self.assumed_sd[endpoint.fraction]
-        return {"seeds": n, "assumed_sd": sd, "detect_margin": power_paired(n, sd, self.margin, self.alpha),
+        half = float(stats.t.ppf(1 - self.alpha / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else None
+        return {"seeds": n, "assumed_sd": sd, "expected_half_width": half,
+                "detect_margin": power_paired(n, sd, self.margin, self.alpha),
                 "show_equivalence": power_equivalence(n, sd, self.margin, self.alpha)}
 
     def summary(self) -> dict[str, Any]:
@@ -206,11 +210,12 @@ def describe(protocol: Protocol) -> str:
 
 def power_table(protocol: Protocol) -> str:
     """Markdown: each endpoint's seeds and power, for docs/protocol.md."""
-    lines = [f"| endpoint | seeds | assumed sd of a seed's gain | power to detect a gain of {protocol.margin:g} | "
-             "power to show equivalence (true gain 0) |", "|---|---|---|---|---|"]
+    lines = [f"| endpoint | seeds | assumed sd of a seed's gain | expected 95 % half-width | power to detect a gain "
+             f"of {protocol.margin:g} | power to show equivalence (true gain 0) |", "|---|---|---|---|---|---|"]
     for e in protocol.endpoints:
         p = protocol.power(e)
-        lines.append(f"| {e.label}{' (primary)' if e.primary else ''} | {p['seeds']} | {p['assumed_sd']:.4f} | "
+        half = "n/a" if p["expected_half_width"] is None else f"{p['expected_half_width']:.4f}"
+        lines.append(f"| {e.label}{' (primary)' if e.primary else ''} | {p['seeds']} | {p['assumed_sd']:.4f} | {half} | "
                      f"{p['detect_margin']:.2f} | {p['show_equivalence']:.2f} |")
     return "\n".join(lines)
 

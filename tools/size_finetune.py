@@ -103,12 +103,23 @@ def choose(runs: list[dict], fraction: float, inits: list[str], seeds: list[int]
     return None
 
 
+def paired_gain(runs: list[dict], fraction: float, epochs: int, seeds: list[int]) -> str:
+    """Mean ± standard deviation over seeds of pretrained - scratch validation macro-F1: the spread of a seed's
+    paired gain, which sizes the study's seeds (docs/protocol.md)."""
+    score = {(r["init"], r["seed"]): r["val_f1_macro"] for r in runs if (r["fraction"], r["epochs"]) == (fraction, epochs)}
+    d = [score[("pretrained", s)] - score[("scratch", s)] for s in seeds
+         if ("pretrained", s) in score and ("scratch", s) in score]
+    return "-" if len(d) < 2 else f"{np.mean(d):+.4f} ± {np.std(d, ddof=1):.4f}"
+
+
 def table(result: dict) -> str:
     """The doubling table (Markdown): per fraction and budget, each init's mean validation macro-F1 over the seeds
     and its gain over the half budget; the chosen budget in bold."""
     runs, seeds, inits = result["runs"], result["seeds"], result["inits"]
-    lines = ["| fraction | labelled | epochs | " + " | ".join(f"{i} val macro-F1 (gain)" for i in inits) + " |",
-             "|---|---|---|" + "---|" * len(inits)]
+    paired = len(inits) == 2
+    lines = ["| fraction | labelled | epochs | " + " | ".join(f"{i} val macro-F1 (gain)" for i in inits)
+             + (" | pretrained - scratch per seed: mean ± sd" if paired else "") + " |",
+             "|---|---|---|" + "---|" * (len(inits) + paired)]
     for f in sorted({r["fraction"] for r in runs}):
         chosen = result["chosen"].get(str(f))
         labelled = next(r["labelled"] for r in runs if r["fraction"] == f)
@@ -117,6 +128,8 @@ def table(result: dict) -> str:
             for i in inits:
                 m, half = mean_f1(runs, f, i, b, seeds), mean_f1(runs, f, i, b // 2, seeds)
                 cells.append("-" if m is None else f"{m:.4f}" + ("" if half is None else f" ({m - half:+.4f})"))
+            if paired:
+                cells.append(paired_gain(runs, f, b, seeds))
             epochs = f"**{b}**" if b == chosen else str(b)
             lines.append(f"| {f:g} | {labelled:,} | {epochs} | " + " | ".join(cells) + " |")
     fractions = sorted({r["fraction"] for r in runs})

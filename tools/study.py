@@ -26,9 +26,21 @@ REPLICATE = "-fp32"  # the primary arm's experiment run again in fp32 is named <
 METRICS = list(LABELS.items())  # (key, label), the compared metric first
 
 
-def seed_differences(compare: dict, metric: str) -> list[float]:
+def study_numerics(experiments: list[dict]) -> dict:
+    """One numerics record for the fine-tunes and probes of every arm, and one per pretext for the pretrainings:
+    each pretext pretrains its own network, so `compile: auto` may rightly decide differently for each."""
+    def only(exp: dict, kinds: tuple[str, ...]) -> dict:
+        recorded = exp["compare"].get("numerics", {"finetune": [None]})  # none: made before runs recorded it
+        return {"name": exp["name"], "compare": {"numerics": {k: v for k, v in recorded.items() if k in kinds}}}
+    pretexts = dict.fromkeys(e["params"]["pretext"]["task"] for e in experiments)
+    pretrain = {p: check_numerics([only(e, ("pretrain",)) for e in experiments
+                                   if e["params"]["pretext"]["task"] == p]).get("pretrain") for p in pretexts}
+    return check_numerics([only(e, ("finetune", "linear_probe")) for e in experiments]) | {"pretrain": pretrain}
+
+
+def seed_differences(arm: dict, metric: str) -> list[float]:
     """Per seed, pretrained - scratch (compare.json lists each init's runs in seed order)."""
-    return [p[metric] - s[metric] for p, s in zip(compare["runs"]["pretrained"], compare["runs"]["scratch"])]
+    return [p[metric] - s[metric] for p, s in zip(arm["runs"]["pretrained"], arm["runs"]["scratch"])]
 
 
 def arm_entry(exp: dict, pretext: str, fraction: float) -> dict:
@@ -50,7 +62,7 @@ def endpoint_entry(protocol: Protocol, endpoint, arm: dict | None, confidence: f
     if arm is None:
         return out
     t = arm["tests"][protocol.metric]
-    diffs = [p[protocol.metric] - s[protocol.metric] for p, s in zip(arm["runs"]["pretrained"], arm["runs"]["scratch"])]
+    diffs = seed_differences(arm, protocol.metric)
     out.update({"experiment": arm["experiment"], "labelled_size": arm["labelled_size"], "n": len(diffs),
                 "scratch": t["scratch"], "pretrained": t["pretrained"], "difference": t["difference"],
                 "differences": diffs, "equivalence": tost(diffs, protocol.margin, protocol.alpha),
@@ -113,7 +125,7 @@ def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: boo
         newest[(arm.pretext, arm.fraction)] = exp
     check_same_study(experiments, FREE, "a study's arms share every param but pretext, fraction and seeds; "
                      "choose them with --exp")
-    numerics = None if mixed_numerics else check_numerics(experiments)
+    numerics = None if mixed_numerics else study_numerics(experiments)
     missing = [a.name for a in protocol.arms if (a.pretext, a.fraction) not in newest]
     if missing and not partial:
         raise UserError(f"the protocol's arms {', '.join(missing)} have no experiment: run them "
