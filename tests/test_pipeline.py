@@ -348,10 +348,6 @@ def test_bad_param_fails_in_one_line_and_writes_nothing(study):
 
 def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(study):
     repo, _ = study
-    # named runs of the same study at two fractions; both restore every stage from DVC's run-cache
-    for name, fraction in (("tiny-full", "1.0"), ("tiny-tenth", "0.1")):
-        out = run(["dvc", "exp", "run", "-n", name, "-S", "profile=tiny", "-S", f"fraction={fraction}"], repo).stdout
-        assert "Running stage" not in out, out
     # three of the protocol's four arms have run (context at 100 % and 10 %, rotation at 10 %): the report
     # refuses to answer without the fourth, and the study command runs just that one
     refused = run([sys.executable, "-m", "tools.report"], repo, check=False)
@@ -360,7 +356,7 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     assert "study: 3/4 arms done" in plan and "left  dvc exp run -n rotation-1 -S profile=tiny -S pretext=rotation" \
         " -S fraction=1.0 -S seeds=[0,1]" in plan, plan
     out = run([sys.executable, "-m", "tools.run_study"], repo).stdout
-    assert "[1/4] context-0.1: done (tiny-tenth)" in out and "[4/4] rotation-1: 3 arms done, about" in out, out
+    assert "[1/4] context-0.1: done (" in out and "[4/4] rotation-1: 3 arms done, about" in out, out
     assert "Running stage 'finetune_pretrained@0'" in out and "Running stage 'pretrain@" not in out, out
     assert "Running stage 'finetune_scratch@" not in out, out  # the 100 % scratch runs are context's
     assert "protocol: protocol.yaml (sha1 " in out and "report: 4 arms" in out, out
@@ -372,11 +368,11 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     study_json = json.loads((repo / "metrics" / "study.json").read_text())
     assert [(a["pretext"], a["fraction"]) for a in study_json["arms"]] == [
         ("context", 1.0), ("context", 0.1), ("rotation", 0.1), ("rotation", 1.0)]
-    assert study_json["experiments"][:2] == ["tiny-full", "tiny-tenth"]  # the newest run of each arm
+    assert study_json["experiments"][2:] == ["tiny-rotation", "rotation-1"]  # the newest run of each arm
     primary, *secondary = study_json["endpoints"]
     assert (primary["pretext"], primary["fraction"], primary["n"]) == ("context", 0.1, 2)
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps/"], repo).stdout.split()
-    ref = next(r for r in refs if r.endswith("/tiny-tenth"))
+    ref = next(r for r in refs if r.endswith("/" + primary["experiment"]))
     # compare.json is a DVC output: Git holds the experiment's dvc.lock, DVC's cache the file
     assert run(["git", "cat-file", "-e", f"{ref}:metrics/compare.json"], repo, check=False).returncode != 0
     import dvc.api
@@ -420,9 +416,10 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     assert readme_section((copy / "README.md").read_text(), BEGIN, END) == render_answer(
         json.loads((copy / "metrics" / "study.json").read_text()))
     # the pretext comparison: same study at 50 %, context vs rotation, sharing the scratch runs
-    refused = run([sys.executable, "-m", "tools.pretext_table", "--exp", "tiny-full", "tiny-rotation"], repo, check=False)
+    full, tenth = study_json["experiments"][:2]  # context at 100 % and 10 %
+    refused = run([sys.executable, "-m", "tools.pretext_table", "--exp", full, "tiny-rotation"], repo, check=False)
     assert refused.returncode == 1 and "differ in fraction" in refused.stderr
-    run([sys.executable, "-m", "tools.pretext_table", "--exp", "tiny-tenth", "tiny-rotation"], repo)
+    run([sys.executable, "-m", "tools.pretext_table", "--exp", tenth, "tiny-rotation"], repo)
     from tools import pretext_table as methods
     table = json.loads((repo / "metrics" / "methods.json").read_text())
     assert [r["task"] for r in table["rows"]] == ["context", "rotation"]

@@ -47,23 +47,29 @@ def experiment_refs(baseline: str | None, names: list[str] | None) -> list[str]:
     return chosen
 
 
-def read_experiment(ref: str) -> dict:
+def read_experiment(ref: str, compare: bool = True) -> dict:
     """An experiment's params (in its Git commit) and metrics/compare.json (a DVC output: its commit's
-    dvc.lock names it, DVC's cache holds it; `dvc exp pull` fetches both)."""
-    import dvc.api  # imported here: only reading experiments needs it
+    dvc.lock names it, DVC's cache holds it; `dvc exp pull` fetches both). `compare=False` reads the params
+    alone (Git only: fast), for a caller that first picks which experiments it needs."""
     name = ref.rsplit("/", 1)[1]
-    try:
-        compare = json.loads(dvc.api.read("metrics/compare.json", repo=".", rev=ref))
-    except Exception as e:  # DVC raises several types: not in the commit, not in the cache
-        raise UserError(f"experiment {name} has no readable metrics/compare.json ({type(e).__name__}): did it "
-                        f"fail? Was it pulled with `dvc exp pull`?") from e
-    return {
+    exp = {
         "name": name,
         "baseline": ref.split("/")[2] + ref.split("/")[3],
         "finished": int(git("log", "-1", "--format=%ct", ref).strip()),
         "params": yaml.safe_load(git("show", f"{ref}:params.yaml")),
-        "compare": compare,
+        "ref": ref,
     }
+    return exp | {"compare": read_compare(ref)} if compare else exp
+
+
+def read_compare(ref: str) -> dict:
+    import dvc.api  # imported here: only reading experiments needs it
+    name = ref.rsplit("/", 1)[1]
+    try:
+        return json.loads(dvc.api.read("metrics/compare.json", repo=".", rev=ref))
+    except Exception as e:  # DVC raises several types: not in the commit, not in the cache
+        raise UserError(f"experiment {name} has no readable metrics/compare.json ({type(e).__name__}): did it "
+                        f"fail? Was it pulled with `dvc exp pull`?") from e
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -33,7 +33,7 @@ from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
 from selfsup.loop.budget import finetune_epochs
-from tools.experiments import experiment_refs, read_experiment
+from tools.experiments import experiment_refs, read_compare, read_experiment
 from tools.markdown import minutes
 from tools.study import REPLICATE
 
@@ -61,17 +61,23 @@ def done_arms(protocol: Protocol) -> dict[str, dict]:
         refs = experiment_refs(None, None)
     except UserError:  # no experiments on this commit yet
         return {}
-    done: dict[str, dict] = {}
-    for ref in refs:
+    newest: dict[str, dict] = {}
+    for ref in refs:  # params first (Git only), compare.json only for the newest experiment of each arm
         if ref.endswith(REPLICATE):
             continue  # the primary's fp32 replicate answers no arm
+        exp = read_experiment(ref, compare=False)
         try:
-            exp = read_experiment(ref)
             arm = check_experiment(protocol, exp, finetune_epochs(exp["params"]))
+        except (UserError, KeyError):
+            continue  # another study's experiment: not an arm of this one
+        if arm.name not in newest or exp["finished"] > newest[arm.name]["finished"]:
+            newest[arm.name] = exp
+    done: dict[str, dict] = {}
+    for name, exp in newest.items():
+        try:
+            done[name] = exp | {"compare": read_compare(exp["ref"])}
         except UserError:
-            continue  # another study's, a failed or an unreadable experiment: not an arm of this one
-        if arm.name not in done or exp["finished"] > done[arm.name]["finished"]:
-            done[arm.name] = exp
+            continue  # a failed or unpulled experiment: the arm is not done
     return done
 
 
@@ -111,11 +117,11 @@ def remaining_seconds(protocol: Protocol, left: list[Arm], finished: list[Arm], 
     return seconds
 
 
-def replicate(protocol: Protocol, skip: bool) -> list[str]:
+def replicate(protocol: Protocol, done: dict[str, dict], skip: bool) -> list[str]:
     """The primary arm again in fp32, every stage re-run (`--force`: the precision is no stage's param, so DVC
     would restore the study's runs), after the study, where the study's fine-tunes ran in another precision."""
     primary = protocol.arm(protocol.primary.pretext, protocol.primary.fraction)
-    exp = done_arms(protocol)[primary.name]
+    exp = done[primary.name]
     precision = exp["compare"]["numerics"]["finetune"][0]["precision"]
     name = primary.name + REPLICATE
     if precision == "fp32":
@@ -200,8 +206,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     arms = ordered(protocol)
     ran: list[str] = []
+    done = done_arms(protocol)
     for k, arm in enumerate(arms, 1):
-        done = done_arms(protocol)
         finished = [a for a in arms if a.name in done]
         left = [a for a in arms if a.name not in done]
         rate, source = rates(protocol, done)
@@ -226,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
             raise UserError(f"arm {arm.name} failed (exit {proc.returncode}); fix the cause and run "
                             f"`python -m tools.run_study` again: it resumes")
         ran.append(arm.name)
-    ran += replicate(protocol, args.no_replicate)
+        done = done_arms(protocol)
+    ran += replicate(protocol, done, args.no_replicate)
     wall = log_session(started, time.time() - started, ran)
     print(f"study: {len(arms)} arms done; this run {minutes(time.time() - started)}, the study's wall clock "
           f"{minutes(wall)} over every invocation ({RUN_LOG})", flush=True)
