@@ -23,27 +23,33 @@ PROTOCOL = Path("protocol.yaml")
 
 
 @dataclass(frozen=True)
-class Arm:
-    """One experiment of the study: a pretext fine-tuned from at one label fraction, over these seeds."""
+class Cell:
+    """A pretext fine-tuned from at one label fraction."""
 
     pretext: str
     fraction: float
-    seeds: tuple[int, ...]
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # the arm's experiment name
         return f"{self.pretext}-{self.fraction:g}"
+
+    @property
+    def label(self) -> str:  # the words the documents use
+        return f"{self.pretext} at {self.fraction:.0%}"
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    pretext: str
-    fraction: float
-    primary: bool
+class Arm(Cell):
+    """One experiment of the study: the cell, over these seeds."""
 
-    @property
-    def label(self) -> str:
-        return f"{self.pretext} at {self.fraction:.0%}"
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Endpoint(Cell):
+    """A cell whose gain the study tests: the primary, or one of the secondary family."""
+
+    primary: bool
 
 
 @dataclass(frozen=True)
