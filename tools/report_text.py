@@ -217,10 +217,9 @@ def render(study: dict) -> str:
     for k, cls in enumerate(study["classes"]):
         cells = " | ".join(f"{a['per_class_f1'][i][k]:.3f}" for a in study["arms"] for i in INITS)
         lines.append(f"| {cls} | {cells} |")
-    lines += ["", "**Pretexts** (mean over each arm's pretrainings): " + "; ".join(
-        f"{a['pretext']} ({len(a['seeds'])} seeds): final training {a['pretext_summary']['metric']} "
-        f"{a['pretext_summary']['final_train']:.3f}, {pretext_heldout(a['pretext_summary'])}"
-        for a in _one_per_pretext(study)) + ".",
+    lines += ["", "**Pretexts** (mean over each pretext's pretrainings): " + "; ".join(
+        f"{r['pretext']} ({len(r['seeds'])} seeds): final training {r['summary']['metric']} "
+        f"{r['summary']['final_train']:.3f}, {pretext_heldout(r['summary'])}" for r in study["ssl"]) + ".",
         "", "**What this does not show.** Each seed is a replicate of the whole chain (labelled subset, "
         "pretraining, fine-tune), so the intervals cover all three; a result that is neither a gain nor "
         "equivalence is no evidence of no effect. One dataset, one backbone, one recipe and one machine's "
@@ -229,11 +228,3 @@ def render(study: dict) -> str:
         f"![validation curves per fraction](../{FIGURES['curves'].as_posix()})"]
     return "\n".join(lines) + "\n"
 
-
-def _one_per_pretext(study: dict) -> list[dict]:
-    """Each pretext's arm with the most seeds (its pretrainings are shared by all its fractions)."""
-    out: dict[str, dict] = {}
-    for a in study["arms"]:
-        if a["pretext"] not in out or len(a["seeds"]) > len(out[a["pretext"]]["seeds"]):
-            out[a["pretext"]] = a
-    return list(out.values())
