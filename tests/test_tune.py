@@ -184,6 +184,42 @@ def test_a_budget_is_the_smallest_whose_doubling_no_init_gains_from():
     assert "| 0.1 | 4,500 | **8** | 0.6520 (+0.0020) | 0.6600 (+0.0200) | +0.0080 ± 0.0000 |" in both
 
 
+def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
+    """Pretrained runs added at the chosen budget (to measure the paired gain's spread) reuse the scratch runs,
+    keep the earlier choice, and a fraction that never stopped doubling names the largest budget it ran."""
+    import sys
+
+    from tools import size_finetune
+    params = {"profile_name": "cpu", "model": {"arch": "a"}, "finetune": {"lr": 0.4}, "split": {"val_fraction": 0.1},
+              "pretext": {"task": "context"}}
+    score = {("scratch", 1): 0.60, ("scratch", 2): 0.65, ("scratch", 4): 0.652, ("pretrained", 2): 0.66}
+    calls = []
+
+    def fine_tune(params, dataset, meta, fraction, seed, epochs, init, pretrained):
+        calls.append((fraction, init, seed, epochs))
+        f1 = score.get((init, epochs), 0.5 + 0.01 * epochs) + 0.001 * seed
+        return {"val_f1_macro": f1, "labelled": 450, "validation": 5000, "seconds": 1.0, "precision": "fp32"}
+    monkeypatch.setattr(size_finetune, "load_params", lambda: params)
+    monkeypatch.setattr(size_finetune, "load_dataset", lambda path: (None, {}))
+    monkeypatch.setattr(size_finetune, "fine_tune", fine_tune)
+    out = tmp_path / "budgets.json"
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["size_finetune", *args, "--out", str(out)])
+        size_finetune.main()
+        return json.loads(out.read_text())
+    assert run("--fractions", "0.01", "--start", "1")["chosen"] == {"0.01": 2}
+    calls.clear()
+    result = run("--fractions", "0.01", "--start", "2", "--max", "2", "--init", "scratch", "pretrained")
+    assert calls == [(0.01, "pretrained", s, 2) for s in (0, 1, 2)]  # the scratch runs at 2 are reused
+    assert result["chosen"] == {"0.01": 2}
+    text = size_finetune.table(result)
+    assert "| 0.01 | 450 | **2** | 0.6510 (+0.0500) | 0.6610 | +0.0100 ± 0.0000 |" in text
+    result = run("--fractions", "0.5", "--start", "8", "--max", "16")  # 0.5 + 0.01 e: every doubling gains
+    assert result["chosen"] == {"0.01": 2, "0.5": None}
+    assert size_finetune.table(result).endswith("Chosen (bold): 2 epochs at 1%; still doubling: 50% (ran to 16).")
+
+
 def test_the_committed_budget_table_is_what_metrics_budgets_json_holds():
     from tools.size_finetune import table
     path = ROOT / "metrics" / "budgets.json"

@@ -10,7 +10,9 @@ the pretrained init (its extractor from `--pretrained DIR`/seed<seed>.pt, as the
 and a budget then stops doubling only when neither init gains. The recipe is params.yaml's (`model`, `finetune`,
 `split.val_fraction`), so compose it for the profile first (`dvc exp run -S profile=cpu` leaves it so).
 Finished runs are kept in `--out` and reused when it is run again (same recipe), so it can be stopped and
-resumed. `--table` prints the doubling table docs/results.md shows from such a file. Not a stage and not a test.
+resumed; a fraction's choice stands until an invocation makes one, so pretrained runs at a chosen budget
+(`--init scratch pretrained --start B --max B`) add the paired gain's spread without unchoosing it. `--table`
+prints the doubling table docs/results.md shows from such a file. Not a stage and not a test.
 """
 
 from __future__ import annotations
@@ -115,7 +117,8 @@ def paired_gain(runs: list[dict], fraction: float, epochs: int, seeds: list[int]
 def table(result: dict) -> str:
     """The doubling table (Markdown): per fraction and budget, each init's mean validation macro-F1 over the seeds
     and its gain over the half budget; the chosen budget in bold."""
-    runs, seeds, inits = result["runs"], result["seeds"], result["inits"]
+    runs, seeds = result["runs"], result["seeds"]
+    inits = [i for i in ("scratch", "pretrained") if any(r["init"] == i for r in runs)]  # every invocation's
     paired = len(inits) == 2
     lines = ["| fraction | labelled | epochs | " + " | ".join(f"{i} val macro-F1 (gain)" for i in inits)
              + (" | pretrained - scratch per seed: mean ± sd" if paired else "") + " |",
@@ -134,7 +137,8 @@ def table(result: dict) -> str:
             lines.append(f"| {f:g} | {labelled:,} | {epochs} | " + " | ".join(cells) + " |")
     fractions = sorted({r["fraction"] for r in runs})
     done = [f"{result['chosen'][str(f)]} epochs at {f:.0%}" for f in fractions if result["chosen"].get(str(f))]
-    left = [f"{f:.0%}" for f in fractions if not result["chosen"].get(str(f))]
+    left = [f"{f:.0%} (ran to {max(r['epochs'] for r in runs if r['fraction'] == f)})" for f in fractions
+            if not result["chosen"].get(str(f))]
     lines += ["", f"Mean over seeds {', '.join(map(str, seeds))} (gain: over the half budget). Chosen (bold): "
               + (", ".join(done) or "none yet") + (f"; still doubling: {', '.join(left)}" if left else "") + "."]
     return "\n".join(lines)
@@ -184,7 +188,9 @@ def main() -> None:
                     a.out.parent.mkdir(parents=True, exist_ok=True)
                     a.out.write_text(json.dumps(result, indent=1))
             budget *= 2
-        result["chosen"][str(fraction)] = choose(runs, fraction, a.init, a.seeds, a.tol)
+        now = choose(runs, fraction, a.init, a.seeds, a.tol)
+        if now is not None or str(fraction) not in result["chosen"]:  # a choice stands until one is made
+            result["chosen"][str(fraction)] = now                       # (pretrained runs at a chosen budget)
         print(f"fraction {fraction:g}: budget {result['chosen'][str(fraction)]} epochs", flush=True)
     a.out.write_text(json.dumps(result, indent=1))
     print(table(result))
