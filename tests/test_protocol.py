@@ -14,7 +14,7 @@ import yaml
 
 from tools import protocol as protocol_module
 from selfsup.analysis.endpoints import PRIMARY, SECONDARY
-from tools.protocol import load_protocol
+from tools.protocol import load_protocol, power_table
 from selfsup.analysis.stats import holm, mean_ci, power_equivalence, power_paired, tost
 from selfsup.core.params import UserError
 from stages.compare import compare_inits, convergence
@@ -118,7 +118,8 @@ def test_the_committed_protocol_declares_a_runnable_study():
     for e in p.endpoints:
         if e.fraction in (0.1, 0.01):
             assert len(p.arm(e.pretext, e.fraction).seeds) >= 5
-        assert 0 < p.power(e)["detect_margin"] < 1
+        assert 0 <= p.power(e)["detect_margin"] <= 1
+    assert p.power(p.primary)["expected_half_width"] <= 0.01  # the study's target, at the assumed spread
 
 
 @pytest.mark.parametrize("change, message", [
@@ -128,6 +129,7 @@ def test_the_committed_protocol_declares_a_runnable_study():
     ({"assumed_sd": {0.1: 0.01}}, "no `assumed_sd` entry"),
     ({"arms": [{"pretext": "context", "fractions": [0.1], "seeds": ["a"]}]}, "no list of integer seeds"),
     ({"estimate": {"pretrain_seconds": 1}}, "`estimate` must give seconds"),
+    ({"capped": [0.5]}, "`capped` names fraction 0.5, which has no entry in `budgets`"),
 ])
 def test_a_malformed_protocol_is_refused_in_one_line_naming_it(tmp_path, change, message):
     path = write_protocol(tmp_path, **change)
@@ -193,6 +195,26 @@ def test_the_plain_answers_follow_the_protocols_rules(protocol):
     doc = render(study)
     for e in study["endpoints"]:
         assert f"| {e['pretext']} at {e['fraction']:.0%} | {e['power']['seeds']} |" in doc
+    assert "capped" not in readme
+
+
+def test_a_capped_budget_is_said_beside_its_answer(tmp_path, monkeypatch):
+    """A fraction whose budget the time limit held below its validation plateau answers at that budget, and
+    both documents say so beside the answer."""
+    arms = [{**PROTOCOL["arms"][0], "seeds": {**PROTOCOL["arms"][0]["seeds"], 1.0: [0]}}, PROTOCOL["arms"][1]]
+    path = write_protocol(tmp_path, capped=[1.0], arms=arms)  # and one seed there: described, not tested
+    monkeypatch.setattr(study_module, "protocol_file_at", lambda rev, p: path.read_bytes())
+    protocol = load_protocol(path)
+    assert protocol.capped == (1.0,)
+    experiments = [e for e in full_set() if e["name"] != "context-1"] + [fake_experiment("context", 1.0, [0], [0.01])]
+    study = study_module.build_study(experiments, protocol)
+    assert study["protocol"]["capped"] == [1.0]
+    caveat = "(at 32 epochs, a budget capped short of its validation plateau)"
+    one_seed = "not tested (one seed, so no interval): +0.0100 macro-F1, described only"
+    assert f"- At 100% {caveat}? {one_seed}." in render_answer(study)
+    assert f"- context at 100% {caveat}: {one_seed}." in render(study)
+    assert "- At 1%? no:" in render_answer(study)
+    assert "| context at 100% | 1 | 0.0060 | n/a | 0.00 | 0.00 |" in power_table(protocol)
 
 
 @pytest.mark.parametrize("exp, message", [
@@ -287,7 +309,6 @@ def test_a_draft_protocol_runs_and_answers_nothing(tmp_path, monkeypatch):
 
 def test_the_protocol_doc_shows_the_committed_protocols_power():
     from tools.markdown import readme_section
-    from tools.protocol import power_table
     doc = (ROOT / "docs" / "protocol.md").read_text()
     section = readme_section(doc, "<!-- power:begin (python -m tools.run_study --plan) -->", "<!-- power:end -->")
     assert section == power_table(load_protocol(ROOT / "protocol.yaml")) + "\n", \

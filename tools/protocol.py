@@ -64,6 +64,7 @@ class Protocol:
     assumed_sd: dict[float, float]  # fraction -> standard deviation of a seed's paired gain, assumed for power
     sd_source: str
     budgets: dict[float, int]  # fraction -> fine-tune epochs (passes over the 100 % pool), chosen on validation
+    capped: tuple[float, ...]  # fractions whose budget the study's time limit held below the validation plateau
     arms: tuple[Arm, ...]
     endpoints: tuple[Endpoint, ...]  # the primary first
     estimate: dict[str, float]  # seconds a pretraining, a fine-tune epoch, an arm's other stages (tools.run_study)
@@ -101,7 +102,7 @@ class Protocol:
         return {"path": self.path.as_posix(), "sha1": self.digest, "question": self.question,
                 "profile": self.profile, "metric": self.metric, "alpha": self.alpha, "margin": self.margin,
                 "assumed_sd": {str(f): sd for f, sd in sorted(self.assumed_sd.items())}, "sd_source": self.sd_source,
-                "budgets": {str(f): e for f, e in sorted(self.budgets.items())},
+                "budgets": {str(f): e for f, e in sorted(self.budgets.items())}, "capped": list(self.capped),
                 "arms": [{"pretext": a.pretext, "fraction": a.fraction, "seeds": list(a.seeds)} for a in self.arms],
                 "primary": {"pretext": self.primary.pretext, "fraction": self.primary.fraction},
                 "secondary": [{"pretext": e.pretext, "fraction": e.fraction} for e in self.secondary]}
@@ -145,6 +146,10 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
     if not isinstance(doc, dict):
         raise UserError(f"{path} must be a mapping of the protocol's keys (docs/protocol.md)")
     budgets = {float(f): int(e) for f, e in _need(doc, "budgets", dict, path).items()}
+    capped = tuple(float(f) for f in doc.get("capped", []) or [])
+    for f in capped:
+        if f not in budgets:
+            raise UserError(f"{path}: `capped` names fraction {f:g}, which has no entry in `budgets`")
     arms = []
     for entry in _need(doc, "arms", list, path):
         if not isinstance(entry, dict) or set(entry) != {"pretext", "fractions", "seeds"}:
@@ -168,7 +173,7 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
         alpha=float(_need(doc, "alpha", (int, float), path)), margin=float(_need(doc, "margin", (int, float), path)),
         assumed_sd={float(f): float(sd) for f, sd in _need(doc, "assumed_sd", dict, path).items()},
         sd_source=" ".join(str(doc.get("sd_source", "")).split()),
-        budgets=budgets, arms=tuple(arms), endpoints=(primary, *secondary), estimate=_estimate(doc, path),
+        budgets=budgets, capped=capped, arms=tuple(arms), endpoints=(primary, *secondary), estimate=_estimate(doc, path),
         draft=" ".join(str(doc.get("draft", "")).split()))
     for e in protocol.endpoints:
         if protocol.arm(e.pretext, e.fraction) is None:

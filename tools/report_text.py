@@ -25,6 +25,8 @@ def verdict(e: dict, protocol: dict) -> str:
     if not e["run"]:
         return "not run"
     d, alpha, margin = e["difference"], protocol["alpha"], protocol["margin"]
+    if e["n"] < 2:
+        return f"not tested (one seed, so no interval): {d['mean']:+.4f} macro-F1, described only"
     p = d["p"] if e["primary"] else e.get("p_holm")
     gain = f"{d['mean']:+.4f}" + ("" if d["ci_low"] is None else f" [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]")
     if p is not None and p < alpha:
@@ -33,6 +35,14 @@ def verdict(e: dict, protocol: dict) -> str:
         return f"no: {gain}, equivalent to no gain within ±{margin:g} (p = {p_value(e['equivalence']['p'])})"
     return (f"not shown either way: {gain}, neither a significant gain nor equivalence within ±{margin:g} "
             f"(its seeds had power {e['power']['detect_margin']:.2f} to detect a gain of {margin:g})")
+
+
+def capped(e: dict, proto: dict) -> str:
+    """The caveat of an endpoint whose fine-tune budget the study's time limit held below its validation plateau
+    (the protocol's `capped`): its gain is the gain at that budget, not at convergence."""
+    if e["fraction"] not in proto.get("capped", []):
+        return ""
+    return f" (at {proto['budgets'][str(e['fraction'])]} epochs, a budget capped short of its validation plateau)"
 
 
 def endpoint_table(study: dict) -> list[str]:
@@ -82,10 +92,11 @@ def questions(study: dict) -> list[str]:
              f"(the primary endpoint)? {verdict(primary, proto)}."]
     for e in study["endpoints"][1:]:
         if e["pretext"] == primary["pretext"]:
-            lines.append(f"- At {pct(e['fraction'])}? {verdict(e, proto)}.")
+            lines.append(f"- At {pct(e['fraction'])}{capped(e, proto)}? {verdict(e, proto)}.")
     for e in study["endpoints"][1:]:
         if e["pretext"] != primary["pretext"]:
-            lines.append(f"- Fine-tuned from **{e['pretext']}** at {pct(e['fraction'])}? {verdict(e, proto)}.")
+            lines.append(f"- Fine-tuned from **{e['pretext']}** at {pct(e['fraction'])}{capped(e, proto)}? "
+                         f"{verdict(e, proto)}.")
     probes = {row["pretext"]: row for row in study["ssl"]}
     if len(probes) > 1:
         lines.append("- Which pretext transfers better, frozen? linear probe test accuracy "
@@ -173,7 +184,7 @@ def render(study: dict) -> str:
         f"{sum(not e['primary'] for e in study['endpoints'])} secondaries Holm-corrected as one family; "
         f"equivalence: two one-sided tests against ±{proto['margin']:g}, alpha {proto['alpha']:g}):", "",
     ] + endpoint_table(study) + ["", "What each endpoint lets one say:", ""] + [
-        f"- {e['pretext']} at {pct(e['fraction'])}: {verdict(e, proto)}." for e in study["endpoints"]]
+        f"- {e['pretext']} at {pct(e['fraction'])}{capped(e, proto)}: {verdict(e, proto)}." for e in study["endpoints"]]
     lines += ["", f"**Power**, declared in the protocol before the runs (the standard deviation of a seed's paired "
               f"gain assumed per fraction: {proto['sd_source']}):", "",
               "| endpoint | seeds | assumed sd | power to detect a gain of the margin | "
