@@ -5,6 +5,7 @@ same functions `compare` uses; the end-to-end test (tests/test_pipeline.py) runs
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -268,6 +269,28 @@ def test_the_study_runs_the_primary_first_and_estimates_each_piece_of_work_once(
     assert measured == {"pretrain_seconds": 300.0, "finetune_epoch_seconds": 100.0 / 8,
                         "arm_other_seconds": 4 * 500 + 50 - 1200 - 800} and "measured" in source
     assert math.isclose(rates(protocol, {})[0]["pretrain_seconds"], 300)
+
+
+@pytest.mark.parametrize("outcome", ["interrupted", "failed"])
+def test_the_study_logs_its_wall_clock_however_an_invocation_ends(protocol, tmp_path, monkeypatch, outcome):
+    """Ctrl-C or a failed arm: the invocation's seconds still go into metrics/study_run.json, so the study's
+    wall clock over its interruptions is on record."""
+    from types import SimpleNamespace
+
+    from tools import run_study
+    log = tmp_path / "study_run.json"
+    monkeypatch.setattr(run_study, "RUN_LOG", log)
+    monkeypatch.setattr(run_study, "done_arms", lambda p: {})
+
+    def arm(cmd):
+        if outcome == "interrupted":
+            raise KeyboardInterrupt
+        return SimpleNamespace(returncode=1)
+    monkeypatch.setattr(run_study, "subprocess", SimpleNamespace(run=arm))
+    with pytest.raises(KeyboardInterrupt if outcome == "interrupted" else UserError):
+        run_study.main(["--protocol", str(protocol.path)])
+    sessions = json.loads(log.read_text())["sessions"]
+    assert len(sessions) == 1 and sessions[0]["arms_run"] == [] and sessions[0]["seconds"] >= 0
 
 
 def test_protocol_module_names_its_file():

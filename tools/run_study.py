@@ -16,7 +16,8 @@ interrupted one DVC restores every finished stage from its run-cache and the int
 from its last finished epoch (selfsup/loop/resume.py). Before each arm it prints its progress and the time left,
 estimated from this machine's finished arms (seconds a pretraining, a fine-tune epoch, an arm's other stages), or
 from the protocol's `estimate` before any has finished. Each invocation's wall clock is added to
-metrics/study_run.json, so the study's time is on record across interruptions.
+metrics/study_run.json, however it ends (an arm failed, Ctrl-C) but for a hard kill, so the study's time is on
+record across interruptions.
 """
 
 from __future__ import annotations
@@ -190,29 +191,17 @@ def log_session(started: float, seconds: float, arms: list[str]) -> float:
     return record["wall_seconds"]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--protocol", type=Path, default=PROTOCOL)
-    parser.add_argument("--plan", action="store_true", help="print what is done and left, with the estimate")
-    parser.add_argument("--no-report", action="store_true", help="run the arms, not the report")
-    parser.add_argument("--no-replicate", action="store_true", help="skip the primary's fp32 replicate")
-    parser.add_argument("--record", action="store_true", help="commit the finished study: one commit per arm")
-    args = parser.parse_args(argv)
-    protocol = load_protocol(args.protocol)
-    print(describe(protocol), flush=True)
-    if args.record:
-        record(protocol)
-        return
-    started = time.time()
+def run_arms(protocol: Protocol, plan: bool, ran: list[str]) -> None:
+    """Each arm not done yet, in running order, with its progress and the time left; `plan` prints them instead.
+    `ran` collects the arms this invocation finished."""
     arms = ordered(protocol)
-    ran: list[str] = []
     done = done_arms(protocol)
     for k, arm in enumerate(arms, 1):
         finished = [a for a in arms if a.name in done]
         left = [a for a in arms if a.name not in done]
         rate, source = rates(protocol, done)
         eta = remaining_seconds(protocol, left, finished, rate)
-        if args.plan:
+        if plan:
             for a in arms:
                 print(f"  {'done' if a.name in done else 'left'}  {' '.join(command(protocol, a))}")
             print(f"study: {len(finished)}/{len(arms)} arms done, about {minutes(eta)} left ({source}: "
@@ -228,15 +217,43 @@ def main(argv: list[str] | None = None) -> None:
               f"  {' '.join(command(protocol, arm))}", flush=True)
         proc = subprocess.run(command(protocol, arm))
         if proc.returncode != 0:
-            log_session(started, time.time() - started, ran)
             raise UserError(f"arm {arm.name} failed (exit {proc.returncode}); fix the cause and run "
                             f"`python -m tools.run_study` again: it resumes")
         ran.append(arm.name)
         done = done_arms(protocol)
-    ran += replicate(protocol, done, args.no_replicate)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", type=Path, default=PROTOCOL)
+    parser.add_argument("--plan", action="store_true", help="print what is done and left, with the estimate")
+    parser.add_argument("--no-report", action="store_true", help="run the arms, not the report")
+    parser.add_argument("--no-replicate", action="store_true", help="skip the primary's fp32 replicate")
+    parser.add_argument("--record", action="store_true", help="commit the finished study: one commit per arm")
+    args = parser.parse_args(argv)
+    protocol = load_protocol(args.protocol)
+    print(describe(protocol), flush=True)
+    if args.record:
+        record(protocol)
+        return
+    started = time.time()
+    ran: list[str] = []
+    if not args.plan:
+        protocol.check_final()
+    try:
+        run_arms(protocol, args.plan, ran)
+        if args.plan:
+            return
+        ran += replicate(protocol, done_arms(protocol), args.no_replicate)
+    except BaseException:  # an arm failed, or Ctrl-C: this invocation's wall clock still counts
+        if not args.plan:
+            wall = log_session(started, time.time() - started, ran)
+            print(f"study: stopped after {minutes(time.time() - started)} (the study's wall clock so far "
+                  f"{minutes(wall)}, {RUN_LOG}); run it again to resume", file=sys.stderr, flush=True)
+        raise
     wall = log_session(started, time.time() - started, ran)
-    print(f"study: {len(arms)} arms done; this run {minutes(time.time() - started)}, the study's wall clock "
-          f"{minutes(wall)} over every invocation ({RUN_LOG})", flush=True)
+    print(f"study: {len(ordered(protocol))} arms done; this run {minutes(time.time() - started)}, the study's "
+          f"wall clock {minutes(wall)} over every invocation ({RUN_LOG})", flush=True)
     if not args.no_report:
         report = subprocess.run([sys.executable, "-m", "tools.report", "--protocol", str(args.protocol)])
         if report.returncode != 0:
