@@ -196,20 +196,22 @@ def run_arms(protocol: Protocol, plan: bool, ran: list[str]) -> None:
     `ran` collects the arms this invocation finished."""
     arms = ordered(protocol)
     done = done_arms(protocol)
+    if plan:
+        rate, source = rates(protocol, done)
+        eta = remaining_seconds(protocol, [a for a in arms if a.name not in done],
+                                [a for a in arms if a.name in done], rate)
+        for a in arms:
+            print(f"  {'done' if a.name in done else 'left'}  {' '.join(command(protocol, a))}")
+        print(f"study: {len(done)}/{len(arms)} arms done, about {minutes(eta)} left ({source}: "
+              f"{rate['pretrain_seconds']:.0f} s a pretraining, {rate['finetune_epoch_seconds']:.1f} s a "
+              f"fine-tune epoch, {rate['arm_other_seconds']:.0f} s an arm's other stages)")
+        print(power_table(protocol))
+        return
     for k, arm in enumerate(arms, 1):
         finished = [a for a in arms if a.name in done]
         left = [a for a in arms if a.name not in done]
         rate, source = rates(protocol, done)
         eta = remaining_seconds(protocol, left, finished, rate)
-        if plan:
-            for a in arms:
-                print(f"  {'done' if a.name in done else 'left'}  {' '.join(command(protocol, a))}")
-            print(f"study: {len(finished)}/{len(arms)} arms done, about {minutes(eta)} left ({source}: "
-                  f"{rate['pretrain_seconds']:.0f} s a pretraining, {rate['finetune_epoch_seconds']:.1f} s a "
-                  f"fine-tune epoch, {rate['arm_other_seconds']:.0f} s an arm's other stages)")
-            print(power_table(protocol))
-            return
-        protocol.check_final()
         if arm.name in done:
             print(f"[{k}/{len(arms)}] {arm.name}: done ({done[arm.name]['name']})", flush=True)
             continue
