@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from selfsup.config import TASK_PARAMS, Hardware, defaults
+from selfsup.config import Hardware, Params, defaults
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -110,6 +110,12 @@ def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: 
 HARDWARE = defaults(Hardware) | {"device": "cpu", "compile": False}
 
 
+def declared_params() -> dict:
+    """The declared defaults with every pretext task's section: what the tests' workspaces start from, not the
+    committed params.yaml (that is the study's profile and data, which the tests neither have nor need)."""
+    return defaults(Params, tasks=True)
+
+
 def read_params(ws: Path) -> dict:
     """A workspace's params.yaml with its hardware.yaml knobs at the top level, as the stages read them."""
     import yaml
@@ -141,8 +147,7 @@ def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
     ws = tmp / "ws"
     for package in ("stages", "selfsup", "nets"):
         shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["pretext"].update({t: defaults(c) for t, c in TASK_PARAMS.items() if t not in params["pretext"]})
+    params = declared_params()
     params["data"].update(url=str(archive), md5=md5)
     params["model"].update(arch="nets.fast_cnn:half", stem="cifar", code="nets")  # the cpu profile's network: cheap
     (ws / "hardware.yaml").write_text(yaml.safe_dump(HARDWARE))

@@ -25,7 +25,7 @@ from selfsup.sources import (
 )
 from selfsup.training.image_store import ImageStore, image_bytes, labelled_images, should_stream
 from selfsup.core.params import UserError
-from tests.synthetic import CLASSES, HARDWARE, cifar100_archive, image_folder, images, stl10_archive
+from tests.synthetic import CLASSES, HARDWARE, cifar100_archive, declared_params, image_folder, images, stl10_archive
 
 
 def test_cifar100_archive(tmp_path):
@@ -259,7 +259,7 @@ def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_pat
     ws = tmp_path / "ws"
     for package in ("stages", "selfsup"):
         shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = declared_params()
     params["data"].update(source="stl10", url=str(archive), md5=md5, image_size=32)
     (ws / "hardware.yaml").write_text(yaml.safe_dump(HARDWARE | {"stream": "always"}))
     params["model"]["stem"] = "imagenet"
