@@ -176,6 +176,8 @@ def test_the_report_tests_the_declared_endpoints_only(protocol):
         (one["difference"]["ci_high"] - one["difference"]["ci_low"]) / 2)
     assert study["protocol"]["sha1"] == protocol.digest and study["missing_arms"] == []
     assert [r["pretext"] for r in study["ssl"]] == ["context", "rotation"]
+    # probe and kNN from each pretext's arm with most seeds and, of those, most labels (context: 10 %, not 1 %)
+    assert [r["fraction"] for r in study["ssl"]] == [0.1, 0.1]
     # each piece of work once: 2 pretexts' pretrainings (max over their arms), scratch once per fraction
     pretrain, scratch = 1200 + 1200, 400 + 400 + 300  # 300 s a pretraining, 100 s a fine-tune, per seed
     rest = sum((300 + 200) * n + 50 - 300 * n - 100 * n for n in (4, 4, 3, 4))  # pretrained runs and the rest
@@ -193,6 +195,10 @@ def test_the_plain_answers_follow_the_protocols_rules(protocol):
     assert readme.startswith("- **Does context pretraining help at 10% of the labels** (the primary endpoint)? yes")
     assert "- At 1%? no:" in readme and "- Fine-tuned from **rotation** at 10%? yes" in readme
     assert "| context at 10% **(primary)** | 4,500 | 4 |" in readme and "**What does it cost?**" in readme
+    assert "linear probe test accuracy, trained on 10% (4,500) labels: context" in readme
+    assert "of stage time" in readme  # no run log: the stage time alone
+    timed = render_answer(study | {"study_run": {"sessions": [{}, {}], "wall_seconds": 8690.7}})
+    assert "the whole study 145 min of wall clock (2 invocation(s) of `python -m tools.run_study`" in timed
     doc = render(study)
     for e in study["endpoints"]:
         assert f"| {e['pretext']} at {e['fraction']:.0%} | {e['power']['seeds']} |" in doc

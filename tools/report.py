@@ -12,7 +12,8 @@ Not a DVC stage: it reads across experiments. It prints which protocol it read, 
 experiment that differs from it (profile, seeds, budget, an arm it does not declare, a commit with another
 protocol), an arm without an experiment (unless --partial), experiments that differ in any param but the arm's
 (pretext, fraction, seeds), and runs with different numerics (--mixed-numerics pools them anyway). Writes
-metrics/study.json (every number shown), plots/label_efficiency.png, plots/fraction_curves.png, the full
+metrics/study.json (every number shown, and the study's wall clock from metrics/study_run.json where
+tools.run_study wrote it), plots/label_efficiency.png, plots/fraction_curves.png, the full
 Markdown results (`render`) into
 docs/results.md and the short answer (`render_answer`: the primary endpoint table, the verdict, the figure)
 into README.md, each between its results markers. Both renders are pure functions of study.json, so a test
@@ -22,6 +23,7 @@ checks that the documents show exactly what it holds.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from selfsup.analysis import figures
@@ -30,7 +32,7 @@ from selfsup.core.files import save_json
 from selfsup.core.stage import run_stage
 from tools.experiments import experiment_refs, read_experiment
 from tools.markdown import splice
-from tools.report_text import FIGURES, RESULTS_DOC, render, render_answer
+from tools.report_text import FIGURES, RESULTS_DOC, RUN_LOG, render, render_answer
 from tools.study import build_study
 
 STUDY_JSON = Path("metrics/study.json")
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     print(describe(protocol))
     experiments = [read_experiment(r) for r in experiment_refs(args.baseline, args.exp)]
     study = build_study(experiments, protocol, args.mixed_numerics, args.partial)
+    if RUN_LOG.exists():  # the study's wall clock over every invocation of python -m tools.run_study
+        study["study_run"] = json.loads(RUN_LOG.read_text())
     save_json(study, STUDY_JSON)
     draw_figures(study, protocol)
     results_doc = splice(args.results_doc.read_text(), render(study), BEGIN, END, args.results_doc)

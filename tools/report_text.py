@@ -11,6 +11,7 @@ from tools.study import INITS, METRICS
 
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}
 RESULTS_DOC = Path("docs/results.md")
+RUN_LOG = Path("metrics/study_run.json")  # python -m tools.run_study: each invocation's wall clock, and their sum
 PENDING = ("The study under `protocol.yaml` has not run yet: `python -m tools.run_study` runs it and writes its "
            "answer here.\n")  # what both documents hold until it has (no metrics/study.json)
 
@@ -66,16 +67,22 @@ def endpoint_table(study: dict) -> list[str]:
 def ssl_table(study: dict) -> list[str]:
     """Per pretext: frozen-feature probe and kNN (test accuracy) and the fine-tuned gain at each fraction."""
     fractions = sorted({a["fraction"] for a in study["arms"]})
-    lines = ["| pretext | pretext held-out | pretraining (s, mean) | linear probe: random -> pretrained | "
-             "kNN: random -> pretrained | " + " | ".join(f"fine-tuned gain at {pct(f)}" for f in fractions) + " |",
-             "|---|---|---|---|---|" + "---|" * len(fractions)]
+    lines = ["| pretext | pretext held-out | pretraining (s, mean) | probe and kNN labels | "
+             "linear probe: random -> pretrained | kNN: random -> pretrained | "
+             + " | ".join(f"fine-tuned gain at {pct(f)}" for f in fractions) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(fractions)]
     for row in study["ssl"]:
         knn = "n/a" if row["knn"] is None else f"{row['knn']['scratch']:.3f} -> {row['knn']['pretrained']:.3f}"
         gains = [ci(row["finetune_gain"][str(f)]) if str(f) in row["finetune_gain"] else "-" for f in fractions]
         lines.append(f"| {row['pretext']} | {row['metric']} {row['heldout']:.3f} | {row['pretrain_seconds']:.0f} | "
-                     f"{row['probe']['scratch']:.3f} -> {row['probe']['pretrained']:.3f} | {knn} | "
+                     f"{probe_labels(row)} | {row['probe']['scratch']:.3f} -> {row['probe']['pretrained']:.3f} | {knn} | "
                      + " | ".join(gains) + " |")
     return lines
+
+
+def probe_labels(row: dict) -> str:
+    """The labels a pretext's reported probe and kNN were trained on: its reference arm's fraction and images."""
+    return f"{pct(row['fraction'])} ({row['labelled_size']:,})" if "fraction" in row else "n/a"
 
 
 def _endpoint(study: dict, pretext: str, fraction: float) -> dict | None:
@@ -99,14 +106,18 @@ def questions(study: dict) -> list[str]:
                          f"{verdict(e, proto)}.")
     probes = {row["pretext"]: row for row in study["ssl"]}
     if len(probes) > 1:
-        lines.append("- Which pretext transfers better, frozen? linear probe test accuracy "
+        lines.append("- Which pretext transfers better, frozen? linear probe test accuracy, trained on "
+                     + ", ".join(f"{probe_labels(r)} labels" for r in list(probes.values())[:1]) + ": "
                      + ", ".join(f"{p} {r['probe']['pretrained']:.3f}" for p, r in probes.items())
                      + " (random extractor " + f"{next(iter(probes.values()))['probe']['scratch']:.3f}); kNN "
                      + ", ".join(f"{p} {r['knn']['pretrained']:.3f}" for p, r in probes.items() if r["knn"]) + ".")
     cost = "; ".join(f"{p} pretraining {minutes(s)} a seed" for p, s in
                      ((r["pretext"], r["pretrain_seconds"]) for r in study["ssl"]))
-    lines.append(f"- **What does it cost?** {cost}; the whole study {minutes(study['wall_seconds'])} of stage time "
-                 f"on {study['device']}.")
+    run = study.get("study_run")
+    clock = (f"the whole study {minutes(run['wall_seconds'])} of wall clock ({len(run['sessions'])} invocation(s) "
+             f"of `python -m tools.run_study`, {RUN_LOG.as_posix()}), {minutes(study['wall_seconds'])} of it in "
+             f"stages" if run else f"the whole study {minutes(study['wall_seconds'])} of stage time")
+    lines.append(f"- **What does it cost?** {cost}; {clock}, on {study['device']}.")
     lines.append(f"- **Numerics.** {replicate_text(study)}")
     return lines
 

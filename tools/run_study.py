@@ -36,9 +36,9 @@ from selfsup.core.stage import run_stage
 from selfsup.loop.budget import finetune_epochs
 from tools.experiments import experiment_refs, read_compare, read_experiment
 from tools.markdown import minutes
+from tools.report_text import RUN_LOG
 from tools.study import REPLICATE
 
-RUN_LOG = Path("metrics/study_run.json")
 ARM_FILES = ["params.yaml", "dvc.lock", "metrics/summary.json", "plots/curves.png", "plots/pretext.png",
              "plots/examples.png", "plots/confusion.png"]  # what Git holds of one experiment (dvc.yaml: cache false)
 REPORT_FILES = ["metrics/study.json", "metrics/study_run.json", "README.md", "docs/results.md",

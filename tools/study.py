@@ -90,15 +90,17 @@ def fp32_replicate(protocol: Protocol, primary: dict, precision: str | None, rep
 
 def ssl_rows(arms: list[dict], metric: str) -> list[dict]:
     """Per pretext, the three ways the SSL libraries report a pretraining: linear probe and kNN accuracy of the
-    frozen features (pretrained and random extractor, test, mean over the seeds of its arm with most seeds), and
-    the fine-tuned gain at each fraction it was fine-tuned at."""
+    frozen features (pretrained and random extractor, test, mean over the seeds of its reference arm: the one with
+    most seeds and, of those, most labels, which the probe and kNN train on), and the fine-tuned gain at each
+    fraction it was fine-tuned at."""
     rows = []
     for pretext in dict.fromkeys(a["pretext"] for a in arms):
         mine = [a for a in arms if a["pretext"] == pretext]
-        ref = max(mine, key=lambda a: (len(a["seeds"]), -a["fraction"]))
+        ref = max(mine, key=lambda a: (len(a["seeds"]), a["fraction"]))
         t = ref["tests"]
         rows.append({
             "pretext": pretext, "seeds": ref["seeds"], "summary": ref["pretext_summary"],
+            "fraction": ref["fraction"], "labelled_size": ref["labelled_size"],
             "heldout": ref["pretext_summary"]["final_heldout"],
             "metric": ref["pretext_summary"]["metric"], "chance": ref["pretext_summary"].get("chance"),
             "pretrain_seconds": float(np.mean(ref["pretext_summary"]["train_seconds"])),
