@@ -195,7 +195,7 @@ def test_the_plain_answers_follow_the_protocols_rules(protocol):
     assert readme.startswith("- **Does context pretraining help at 10% of the labels** (the primary endpoint)? yes")
     assert "- At 1%? no:" in readme and "- Fine-tuned from **rotation** at 10%? yes" in readme
     assert "| context at 10% **(primary)** | 4,500 | 4 |" in readme and "**What does it cost?**" in readme
-    assert "linear probe test accuracy, trained on 10% (4,500) labels: context" in readme
+    assert "linear probe test accuracy, trained on 10% of the labels (4,500 images): context" in readme
     assert "of stage time" in readme  # no run log: the stage time alone
     timed = render_answer(study | {"study_run": {"sessions": [{}, {}], "wall_seconds": 8690.7}})
     assert "the whole study 145 min of wall clock (2 invocation(s) of `python -m tools.run_study`" in timed

@@ -106,8 +106,10 @@ def questions(study: dict) -> list[str]:
                          f"{verdict(e, proto)}.")
     probes = {row["pretext"]: row for row in study["ssl"]}
     if len(probes) > 1:
-        lines.append("- Which pretext transfers better, frozen? linear probe test accuracy, trained on "
-                     + ", ".join(f"{probe_labels(r)} labels" for r in list(probes.values())[:1]) + ": "
+        ref = next(iter(probes.values()))
+        trained = (f", trained on {pct(ref['fraction'])} of the labels ({ref['labelled_size']:,} images)"
+                   if "fraction" in ref else "")
+        lines.append(f"- Which pretext transfers better, frozen? linear probe test accuracy{trained}: "
                      + ", ".join(f"{p} {r['probe']['pretrained']:.3f}" for p, r in probes.items())
                      + " (random extractor " + f"{next(iter(probes.values()))['probe']['scratch']:.3f}); kNN "
                      + ", ".join(f"{p} {r['knn']['pretrained']:.3f}" for p, r in probes.items() if r["knn"]) + ".")
