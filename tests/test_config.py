@@ -137,7 +137,8 @@ def test_the_fine_tune_budget_is_the_fractions_entry_else_epochs():
 
 
 def test_model_code_must_be_the_code_that_builds_the_arch():
-    params = with_value("model.arch", "nets.fast_cnn:half")  # edited by hand, model.code left at the default
+    params = with_value("model.arch", "nets.fast_cnn:half")  # edited by hand, model.code left at resnet18's
+    params["model"]["code"] = "selfsup/training"
     with pytest.raises(UserError, match="param 'model.code' is 'selfsup/training' but model.arch 'nets.fast_cnn:half' "
                                         "is built by 'nets'"):
         schema.check_params(params)

@@ -31,6 +31,37 @@ def test_readme_results_match_the_committed_study():
             assert arm["tests"]["test_f1_macro"][init]["n"] == len(arm["seeds"])
 
 
+def test_the_committed_record_is_one_run():
+    # params.yaml is what the committed dvc.lock ran, with the profile `dvc exp run` composes by default, and
+    # `dvc metrics show` (metrics/summary.json) is the primary endpoint of the committed study
+    import yaml
+
+    from tools.params_doc import DEFAULT_PROFILE
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+
+    def value(key: str):
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    checked = 0
+    for name, stage in lock["stages"].items():
+        for key, locked in stage.get("params", {}).get("params.yaml", {}).items():
+            assert value(key) == locked, f"params.yaml's {key} is not what dvc.lock's {name} ran"
+            checked += 1
+    assert checked > 20 and params["profile_name"] == DEFAULT_PROFILE
+    path = ROOT / "metrics" / "study.json"
+    if path.exists():
+        primary = json.loads(path.read_text())["endpoints"][0]
+        summary = json.loads((ROOT / "metrics" / "summary.json").read_text())
+        assert (primary["pretext"], primary["fraction"]) == (params["pretext"]["task"], params["fraction"])
+        assert summary["test_f1_gain"]["mean"] == pytest.approx(primary["difference"]["mean"], abs=1e-12)
+        assert primary["n"] == len(params["seeds"])
+
+
 def test_splice_replaces_only_the_section():
     readme = f"intro\n{BEGIN}\nold\n{END}\nrest\n"
     assert splice(readme, "new\n", BEGIN, END) == f"intro\n{BEGIN}\nnew\n{END}\nrest\n"
