@@ -32,11 +32,11 @@ def test_readme_results_match_the_committed_study():
 
 
 def test_the_committed_record_is_one_run():
-    # params.yaml is what the committed dvc.lock ran, with the profile `dvc exp run` composes by default, and
+    # params.yaml is what the committed dvc.lock ran, at the protocol's profile, and
     # `dvc metrics show` (metrics/summary.json) is the primary endpoint of the committed study
     import yaml
 
-    from tools.params_doc import DEFAULT_PROFILE
+    from tools.protocol import load_protocol
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
@@ -52,7 +52,7 @@ def test_the_committed_record_is_one_run():
         for key, locked in stage.get("params", {}).get("params.yaml", {}).items():
             assert value(key) == locked, f"params.yaml's {key} is not what dvc.lock's {name} ran"
             checked += 1
-    assert checked > 20 and params["profile_name"] == DEFAULT_PROFILE
+    assert checked > 20 and params["profile_name"] == load_protocol(ROOT / "protocol.yaml").profile
     path = ROOT / "metrics" / "study.json"
     if path.exists():
         primary = json.loads(path.read_text())["endpoints"][0]
