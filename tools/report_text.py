@@ -82,7 +82,7 @@ def ssl_table(study: dict) -> list[str]:
 
 def probe_labels(row: dict) -> str:
     """The labels a pretext's reported probe and kNN were trained on: its reference arm's fraction and images."""
-    return f"{pct(row['fraction'])} ({row['labelled_size']:,})" if "fraction" in row else "n/a"
+    return f"{pct(row['fraction'])} ({row['labelled_size']:,})"
 
 
 def _endpoint(study: dict, pretext: str, fraction: float) -> dict | None:
@@ -107,11 +107,12 @@ def questions(study: dict) -> list[str]:
     probes = {row["pretext"]: row for row in study["ssl"]}
     if len(probes) > 1:
         ref = next(iter(probes.values()))
-        trained = (f", trained on {pct(ref['fraction'])} of the labels ({ref['labelled_size']:,} images)"
-                   if "fraction" in ref else "")
+        shared = len({r["fraction"] for r in probes.values()}) == 1  # else each pretext's labels beside it
+        trained = f", trained on {pct(ref['fraction'])} of the labels ({ref['labelled_size']:,} images)" if shared else ""
         lines.append(f"- Which pretext transfers better, frozen? linear probe test accuracy{trained}: "
-                     + ", ".join(f"{p} {r['probe']['pretrained']:.3f}" for p, r in probes.items())
-                     + " (random extractor " + f"{next(iter(probes.values()))['probe']['scratch']:.3f}); kNN "
+                     + ", ".join(f"{p} {r['probe']['pretrained']:.3f}" + ("" if shared else f" ({probe_labels(r)})")
+                                 for p, r in probes.items())
+                     + f" (random extractor {ref['probe']['scratch']:.3f}); kNN "
                      + ", ".join(f"{p} {r['knn']['pretrained']:.3f}" for p, r in probes.items() if r["knn"]) + ".")
     cost = "; ".join(f"{p} pretraining {minutes(s)} a seed" for p, s in
                      ((r["pretext"], r["pretrain_seconds"]) for r in study["ssl"]))
