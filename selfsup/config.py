@@ -22,13 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from selfsup.core.params import HARDWARE_FILE, PARAMS_FILE, UserError, read_mapping
 from selfsup.pretexts import TASKS
-from selfsup.sources import OFFICIAL
-
-SOURCES = (*OFFICIAL, "folder")
-Stem = Literal["cifar", "half", "imagenet"]
-Precision = Literal["auto", "bf16", "fp16", "fp32"]
-STEMS: tuple[str, ...] = get_args(Stem)
-PRECISIONS: tuple[str, ...] = get_args(Precision)
+from selfsup.sources import SOURCES
+from selfsup.training.engine import PRECISIONS
+from selfsup.training.models import STEMS
+Stem = Literal.__getitem__(STEMS)  # type: ignore[valid-type]  # the names the code below declares
+Precision = Literal.__getitem__(PRECISIONS)  # type: ignore[valid-type]
 
 def knob(default: Any, meaning: str, **rule: Any) -> Any:
     """A param: its default, its one-line meaning and its rule (pydantic's gt/ge/le/min_length...)."""
@@ -43,12 +41,15 @@ Share = Annotated[float, Field(ge=0, le=1)]
 
 
 class Data(Section):
-    source: Literal["cifar10", "cifar100", "stl10", "folder"] = knob(
-        "cifar10", "cifar10 / cifar100 / stl10 (its unlabeled images go to pretraining only) / folder")
-    url: str | None = knob("", "empty: the source's official archive; else a URL, file:// URL or path of a copy")
-    md5: str | None = knob("", "with data.url: the copy's md5 (empty: unchecked); the official md5 otherwise")
-    path: str = knob("", "data.source=folder: a directory or .zip/.tar.gz with train/<class>/, test/<class>/ "
-                         "and optionally unlabeled/")
+    """What the data is. Where this machine reads it from is hardware.yaml's `data_location` (no stage declares
+    it: a mirror re-runs nothing)."""
+
+    source: Literal.__getitem__(SOURCES) = knob(  # type: ignore[valid-type]  # selfsup.sources's names
+        "cifar10", "cifar10 / cifar10-jpeg (the JPEG export the cpu study reads) / cifar100 / stl10 (its unlabeled "
+                   "images go to pretraining only) / folder (your images: set data_location in hardware.yaml)")
+    digest: str = knob("", "sha256:<hex> of the decoded images, labels and class names, whatever container holds "
+                           "them (docs/datasets-and-backbones.md); a copy that differs is refused; empty: unchecked",
+                       pattern=r"^(sha256:[0-9a-f]{64})?$")
     image_size: int | None = knob(None, "resize every image to this square size; null: the source's own "
                                         "(32 CIFAR, 96 STL-10)", ge=8)
 
@@ -225,6 +226,9 @@ class Hardware(Section):
     stream: Literal["auto", "always", "never"] = knob(
         "auto", "images from memory-mapped arrays instead of device memory: auto (when they would take over half "
                 "the free device memory) / always / never")
+    data_location: str = knob(
+        "", "where this machine reads data.source from: empty, its public location (downloaded into data/raw/); "
+            "else a path, file:// URL or URL of a copy (a directory, .zip or .tar.gz)")
 
     @model_validator(mode="after")
     def _compile_alone(self) -> Hardware:
@@ -425,6 +429,8 @@ def describe(error: dict[str, Any], params: dict[str, Any]) -> str:
         expected = {"int_type": "int", "float_type": "float", "bool_type": "bool", "string_type": "str",
                     "list_type": "list", "model_type": "a mapping", "tuple_type": "a pair", "dict_type": "a mapping"}
         return f"param '{name}' is {value!r}: expected {expected.get(kind, kind.removesuffix('_type'))}"
+    if kind == "string_pattern_mismatch":
+        return f"param '{name}' is {value!r}: expected sha256:<64 hex digits>, or empty"
     message = str(ctx.get("error", error["msg"]))
     if message.startswith("param '"):  # a check across params says it all
         return message

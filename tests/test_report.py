@@ -80,13 +80,13 @@ def test_readme_methods_table_matches_the_committed_comparison():
         assert row["finetune"]["scratch"] == data["rows"][0]["finetune"]["scratch"]
 
 
-def test_dataset_name_is_never_empty():
-    # the default data.url is empty: the report names the official archive, not ""
+def test_dataset_name_says_what_the_data_is_never_where():
     from tools.experiments import dataset_name
-    assert dataset_name({"source": "cifar10", "url": "", "path": ""}) == "cifar-10-python.tar.gz"
-    assert dataset_name({"source": "cifar10", "url": "file:///m/tiny.tar.gz", "path": ""}) == "tiny.tar.gz"
-    assert dataset_name({"source": "folder", "url": "", "path": "/d/cifar10-jpeg.tar.gz"}) == "cifar10-jpeg.tar.gz"
-    assert dataset_name({"source": "stl10", "url": "", "path": ""}) == "stl10_binary.tar.gz"
+    assert dataset_name({"source": "cifar10", "digest": ""}) == "cifar10"
+    digest = "sha256:" + "ab" * 32
+    assert dataset_name({"source": "cifar10-jpeg", "digest": digest}) == "cifar10-jpeg (sha256:abababab)"
+    # a study recorded before the data's location left the params: its source alone
+    assert dataset_name({"source": "folder", "url": "", "path": "/d/cifar10-jpeg.tar.gz"}) == "folder"
 
 
 def test_readme_is_a_front_page():

@@ -14,9 +14,9 @@ from selfsup import sources as data
 from selfsup.core import dataset
 from selfsup.core.dataset import Dataset, load_dataset, save_dataset
 from selfsup.sources import (
-    OFFICIAL,
+    PUBLIC,
     fetch,
-    folder_files,
+    files_of,
     read_archive,
     read_cifar100,
     read_image_folder,
@@ -86,9 +86,9 @@ def test_folder_with_unlabeled_images_and_resizing(tmp_path):
     (root / "unlabeled" / "batch1").mkdir(parents=True)
     for i, img in enumerate(images(np.zeros(5, int), 3, 40)):
         Image.fromarray(img.transpose(1, 2, 0)).save(root / "unlabeled" / "batch1" / f"{i}.jpg")
-    ds = read_image_folder(folder_files(root), root, None)
+    ds = read_image_folder(files_of(root), root, None)
     assert ds.train_images.shape == (6, 3, 40, 40) and ds.unlabeled_images.shape == (5, 3, 40, 40)
-    small = read_image_folder(folder_files(root), root, 16)
+    small = read_image_folder(files_of(root), root, 16)
     assert small.train_images.shape[-1] == 16 and small.unlabeled_images.shape[-1] == 16
 
 
@@ -96,8 +96,8 @@ def test_folder_of_mixed_sizes_needs_image_size(tmp_path):
     root = image_folder(tmp_path / "f", per_class=2, classes=2, size=32)
     Image.new("RGBA", (48, 40)).save(root / "train" / CLASSES[0] / "odd.png")
     with pytest.raises(UserError, match="data.image_size"):
-        read_image_folder(folder_files(root), root, None)
-    ds = read_image_folder(folder_files(root), root, 32)  # resized, RGBA made RGB
+        read_image_folder(files_of(root), root, None)
+    ds = read_image_folder(files_of(root), root, 32)  # resized, RGBA made RGB
     assert ds.train_images.shape == (5, 3, 32, 32)
 
 
@@ -108,7 +108,7 @@ def test_resize_batch():
 
 
 @pytest.mark.parametrize("source", ["cifar10", "cifar100", "stl10"])
-def test_official_url_and_md5_are_used_by_default(tmp_path, monkeypatch, source):
+def test_public_url_and_md5_are_used_by_default(tmp_path, monkeypatch, source):
     # the real download code runs; only the network is replaced by a file the test writes
     seen = {}
 
@@ -118,10 +118,10 @@ def test_official_url_and_md5_are_used_by_default(tmp_path, monkeypatch, source)
         (tmp_path / "raw" / filename).write_bytes(b"not the real archive")
 
     monkeypatch.setattr(data, "download_url", fake_download)
-    url, md5 = OFFICIAL[source]
+    url, md5 = PUBLIC[source]
     assert url.startswith("http") and len(md5) == 32
-    with pytest.raises(UserError, match=f"expected data.md5={md5}"):
-        fetch(url, md5, tmp_path / "raw")
+    with pytest.raises(UserError, match=f"expected {md5}: the file is corrupt or not data.source={source}"):
+        fetch(url, md5, tmp_path / "raw", source)
     assert seen["url"] == url
 
 
@@ -222,12 +222,12 @@ def test_non_image_files_are_skipped_and_said(tmp_path, capsys):
     root = image_folder(tmp_path / "f", per_class=2, classes=2)
     (root / "train" / CLASSES[0] / "notes.txt").write_text("not an image")
     (root / "README").write_text("about")
-    ds = read_image_folder(folder_files(root), root, None)
+    ds = read_image_folder(files_of(root), root, None)
     assert len(ds.train_labels) == 4
     assert "skipping 2 files that are not images" in capsys.readouterr().err
     (root / "train" / CLASSES[0] / "broken.png").write_bytes(b"not a png")
     with pytest.raises(UserError, match="broken.png is not a readable image"):
-        read_image_folder(folder_files(root), root, None)
+        read_image_folder(files_of(root), root, None)
 
 
 @pytest.mark.parametrize("content", [None, "notes.txt"])
@@ -238,11 +238,12 @@ def test_an_empty_class_folder_is_an_error(tmp_path, content):
     if content:
         (empty / content).write_text("no images here")
     with pytest.raises(UserError, match="train/zebra/ has no images"):
-        read_image_folder(folder_files(root), root, None)
+        read_image_folder(files_of(root), root, None)
 
 
+@pytest.mark.e2e
 def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_path):
-    """download (official-layout archive via data.url, resized), split, then pretrain with stream=always: the
+    """download (official-layout archive at data_location, resized), split, then pretrain with stream=always: the
     unlabeled images reach pretraining from the memory-mapped array, and only there."""
     import json
     import os
@@ -255,13 +256,13 @@ def test_stl10_through_the_stages_pretrains_on_streamed_unlabeled_images(tmp_pat
 
     root = Path(__file__).resolve().parents[1]
     archive = tmp_path / "stl10_binary.tar.gz"
-    md5 = stl10_archive(archive, n_train=60, n_test=20, n_unlabeled=40)
+    stl10_archive(archive, n_train=60, n_test=20, n_unlabeled=40)
     ws = tmp_path / "ws"
     for package in ("stages", "selfsup"):
         shutil.copytree(root / package, ws / package, ignore=shutil.ignore_patterns("__pycache__"))
     params = declared_params()
-    params["data"].update(source="stl10", url=str(archive), md5=md5, image_size=32)
-    (ws / "hardware.yaml").write_text(yaml.safe_dump(HARDWARE | {"stream": "always"}))
+    params["data"].update(source="stl10", image_size=32)
+    (ws / "hardware.yaml").write_text(yaml.safe_dump(HARDWARE | {"stream": "always", "data_location": str(archive)}))
     params["model"]["stem"] = "imagenet"
     params["pretext"].update(task="rotation", rotation={"crop_padding": 4}, epochs=1, batch_size=25, probe_size=20,
                              eval_batch_size=50)

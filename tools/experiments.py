@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import yaml
 
 from selfsup.core.params import UserError
 
 def dataset_name(data: dict) -> str:
-    """What the `data` params read, by file name: the folder or archive (`data.path`) of a folder source, the
-    mirror at `data.url`, or else the source's official archive."""
-    from selfsup.sources import OFFICIAL
-    if data["source"] == "folder":
-        return Path(data["path"]).name
-    return Path(data["url"] or OFFICIAL[data["source"]][0]).name
+    """What the `data` params read, in words: the source's name and, where declared, its digest's first digits
+    (never where a machine read it from: that is no param)."""
+    return data["source"] + (f" ({data['digest'][:15]})" if data.get("digest") else "")
 
 
 def git(*args: str) -> str:

@@ -44,8 +44,8 @@ HEADER = """\
 # rule, meaning): edit it there. `dvc exp run` composes params.yaml from this file, the pretext task's group
 # (conf/pretext/<task>.yaml: -S pretext=rotation), the selected profile (conf/profile/*.yaml: -S profile=cpu),
 # this machine's conf/machine/local.yaml where it exists (git-ignored; copy conf/machine/example.yaml), and the
-# -S overrides, in that order. The hardware knobs (device, nproc, compile, precision, stream) are not here:
-# they live in hardware.yaml, which no stage declares, so changing one re-runs nothing.
+# -S overrides, in that order. The hardware knobs (device, nproc, compile, precision, stream, data_location) are
+# not here: they live in hardware.yaml, which no stage declares, so changing one re-runs nothing.
 defaults:
   - _self_
   - pretext: context
@@ -162,4 +162,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, check=False)  # not a stage: its one-line errors (a document without its markers)
+    run_stage(main)  # not a stage: its one-line errors (a document without its markers)

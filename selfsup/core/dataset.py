@@ -43,11 +43,14 @@ def channel_stats(images: np.ndarray, chunk: int = 4096) -> tuple[list[float], l
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
-def save_dataset(ds: Dataset, out: Path, source: str) -> None:
+def save_dataset(ds: Dataset, out: Path, source: str, digest: str = "") -> None:
+    """Write `ds` with its meta.json: what it is (the source's name and content digest), never where it was
+    read from, so a mirror writes the same bytes as the public location."""
     mean, std = channel_stats(ds.train_images)
     meta = {
         "classes": ds.classes,
         "source": source,
+        "digest": digest,
         "image_size": int(ds.train_images.shape[-1]),
         "mean": mean,
         "std": std,
