@@ -59,5 +59,7 @@ def test_paired_t_known_values():
 def test_holm():
     # sorted p: 0.01 (x3 = 0.03), 0.02 (x2 = 0.04), 0.04 (x1, then max with 0.04) -> in input order
     assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
-    assert holm([0.5, None, 0.01]) == [pytest.approx(0.5), None, pytest.approx(0.02)]
+    # an endpoint that could not be tested counts in the family, with p = 1: m stays the declared size
+    assert holm([0.5, None, 0.01]) == pytest.approx([1.0, 1.0, 0.03])
+    assert holm([0.0007, 0.0017, 0.59, None, None]) == pytest.approx([0.0035, 0.0068, 1.0, 1.0, 1.0])
     assert holm([0.9, 0.3]) == pytest.approx([0.9, 0.6])  # capped at 1, never below an earlier one

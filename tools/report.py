@@ -7,6 +7,7 @@ that they belong together), tools.study (the analysis) and tools.report_text (th
     python -m tools.report --baseline REV  # ... of another baseline commit
     python -m tools.report --exp a b c     # these experiments, by name
     python -m tools.report --partial       # the arms that have run so far
+    python -m tools.report --rejudge       # metrics/study.json's endpoints judged again, the documents rewritten
 
 Not a DVC stage: it reads across experiments. It prints which protocol it read, and refuses in one line an
 experiment that differs from it (profile, seeds, budget, an arm it does not declare, a commit with another
@@ -29,11 +30,12 @@ from pathlib import Path
 from selfsup.analysis import figures
 from tools.protocol import PROTOCOL, Protocol, describe, load_protocol
 from selfsup.core.files import save_json
+from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
 from tools.experiments import experiment_refs, read_experiment
 from tools.markdown import splice
 from tools.report_text import FIGURES, RESULTS_DOC, RUN_LOG, render, render_answer
-from tools.study import build_study
+from tools.study import build_study, judge
 
 STUDY_JSON = Path("metrics/study.json")
 README = Path("README.md")
@@ -63,14 +65,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mixed-numerics", action="store_true",
                         help="pool runs whose precision, device, process count or library versions differ")
     parser.add_argument("--partial", action="store_true", help="report the arms that have run, the others 'not run'")
+    parser.add_argument("--rejudge", action="store_true",
+                        help="read no experiment: judge metrics/study.json's endpoints again by the protocol's rules "
+                             "(after the statistics code changed, no run) and rewrite the figures and documents")
     parser.add_argument("--protocol", type=Path, default=PROTOCOL)
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--results-doc", type=Path, default=RESULTS_DOC)
     args = parser.parse_args(argv)
     protocol = load_protocol(args.protocol)
     print(describe(protocol))
-    experiments = [read_experiment(r) for r in experiment_refs(args.baseline, args.exp)]
-    study = build_study(experiments, protocol, args.mixed_numerics, args.partial)
+    if args.rejudge:
+        study = json.loads(STUDY_JSON.read_text())
+        if study["protocol"]["sha1"] != protocol.summary()["sha1"]:
+            raise UserError(f"{STUDY_JSON} was judged under protocol sha1 {study['protocol']['sha1'][:12]}, not "
+                            f"{args.protocol}'s: run the report on the experiments instead")
+        judge(study["endpoints"], protocol.alpha)
+    else:
+        experiments = [read_experiment(r) for r in experiment_refs(args.baseline, args.exp)]
+        study = build_study(experiments, protocol, args.mixed_numerics, args.partial)
     if RUN_LOG.exists():  # the study's wall clock over every invocation of python -m tools.run_study
         study["study_run"] = json.loads(RUN_LOG.read_text())
     save_json(study, STUDY_JSON)
@@ -84,4 +96,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, check=False)  # not a stage: the one-line errors, without the params check
+    run_stage(main)  # not a stage: the one-line errors, without the params check

@@ -71,6 +71,21 @@ def endpoint_entry(protocol: Protocol, endpoint, arm: dict | None) -> dict:
     return out
 
 
+def judge(endpoints: list[dict], alpha: float) -> list[dict]:
+    """The verdicts as the protocol declares them: the primary tested alone; the secondaries one family, whose
+    size is every declared secondary (one that could not be tested counts with p = 1), Holm-adjusted both for a
+    gain (`p_holm`) and for equivalence within the margin (`equivalence.p_holm`, and `equivalent` from it)."""
+    secondary = [e for e in endpoints if not e["primary"]]
+    gain_p = holm([e["difference"]["p"] if e["run"] else None for e in secondary])
+    equivalence_p = holm([e["equivalence"]["p"] if e["run"] else None for e in secondary])
+    for e, p, q in zip(secondary, gain_p, equivalence_p):
+        e["p_holm"] = p
+        if e["run"]:
+            e["equivalence"] = e["equivalence"] | {"p_holm": q, "equivalent": None if e["equivalence"]["p"] is None
+                                                   else q < alpha}
+    return endpoints
+
+
 def fp32_replicate(protocol: Protocol, primary: dict, precision: str | None, replicates: list[dict]) -> dict:
     """The primary endpoint's gain again in fp32 beside the study's own: they agree when the fp32 gain lies
     inside the study's interval. A study that ran in fp32 is its own replicate."""
@@ -137,9 +152,7 @@ def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: boo
             if (a.pretext, a.fraction) in newest]
     by_arm = {(a["pretext"], a["fraction"]): a for a in arms}
     endpoints = [endpoint_entry(protocol, e, by_arm.get((e.pretext, e.fraction))) for e in protocol.endpoints]
-    secondary = [e for e in endpoints if not e["primary"] and e["run"]]
-    for e, p in zip(secondary, holm([e["difference"]["p"] for e in secondary])):
-        e["p_holm"] = p
+    judge(endpoints, protocol.alpha)
     precision = (numerics.get("finetune") or {}).get("precision") if isinstance(numerics, dict) else None
 
     # stage wall time of the work done, each piece once: a pretext's pretraining serves all its fractions, and

@@ -51,13 +51,14 @@ def paired_t(treated: Sequence[float], control: Sequence[float], confidence: flo
     return out
 
 
-def holm(pvalues: Sequence[float | None]) -> list[float | None]:
-    """Holm-Bonferroni adjusted p-values (None stays None and is not counted)."""
-    known = [(p, i) for i, p in enumerate(pvalues) if p is not None]
-    m = len(known)
-    adjusted: list[float | None] = [None] * len(pvalues)
+def holm(pvalues: Sequence[float | None]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values over the whole declared family: an endpoint that could not be tested
+    (None: not run, one seed, no spread) still counts, with p = 1, so the family's size is what was declared."""
+    ps = [1.0 if p is None else p for p in pvalues]
+    m = len(ps)
+    adjusted = [1.0] * m
     running = 0.0
-    for rank, (p, i) in enumerate(sorted(known)):
+    for rank, (p, i) in enumerate(sorted((p, i) for i, p in enumerate(ps))):
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
