@@ -31,7 +31,7 @@ from selfsup.core.dataset import load_dataset
 from selfsup.analysis.endpoints import PRIMARY, SECONDARY
 from selfsup.core.files import atomic_path, save_json
 from selfsup.core.params import load_params, param
-from selfsup.core.stage import run_stage
+from selfsup.stage import run_stage
 from selfsup.analysis.stats import mean_ci, paired_t
 
 INITS = paths.INITS

@@ -16,24 +16,19 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from selfsup.core import paths
-from selfsup.training.augment import labelled_batches, normalize
 from selfsup.core.dataset import load_dataset
-from selfsup.training.image_store import labelled_images, prefetched
-from selfsup.training.devices import describe_device, device_generator, seed_everything
-from selfsup.training.distributed import run_parallel_stage
-from selfsup.training.engine import chunks, classification_metrics
 from selfsup.core.files import atomic_path, save_torch
-from selfsup.training.models import Classifier, build_extractor, load_extractor
-from selfsup.core.params import param
+from selfsup.loop.finetune import FineTune
 from selfsup.loop.resume import fingerprint
-from selfsup.loop.training_stage import EpochLog, Recipe, TrainingStage
+from selfsup.loop.training_stage import EpochLog, TrainingStage
+from selfsup.training.devices import describe_device
+from selfsup.stage import run_stage
+from selfsup.training.distributed import parallel
 
 INITS = paths.INITS
 
@@ -53,36 +48,13 @@ def write_predictions(path: Path, indices: np.ndarray, labels: np.ndarray, preds
 def main(init: str, seed: int) -> None:
     stage = TrainingStage.start(f"finetune {init} seed {seed}")
     params, device, dist = stage.params, stage.device, stage.dist
-    recipe = Recipe.read(params, "finetune")  # its epochs: this fraction's budget
-    arch, stem = param(params, "model.arch"), param(params, "model.stem")
     model_path, live_dir = outputs(init, seed)
-
-    seed_everything(seed)
     dataset, meta = load_dataset(paths.DATASET)
     validation = paths.load_indices(paths.validation(seed))
     labelled = paths.load_indices(paths.labelled(seed))
-    if init == "scratch":
-        extractor, feat_dim = build_extractor(arch, stem)
-    else:
-        # read only by finetune_pretrained (declared there): the checkpoint must come from this pretext
-        extractor, feat_dim = load_extractor(paths.pretrained(seed), arch, stem, param(params, "pretext.task"))
-    torch.manual_seed(seed)  # the head starts identical for both inits
-    model = Classifier(extractor, feat_dim, len(dataset.classes))
-
-    mean = torch.tensor(meta["mean"], device=device)
-    std = torch.tensor(meta["std"], device=device)
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = labelled_images(dataset, labelled, validation, device,
-                                                                          param(params, "stream"))
-    train_y = torch.from_numpy(train_y).to(device)
-
-    pool_size = len(dataset.train_labels) - len(validation)
-    steps = math.ceil(pool_size / recipe.batch_size)
-    trainer = recipe.trainer(model, steps, stage, label_smoothing=param(params, "finetune.label_smoothing"))
-    gen = device_generator(seed, device)
-    pad = param(params, "finetune.crop_padding")
-
-    def norm(x: torch.Tensor) -> torch.Tensor:
-        return normalize(x, mean, std)
+    # the checkpoint is read only by finetune_pretrained (declared there), and must come from this pretext
+    run = FineTune.from_stage(stage, dataset, meta, labelled, validation, init, seed, paths.pretrained(seed))
+    recipe, trainer, gen = run.setup.recipe, run.trainer, run.generator
 
     inputs = [paths.DATASET, paths.splits(seed)] + ([paths.pretrained(seed)] if init == "pretrained" else [])
     log = EpochLog(f"finetune-{init}-seed{seed}",
@@ -93,13 +65,10 @@ def main(init: str, seed: int) -> None:
     val: dict = {} if state is None else state["val"]
     elapsed = 0.0 if state is None else state["elapsed"]
     for epoch in log.epochs():
-        batches = labelled_batches(train_x, train_y, recipe.batch_size, steps, pad, mean, std, gen, dist)
-        if train_x.stream:  # read the next batch while this one trains
-            batches = prefetched(batches)
-        stats = log.train(trainer, batches, steps, f"finetune@{init}-{seed} {epoch}/{recipe.epochs}")
+        stats = log.train(trainer, run.epoch_batches(), run.steps, f"finetune@{init}-{seed} {epoch}/{recipe.epochs}")
         elapsed += stats["seconds"]
         with log.timed("validation"):
-            val = classification_metrics(trainer.predict(chunks(val_x, recipe.eval_batch_size, norm)), val_y)
+            val = run.validate()
         log.log({"train/loss": stats["loss"], "train/accuracy": stats["score"],
                  **{f"val/{key}": value for key, value in val.items()},
                  "lr": stats["lr"], "epoch_seconds": stats["seconds"], "images_per_s": stats["images_per_s"]})
@@ -110,23 +79,22 @@ def main(init: str, seed: int) -> None:
 
     # the one look at the test set: the last epoch's weights
     with log.timed("test"):
-        test_logits = trainer.predict(chunks(test_x, recipe.eval_batch_size, norm))
-        test = classification_metrics(test_logits, test_y)
+        test, test_logits = run.test()
     if dist.main:
         print(f"finetune@{init}-{seed}: last epoch ({recipe.epochs}) validation F1 {val['f1_macro']:.3f}; "
               f"test F1 {test['f1_macro']:.3f}")
     log.close({"final": {"epoch": recipe.epochs, "val": val, "test": test,
-                        "train_seconds": elapsed, "steps": recipe.epochs * steps, "steps_per_epoch": steps,
+                        "train_seconds": elapsed, "steps": recipe.epochs * run.steps, "steps_per_epoch": run.steps,
                         "labelled_size": int(len(labelled)), "seed": seed, "device": describe_device(device),
-                        "processes": dist.world, "streamed": train_x.stream, "wall_seconds": log.wall_seconds,
+                        "processes": dist.world, "streamed": run.train_x.stream, "wall_seconds": log.wall_seconds,
                         "numerics": stage.numerics(trainer)}})
     if not dist.main:
         return
-    write_predictions(live_dir / "predictions.csv", np.arange(len(test_y)), test_y, test_logits.argmax(1).numpy(),
+    write_predictions(live_dir / "predictions.csv", np.arange(len(run.test_y)), run.test_y, test_logits.argmax(1).numpy(),
                       dataset.classes)
     state_dict = {k: v.cpu() for k, v in trainer.model.state_dict().items()}
-    save_torch({"arch": arch, "stem": stem, "init": init, "epoch": recipe.epochs, "classes": dataset.classes,
-                "state_dict": state_dict}, model_path)
+    save_torch({"arch": run.setup.arch, "stem": run.setup.stem, "init": init, "epoch": recipe.epochs,
+                "classes": dataset.classes, "state_dict": state_dict}, model_path)
     log.finish()
 
 
@@ -135,4 +103,4 @@ if __name__ == "__main__":
     parser.add_argument("--init", choices=INITS, required=True)
     parser.add_argument("--seed", type=int, required=True, help="one of the `seeds` param (dvc.yaml passes each)")
     args = parser.parse_args()
-    run_parallel_stage(lambda: main(args.init, args.seed), outputs=outputs(args.init, args.seed))
+    run_stage(parallel(lambda: main(args.init, args.seed)), outputs=outputs(args.init, args.seed))

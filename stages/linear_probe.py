@@ -29,7 +29,7 @@ from selfsup.core.files import save_json
 from selfsup.linear_eval import frozen_features, knn_eval, linear_probe
 from selfsup.training.models import build_extractor, load_extractor
 from selfsup.core.params import load_params, param
-from selfsup.core.stage import run_stage
+from selfsup.stage import run_stage
 from selfsup.subsets import capped_per_class
 
 

@@ -25,7 +25,8 @@ from selfsup.training.augment import normalize
 from selfsup.core.dataset import load_dataset
 from selfsup.training.image_store import ImageStore, image_bytes, prefetched, should_stream
 from selfsup.training.devices import describe_device, device_generator, seed_everything
-from selfsup.training.distributed import run_parallel_stage
+from selfsup.stage import run_stage
+from selfsup.training.distributed import parallel
 from selfsup.linear_eval import frozen_features, linear_probe_accuracy
 from selfsup.training.models import build_extractor, save_extractor
 from selfsup.core.params import UserError, param
@@ -119,4 +120,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, required=True, help="one of the `seeds` param (dvc.yaml passes each)")
     args = parser.parse_args()
-    run_parallel_stage(lambda: main(args.seed), outputs=[paths.pretrained(args.seed), paths.pretrain_log(args.seed)])
+    run_stage(parallel(lambda: main(args.seed)), outputs=[paths.pretrained(args.seed), paths.pretrain_log(args.seed)])

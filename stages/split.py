@@ -13,7 +13,7 @@ from selfsup.core import paths
 from selfsup.core.dataset import load_dataset
 from selfsup.core.files import save_json, save_npy
 from selfsup.core.params import load_params, param
-from selfsup.core.stage import run_stage
+from selfsup.stage import run_stage
 from selfsup.subsets import class_counts, split_indices
 
 

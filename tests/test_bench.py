@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from selfsup.core.dataset import Dataset, save_dataset
 from tests.synthetic import CLASSES, images
@@ -16,6 +17,7 @@ from tools.bench import CODE
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.e2e
 def test_bench_reports_every_path(tmp_path):
     labels = np.arange(64) % 10
     save_dataset(Dataset(images(labels, 0), labels, images(labels[:20], 1), labels[:20], CLASSES), tmp_path / "ds",
@@ -58,6 +60,7 @@ def test_bench_reports_every_path(tmp_path):
         assert report["commit"] == head.stdout.strip() + ("-dirty" if dirty else "")
 
 
+@pytest.mark.e2e
 def test_bench_measures_the_precision_and_layout_asked_for(tmp_path):
     labels = np.arange(32) % 10
     save_dataset(Dataset(images(labels, 0), labels, images(labels[:10], 1), labels[:10], CLASSES), tmp_path / "ds",
@@ -74,6 +77,7 @@ def test_bench_measures_the_precision_and_layout_asked_for(tmp_path):
     assert "precision=bf16, channels_last=False" in proc.stdout
 
 
+@pytest.mark.e2e
 def test_bench_refuses_bad_arguments():
     proc = subprocess.run([sys.executable, "-m", "tools.bench", "--steps", "0"], cwd=ROOT, capture_output=True,
                           text=True)

@@ -66,6 +66,7 @@ def history(live_dir: Path, key: str) -> list[float]:
         return [float(row[key.split("/")[-1]]) for row in csv.DictReader(f, delimiter="\t")]
 
 
+@pytest.mark.e2e
 def test_finetune_on_two_processes_matches_one(workspace):
     single, double = run_both(workspace, "stages.finetune", ("--init", "scratch", "--seed", "0"),
                               ["metrics/runs/finetune/scratch/seed0", "models/finetune/scratch/seed0.pt"])
@@ -91,6 +92,7 @@ def test_finetune_on_two_processes_matches_one(workspace):
     assert sorted(p.name for p in (workspace / "models" / "finetune" / "scratch").iterdir()) == ["seed0.pt"]
 
 
+@pytest.mark.e2e
 def test_pretrain_on_two_processes_matches_one(workspace):
     single, double = run_both(workspace, "stages.pretrain", ("--seed", "0"), ["metrics/runs/pretrain/seed0"])
     live = Path("metrics/runs/pretrain/seed0")
@@ -168,6 +170,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.e2e
 def test_two_nodes_over_c10d_rendezvous_match_one_process(workspace, tmp_path):
     """What a cluster runs, on localhost: one torchrun per node, 1 process each, joined by torchrun's c10d
     rendezvous (`--nnodes 2 --rdzv-backend c10d --rdzv-endpoint host:port`), gloo between the nodes."""

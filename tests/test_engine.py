@@ -222,17 +222,24 @@ def test_bf16_and_fp32_runs_reach_the_same_validation_f1():
     assert logits16.dtype == logits32.dtype == torch.float32  # outputs leave in fp32 whatever the precision
 
 
-def test_precision_auto_on_a_cpu_follows_its_bf16_instructions(monkeypatch, tmp_path, capsys):
-    """auto on a CPU is bf16 where it has bf16 instructions and fp32 where it has none, the same on every call
-    (read from the flags, never timed); an explicit bf16 is kept, with a warning where the CPU would emulate
-    it."""
+def test_precision_auto_on_a_cpu_is_bf16_only_where_measured_faster(monkeypatch, tmp_path, capsys):
+    """auto on a CPU: fp32 where it has no bf16 instructions (nothing measured); where it has them, bf16 only when
+    the measurement says a step is faster, and fp32 without one. An explicit bf16 is kept, with a warning where
+    the CPU would emulate it. The same outcome on every CPU: the instructions and the timings are stubbed."""
     from selfsup.training import engine
     cpu = torch.device("cpu")
     has_bf16 = engine.cpu_has_bf16
-    for instructions, expected in ((False, "fp32"), (True, "bf16")):
-        monkeypatch.setattr(engine, "cpu_has_bf16", lambda has=instructions: has)
-        assert {engine.resolve_precision("auto", cpu) for _ in range(3)} == {expected}
-        assert engine.resolve_precision("fp32", cpu) == "fp32"
+    asked = []
+
+    def measured(answer):
+        return lambda: asked.append(answer) or answer
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
+    assert engine.resolve_precision("auto", cpu, measured(True)) == "fp32" and not asked  # no instructions: no timing
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    assert engine.resolve_precision("auto", cpu, measured(True)) == "bf16"
+    assert engine.resolve_precision("auto", cpu, measured(False)) == "fp32"
+    assert engine.resolve_precision("auto", cpu) == "fp32"  # nothing measured: the safe choice
+    assert engine.resolve_precision("fp32", cpu, measured(True)) == "fp32" and asked == [True, False]
     assert engine.resolve_precision("bf16", cpu) == "bf16" and "warning" not in capsys.readouterr().err
     monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
     assert engine.resolve_precision("bf16", cpu) == "bf16"
@@ -244,6 +251,35 @@ def test_precision_auto_on_a_cpu_follows_its_bf16_instructions(monkeypatch, tmp_
     assert has_bf16(info)
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n")
     assert not has_bf16(info)
+
+
+@pytest.mark.parametrize("bf16_seconds, expected", [(0.5, True), (0.97, False), (2.0, False)])
+def test_the_precision_verdict_follows_the_timing_and_is_cached(monkeypatch, tmp_path, bf16_seconds, expected):
+    """bf16 wins only when its step is at least the margin faster; the verdict is measured once per machine and
+    network, then read from $XDG_CACHE_HOME/selfsup/precision.json."""
+    from selfsup.loop import precision_choice
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+
+    def timing(*args):
+        calls.append(args)
+        return {"fp32": 1.0, "bf16": bf16_seconds}
+    monkeypatch.setattr(precision_choice, "step_seconds", timing)
+    ask = precision_choice.bf16_faster("nets.small_cnn:build", "cifar", 32, 10, 64, torch.device("cpu"))
+    assert ask() is expected and ask() is expected and len(calls) == 1
+    entry = json.loads((tmp_path / "selfsup" / "precision.json").read_text())[0]
+    assert entry["bf16"] is expected and entry["key"]["network"] == "nets.small_cnn:build (cifar stem)"
+    other = precision_choice.bf16_faster("nets.small_cnn:build", "cifar", 32, 10, 128, torch.device("cpu"))
+    other()
+    assert len(calls) == 2  # another batch: measured anew
+
+
+def test_the_precision_measurement_times_both_precisions():
+    """The real timing on this CPU (bf16 is emulated where it has no instructions, so only that it runs is
+    asserted, never which wins): both precisions get a positive step time."""
+    from selfsup.loop import precision_choice
+    seconds = precision_choice.step_seconds("nets.small_cnn:build", "cifar", 16, 10, 8, torch.device("cpu"))
+    assert set(seconds) == {"fp32", "bf16"} and all(s > 0 for s in seconds.values())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

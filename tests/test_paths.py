@@ -32,6 +32,7 @@ def test_a_missing_split_is_one_line_naming_file_and_stage(tmp_path, monkeypatch
         paths.load_indices(paths.validation(0))
 
 
+@pytest.mark.e2e
 def test_a_fine_tune_alone_without_its_split_says_so(tmp_path):
     # a workspace with params and a dataset but no split: the stage names the file and the stage, no traceback
     from selfsup.core.dataset import Dataset, save_dataset

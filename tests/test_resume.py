@@ -82,6 +82,7 @@ def summary(live: Path) -> dict:
     return data
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", list(STAGES))
 def test_killed_stage_resumes_to_the_uninterrupted_result(workspace, name):
     args, resume_name, outputs, live = STAGES[name]
@@ -150,6 +151,7 @@ def test_fingerprint_follows_the_code(tmp_path):
     assert Path(__file__).resolve() in loaded_code(ROOT) and Path(torch.__file__).resolve() not in loaded_code(ROOT)
 
 
+@pytest.mark.e2e
 def test_an_edited_dependency_between_kill_and_rerun_starts_over(workspace):
     args, resume_name, outputs, live = STAGES["pretrain"]
     ws = workspace
@@ -188,6 +190,7 @@ def test_rng_states_round_trip_through_weights_only(tmp_path):
     assert first[:4] == again[:4] and torch.equal(first[4], again[4]) and torch.equal(first[5], again[5])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_same_seed_gives_identical_metrics_on_cpu(workspace, precision):
     # bf16 autocast too (what `auto` picks on a CPU with bf16 instructions): the same kernels on the same
@@ -205,6 +208,7 @@ def test_same_seed_gives_identical_metrics_on_cpu(workspace, precision):
     assert runs[0] == runs[1]
 
 
+@pytest.mark.e2e
 def test_same_seed_gives_byte_identical_splits(workspace):
     ws = workspace
     splits = ws / "data" / "splits" / "seed0"
@@ -215,6 +219,7 @@ def test_same_seed_gives_byte_identical_splits(workspace):
     assert {p.name: p.read_bytes() for p in splits.iterdir()} == first
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", list(STAGES))
 def test_streamed_images_give_the_same_run_as_images_on_the_device(workspace, name):
     # param `stream`: pretraining, fine-tune (and probes) read batches from the memory-mapped arrays instead
@@ -236,6 +241,7 @@ def test_streamed_images_give_the_same_run_as_images_on_the_device(workspace, na
     assert runs[0] == runs[1]
 
 
+@pytest.mark.e2e
 def test_the_fractions_own_budget_sets_the_fine_tune_epochs(workspace):
     ws = workspace
     args, _, outputs, live = STAGES["finetune"]
@@ -250,6 +256,7 @@ def test_the_fractions_own_budget_sets_the_fine_tune_epochs(workspace):
     assert len((ws / live / "plots" / "metrics" / "train" / "loss.tsv").read_text().splitlines()) == 1 + 2
 
 
+@pytest.mark.e2e
 def test_pretraining_monitors_every_few_epochs_and_always_the_last(workspace):
     """pretext.monitor_every: the held-out score, controls and probe at step 0 (the random extractor), every
     n-th epoch and the last, on all probe_size images; the training loss every epoch; the stage's time split

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -133,6 +134,7 @@ class TestSetLocked:
         return getattr(self._dataset, name)
 
 
+@pytest.mark.e2e
 def test_sizing_and_precision_tools_never_read_the_test_set(tmp_path, monkeypatch):
     """tools.size_finetune (budgets) and tools.precision_check choose things, so they run to the end with the
     test set locked away; tools.tune reads validation only (the test above)."""
@@ -160,8 +162,7 @@ def test_sizing_and_precision_tools_never_read_the_test_set(tmp_path, monkeypatc
     # stopped and started again: every finished run is reused, none re-run
     monkeypatch.setattr(size_finetune, "fine_tune", lambda *a: pytest.fail("a finished run ran again"))
     size_finetune.main()
-    monkeypatch.setattr(sys, "argv", ["precision_check", "--arch", "nets.fast_cnn:half", "--stem", "cifar",
-                                      "--train", "100", "--val", "50", "--epochs", "1", "--precisions", "fp32"])
+    monkeypatch.setattr(sys, "argv", ["precision_check", "--fraction", "0.5", "--epochs", "1", "--precisions", "fp32"])
     precision_check.main()
 
 
@@ -226,3 +227,28 @@ def test_the_committed_budget_table_is_what_metrics_budgets_json_holds():
     section = readme_section((ROOT / "docs" / "results.md").read_text(),
                              "<!-- budgets:begin (python -m tools.size_finetune --table) -->", "<!-- budgets:end -->")
     assert section == table(json.loads(path.read_text())) + "\n", "run python -m tools.size_finetune --table"
+
+
+@pytest.mark.e2e
+def test_the_budget_tool_runs_the_fine_tune_the_stage_runs(tmp_path, monkeypatch):
+    """Budgets are chosen on the runs the study makes: tools.size_finetune and `finetune@scratch` (the stage, in
+    its own process) give the same validation macro-F1 for the same fraction, seed, init and budget."""
+    import subprocess
+    import sys
+
+    from selfsup.core.dataset import load_dataset
+    from tests.synthetic import read_params, stage_workspace
+    from tools import size_finetune
+
+    ws = stage_workspace(tmp_path, pretext={}, finetune={"epochs": 2})
+    proc = subprocess.run([sys.executable, "-m", "stages.finetune", "--init", "scratch", "--seed", "0"], cwd=ws,
+                          env={**os.environ, "PYTHONPATH": str(ws)}, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stage = json.loads((ws / "metrics" / "runs" / "finetune" / "scratch" / "seed0" / "metrics.json").read_text())
+    monkeypatch.chdir(ws)
+    params = read_params(ws)
+    dataset, meta = load_dataset(ws / "data" / "dataset")
+    tool = size_finetune.fine_tune(params, dataset, meta, params["fraction"], 0, 2, "scratch", ws / "models")
+    assert stage["final"]["epoch"] == 2 and tool["labelled"] == stage["final"]["labelled_size"]
+    assert tool["val_f1_macro"] == pytest.approx(stage["final"]["val"]["f1_macro"], abs=1e-9)
+    assert tool["val_loss"] == pytest.approx(stage["final"]["val"]["loss"], rel=1e-6)

@@ -27,6 +27,7 @@ Not a DVC stage: it writes nothing but the optional JSON.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -49,10 +50,15 @@ from selfsup.training.augment import labelled_batches
 from selfsup.core.dataset import load_dataset
 from selfsup.training.image_store import ImageStore, prefetched
 from selfsup.training.devices import configure_device, device_generator, resolve_device, seed_everything
-from selfsup.config import PRECISIONS, STEMS
+from selfsup.training.engine import PRECISIONS
+from selfsup.training.models import STEMS
+from selfsup.loop.finetune import FineTune, Setup
+from selfsup.loop.training_stage import Recipe, TrainingStage
+from selfsup.training.distributed import Dist
+import selfsup.loop.precision_choice as precision_choice
 from selfsup.training.engine import (Batch, Trainer, batch_channels_last, channels_last, in_layout, resolve_precision,
                                      sgd)
-from selfsup.training.models import Classifier, build_extractor
+from selfsup.training.models import build_extractor
 from selfsup.config import TASK_PARAMS, defaults
 from selfsup.core.params import UserError, load_params
 from selfsup.pretexts import TASKS, build_task
@@ -167,9 +173,10 @@ def bench(args: argparse.Namespace) -> dict:
     # params.yaml holds the chosen task's section alone: the others measured get their declared defaults
     params["pretext"] = {t: defaults(c) for t, c in TASK_PARAMS.items()} | params["pretext"]
     device = configure_device(resolve_device(args.device))  # the stages' settings
-    precision = resolve_precision(args.precision, device)
     seed_everything(0)
     dataset, meta = load_dataset(Path(args.dataset))
+    precision = resolve_precision(args.precision, device, precision_choice.bf16_faster(
+        args.arch, args.stem, meta["image_size"], len(dataset.classes), args.batch_size, device))
     mean = torch.tensor(meta["mean"], device=device)
     std = torch.tensor(meta["std"], device=device)
     gen = device_generator(0, device)
@@ -185,15 +192,17 @@ def bench(args: argparse.Namespace) -> dict:
                     "batch_channels_last": batch_channels_last(device) if args.memory_format == "auto"
                     else args.memory_format == "channels_last"}
 
-    # ---- fine-tune step
-    extractor, feat_dim = build_extractor(args.arch, args.stem)
-    model = Classifier(extractor, feat_dim, len(dataset.classes))
-    trainer = Trainer(model, sgd(model, 0.01, 5e-4), 10 ** 9, 0, device, compile=args.compile,
-                      precision=precision, memory_format=args.memory_format)
-    images = torch.from_numpy(np.array(dataset.train_images)).to(device)  # the memory-mapped array, copied
-    labels = torch.from_numpy(dataset.train_labels).to(device)
-    streamed = ImageStore([dataset.train_images], device, stream=True)  # param `stream: always`
-    fixed = next(labelled_batches(images, labels, bs, 1, pad, mean, std, gen))
+    # ---- fine-tune step: the stages' own fine-tune (selfsup.loop.finetune) on every training image, at the
+    # benchmark's batch, precision, compile and layout; lr 0.01 for as many steps as the paths take
+    recipe = Recipe(epochs=10 ** 6, batch_size=bs, lr=0.01, weight_decay=5e-4, warmup_epochs=0.0, eval_batch_size=bs)
+    setup = Setup(args.arch, args.stem, "scratch", 0, recipe, label_smoothing=0.0, crop_padding=pad)
+    stage = TrainingStage({"compile": args.compile}, Dist(), device, precision, time.perf_counter())
+    rows = np.arange(len(dataset.train_labels))  # one image held out: a fine-tune has a validation set
+    ft = FineTune(setup, dataset, meta, rows[1:], rows[:1], stage, "never", args.memory_format, test=False)
+    trainer = ft.trainer
+    images, labels = ft.train_x, ft.train_y  # held on the device, as the stages hold them
+    streamed = ImageStore([dataset.train_images], device, stream=True, rows=[rows[1:]])  # param `stream: always`
+    fixed = next(ft.epoch_batches())
     usual = transforms.Compose([transforms.RandomCrop(dataset.train_images.shape[-1], padding=pad,
                                                       padding_mode="reflect"),
                                 transforms.RandomHorizontalFlip(), transforms.ToTensor(),
@@ -203,7 +212,7 @@ def bench(args: argparse.Namespace) -> dict:
                         persistent_workers=args.workers > 0)
     steps = math.ceil(len(images) / bs)
     paths = [DataPath("model_only", repeat(fixed)),
-             DataPath("ours", labelled_batches(images, labels, bs, 10 ** 9, pad, mean, std, gen))]
+             DataPath("ours", itertools.chain.from_iterable(ft.epoch_batches() for _ in itertools.count()))]
     if not args.no_usual:
         paths.append(DataPath("usual", from_loader(loader, device)))
     if args.streamed:
@@ -216,7 +225,7 @@ def bench(args: argparse.Namespace) -> dict:
     if not args.no_usual:
         report["finetune"]["usual"]["workers"] = args.workers
     report["finetune"]["epoch_steps"] = steps
-    report["dataset_on_device_mb"] = (images.numel() + labels.numel() * 8) / 2 ** 20  # ours keeps it there
+    report["dataset_on_device_mb"] = (len(images) * dataset.train_images[0].nbytes + labels.numel() * 8) / 2 ** 20
     del paths, loader
 
     # ---- pretext steps, one per task asked for
@@ -332,4 +341,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, check=False)  # it reads --params, not necessarily params.yaml
+    run_stage(main)  # it reads --params, not necessarily params.yaml

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, check=False)  # not a stage: the one-line errors, without the params check
+    run_stage(main)  # not a stage: the one-line errors, without the params check
 
 
 __all__ = ["BEGIN", "END", "build", "main", "readme_section", "render"]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 
@@ -31,13 +30,9 @@ from selfsup.core.dataset import load_dataset
 from selfsup.core.params import UserError, load_params, param
 from selfsup.core.stage import run_stage
 from selfsup.subsets import split_indices
-from selfsup.training.augment import labelled_batches, normalize
-from selfsup.training.devices import device_generator, seed_everything
+from selfsup.loop.finetune import FineTune
+from selfsup.loop.training_stage import TrainingStage, stage_precision
 from selfsup.training.distributed import Dist
-from selfsup.training.engine import chunks, classification_metrics, resolve_precision
-from selfsup.training.image_store import ImageStore
-from selfsup.training.models import Classifier, build_extractor, load_extractor
-from selfsup.loop.training_stage import Recipe, TrainingStage
 
 
 def recipe_key(params: dict) -> str:
@@ -51,37 +46,18 @@ def recipe_key(params: dict) -> str:
 
 def fine_tune(params: dict, dataset, meta: dict, fraction: float, seed: int, epochs: int, init: str,
               pretrained: Path) -> dict:
-    """One fixed-budget fine-tune; its validation macro-F1 and loss after the last epoch."""
-    recipe = Recipe.read(params, "finetune")
-    recipe = Recipe(epochs, recipe.batch_size, recipe.lr, recipe.weight_decay, recipe.warmup_epochs,
-                    recipe.eval_batch_size)
-    arch, stem = param(params, "model.arch"), param(params, "model.stem")
+    """One fixed-budget fine-tune, the one `finetune@<init>` runs (selfsup.loop.finetune), on the seed's split as
+    the split stage draws it; its validation macro-F1 and loss after the last epoch (test is never read)."""
     device = torch.device("cpu")
-    seed_everything(seed)
     val, lab = split_indices(dataset.train_labels, seed, param(params, "split.val_fraction"), fraction)
-    if init == "scratch":
-        extractor, feat_dim = build_extractor(arch, stem)
-    else:
-        extractor, feat_dim = load_extractor(pretrained / f"seed{seed}.pt", arch, stem, param(params, "pretext.task"))
-    torch.manual_seed(seed)
-    model = Classifier(extractor, feat_dim, len(dataset.classes))
-    mean, std = torch.tensor(meta["mean"]), torch.tensor(meta["std"])
-    tx = ImageStore([dataset.train_images], device, False, [lab])
-    ty = torch.from_numpy(dataset.train_labels[tx.rows[0]])
-    vx = ImageStore([dataset.train_images], device, False, [val])
-    vy = dataset.train_labels[vx.rows[0]]
-    steps = math.ceil((len(dataset.train_labels) - len(val)) / recipe.batch_size)
-    precision = resolve_precision(param(params, "precision"), device)  # as the stages resolve it
+    precision = stage_precision(params, device)  # as the stages resolve it
     stage = TrainingStage(params, Dist(), device, precision, time.perf_counter())
-    trainer = recipe.trainer(model, steps, stage, label_smoothing=param(params, "finetune.label_smoothing"))
-    gen = device_generator(seed, device)
-    pad = param(params, "finetune.crop_padding")
+    run = FineTune.from_stage(stage, dataset, meta, lab, val, init, seed, pretrained / f"seed{seed}.pt", epochs,
+                              test=False)
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        batches = labelled_batches(tx, ty, recipe.batch_size, steps, pad, mean, std, gen)
-        stats = trainer.train_epoch(batches, steps, f"{init} {fraction:g} seed {seed} epoch {epoch}/{epochs}")
-    val_metrics = classification_metrics(
-        trainer.predict(chunks(vx, recipe.eval_batch_size, lambda x: normalize(x, mean, std))), vy)
+        stats = run.train_epoch(f"{init} {fraction:g} seed {seed} epoch {epoch}/{epochs}")
+    val_metrics = run.validate()
     return {"val_f1_macro": val_metrics["f1_macro"], "val_loss": val_metrics["loss"],
             "train_loss": stats["loss"], "labelled": int(len(lab)), "validation": int(len(val)),
             "seconds": time.perf_counter() - start, "precision": precision}
@@ -197,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, check=False)
+    run_stage(main)

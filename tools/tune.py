@@ -167,4 +167,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, outputs=[TUNING_JSON], check=False)
+    run_stage(main, outputs=[TUNING_JSON])

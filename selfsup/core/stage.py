@@ -1,4 +1,7 @@
-"""Running a stage script: every param checked first; on failure no half-written output and a one-line error."""
+"""Running a stage script or a tool: on failure no half-written output and a one-line error.
+
+This floor knows nothing of the params' declarations: a stage passes its check (selfsup/stage.py does, with
+selfsup.config.check_files); a tool runs without one."""
 
 from __future__ import annotations
 
@@ -11,14 +14,14 @@ from selfsup.core.files import remove_outputs
 from selfsup.core.params import UserError
 
 
-def run_stage(main: Callable[[], None], outputs: Iterable[Path | str] = (), check: bool = True) -> None:
-    """Run a stage: check every param first (selfsup/config.py); on failure remove its outputs, print one
-    line for a UserError, exit non-zero."""
+def run_stage(main: Callable[[], None], outputs: Iterable[Path | str] = (),
+              check: Callable[[], None] | None = None) -> None:
+    """Run `check` (if any), then `main`; on failure remove `outputs`, print one line for a UserError, exit
+    non-zero."""
     outputs = list(outputs)
     try:
-        if check:
-            from selfsup.config import check_files  # imported here: tools run stages' code unchecked
-            check_files()
+        if check is not None:
+            check()
         main()
     except UserError as e:
         _remove_on_rank0(outputs)

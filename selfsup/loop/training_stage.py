@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -22,6 +24,8 @@ import torch
 from dvclive import Live
 from torch import nn
 
+from selfsup.core import paths
+import selfsup.loop.precision_choice as precision_choice
 from selfsup.training.devices import announce, device_from_params, numerics
 from selfsup.training.distributed import Dist, NullLive, setup
 from selfsup.training.engine import Batch, Trainer, resolve_precision, sgd, slow_hint
@@ -45,7 +49,7 @@ class TrainingStage:
         started = time.perf_counter()
         params = load_params()
         dist, device = setup(device_from_params(params))
-        precision = resolve_precision(param(params, "precision"), device)
+        precision = stage_precision(params, device)
         if dist.main:
             announce(name, device, precision)
         return cls(params, dist, device, precision, started)
@@ -54,6 +58,20 @@ class TrainingStage:
         """This run's numerics record (selfsup.training.devices.numerics), for its summary: compile as the
         trainer resolved it (`auto` -> on or off)."""
         return numerics(self.device, self.precision, self.dist.world, bool(trainer.compiled))
+
+
+def stage_precision(params: dict[str, Any], device: torch.device) -> str:
+    """The param `precision` resolved for a stage of this study: on a CPU with bf16 instructions, `auto` is bf16
+    only where a training step of the study's network (model.arch, model.stem) at its image size measured faster
+    in it on this machine (selfsup/loop/precision_choice.py; cached, so every stage of the study on this
+    machine, pretraining and fine-tunes alike, resolves the same)."""
+    meta_path = paths.DATASET / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"image_size": 32, "classes": [0] * 10}
+    faster = precision_choice.bf16_faster(param(params, "model.arch"), param(params, "model.stem"),
+                                          meta["image_size"], len(meta["classes"]),
+                                          precision_choice.BATCH, device,
+                                          announce=int(os.environ.get("RANK", "0")) == 0)
+    return resolve_precision(param(params, "precision"), device, faster)
 
 
 @dataclass(frozen=True)

@@ -38,9 +38,10 @@ ROUNDS = 2         # eager and compiled timed in turns, this many times each; ea
 Step = Callable[[nn.Module, torch.optim.Optimizer], None]  # one training step of a module on the measured batch
 
 
-def cache_path() -> Path:
+def cache_path(name: str = "compile") -> Path:
+    """This machine's verdicts of one kind (compile, precision): $XDG_CACHE_HOME/selfsup/<name>.json."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "selfsup" / "compile.json"
+    return Path(root) / "selfsup" / f"{name}.json"
 
 
 def cache_key(model: nn.Module, inputs: torch.Tensor, device_description: str, precision: str) -> dict[str, str]:
@@ -53,17 +54,17 @@ def cache_key(model: nn.Module, inputs: torch.Tensor, device_description: str, p
             "example": f"{tuple(inputs.shape[1:])} {str(inputs.dtype).removeprefix('torch.')} {layout}"}
 
 
-def read_verdict(key: dict[str, str]) -> dict | None:
+def read_verdict(key: dict[str, str], name: str = "compile") -> dict | None:
     try:
-        entries = json.loads(cache_path().read_text())
+        entries = json.loads(cache_path(name).read_text())
     except (OSError, ValueError):
         return None
     return next((e for e in entries if isinstance(e, dict) and e.get("key") == key), None)
 
 
-def write_verdict(entry: dict) -> None:
+def write_verdict(entry: dict, name: str = "compile") -> None:
     """Add (or replace) one verdict, atomically: a run reading the file never sees half of it."""
-    path = cache_path()
+    path = cache_path(name)
     try:
         entries = [e for e in json.loads(path.read_text()) if isinstance(e, dict) and e.get("key") != entry["key"]]
     except (OSError, ValueError):

@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +23,6 @@ import torch.distributed.nn.functional as dist_nn
 from torch import nn
 
 from selfsup.core.params import UserError, load_params, param
-from selfsup.core.stage import run_stage
 
 
 @dataclass(frozen=True)
@@ -168,8 +166,8 @@ class NullLive:
         pass
 
 
-def run_parallel_stage(main: Callable[[], None], outputs: Iterable[Path | str] = ()) -> None:
-    """`run_stage`, but with the param `nproc` > 1 the stage is started again under torchrun."""
+def parallel(main: Callable[[], None]) -> Callable[[], None]:
+    """`main`, but with the param `nproc` > 1 started again under torchrun (selfsup/stage.py runs it)."""
     def entry() -> None:
         nproc = param(load_params(), "nproc")
         if nproc > 1 and not under_torchrun():
@@ -181,4 +179,4 @@ def run_parallel_stage(main: Callable[[], None], outputs: Iterable[Path | str] =
             main()
         finally:
             teardown()
-    run_stage(entry, outputs)
+    return entry

@@ -5,7 +5,8 @@ targets) -> (mean loss, summed score): cross-entropy and hits by default, a pret
 `train_epoch` consumes (inputs, targets) batches that are already on the device, sums loss and score on the
 device (no host sync per step), and reports images/s through tqdm; `predict` runs large no-grad batches. The
 `precision` param picks the autocast dtype (`resolve_precision`: bf16 on CUDA GPUs that have it, fp16 with a
-gradient scaler on older ones; on a CPU bf16 where it has bf16 instructions, else fp32); losses, logits and
+gradient scaler on older ones; on a CPU bf16 where it has bf16 instructions and a training step measured
+faster in it, else fp32); losses, logits and
 features leave in fp32. Image batches reach the network channels_last on CUDA and CPUs (`batch_channels_last`);
 models are channels_last on CUDA and with bf16 on a CPU (`channels_last`). A loss that turns NaN or Inf stops
 the run with a message, not garbage.
@@ -36,6 +37,7 @@ from selfsup.core.params import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # param precision: auto resolves to one of the others
 CHECK_EVERY = 25  # steps between checks that the loss is still finite
 ESTIMATE_AFTER = 5  # steps timed before a `slow_hint` warning estimates the training time
 Criterion = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -260,13 +262,13 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
+def resolve_precision(name: str, device: torch.device, bf16_faster: Callable[[], bool] | None = None) -> str:
     """The param `precision` for `device`: `auto` -> bf16 on CUDA GPUs with native bf16, fp16 on older ones;
-    on a CPU bf16 where it has bf16 instructions (AVX512-BF16 or AMX-BF16: there bf16 autocast was 1.2x to
-    1.7x faster for every backbone measured, docs/speed.md), else fp32; fp32 elsewhere (MPS included). The
-    CPU choice is read from the CPU's flags, never timed, so every call on a machine picks the same. An
-    explicit bf16 on a CPU without bf16 instructions (which emulates it, 9x to 18x slower) gets a warning;
-    an explicit choice the device cannot run is a UserError."""
+    fp32 on a CPU without bf16 instructions; on one with them (AVX512-BF16 or AMX-BF16) bf16 only where
+    `bf16_faster()` says a training step measured faster there (selfsup/loop/precision_choice.py: on a 2-core
+    Zen 5 bf16 trained slower than fp32, on a Xeon with AMX 1.67x faster), fp32 without such a measurement; fp32
+    elsewhere (MPS included). An explicit bf16 on a CPU without bf16 instructions (which emulates it, 9x to 18x
+    slower) gets a warning; an explicit choice the device cannot run is a UserError."""
     if device.type == "cuda":
         bf16 = torch.cuda.is_bf16_supported()
         if name == "bf16" and not bf16:
@@ -275,7 +277,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name if name != "auto" else "bf16" if bf16 else "fp16"
     if device.type == "cpu":
         if name == "auto":
-            return "bf16" if cpu_has_bf16() else "fp32"
+            return "bf16" if cpu_has_bf16() and bf16_faster is not None and bf16_faster() else "fp32"
         if name == "bf16" and not cpu_has_bf16():
             print("warning: precision=bf16 on a CPU without bf16 instructions is emulated, 9x to 18x slower than "
                   "fp32: use precision=auto", file=sys.stderr)

@@ -65,13 +65,15 @@ class ImageStore:
 
 
 def labelled_images(dataset: Dataset, labelled: np.ndarray, validation: np.ndarray, device: torch.device,
-                    mode: str) -> list[tuple[ImageStore, np.ndarray]]:
-    """(images, labels) of the labelled training rows, the validation rows and the test set, for a
-    fine-tune or a probe: held on the device, or, when param `stream` (`mode`) says they would not fit
-    there, streamed a batch at a time from the memory-mapped arrays. Rows come in sorted order."""
+                    mode: str, test: bool = True) -> list[tuple[ImageStore, np.ndarray]]:
+    """(images, labels) of the labelled training rows, the validation rows and (with `test`) the test set, for
+    a fine-tune or a probe: held on the device, or, when param `stream` (`mode`) says they would not fit
+    there, streamed a batch at a time from the memory-mapped arrays. Rows come in sorted order. Without
+    `test` the test arrays are never touched (the tools that choose budgets and recipes)."""
     sets = [(dataset.train_images, dataset.train_labels, labelled),
-            (dataset.train_images, dataset.train_labels, validation),
-            (dataset.test_images, dataset.test_labels, None)]
+            (dataset.train_images, dataset.train_labels, validation)]
+    if test:
+        sets.append((dataset.test_images, dataset.test_labels, None))
     stream = should_stream(mode, image_bytes([x for x, _, _ in sets], [r for _, _, r in sets]), device)
     stores = [(ImageStore([x], device, stream, [r]), y) for x, y, r in sets]
     return [(store, y[store.rows[0]]) for store, y in stores]  # the labels of the rows the store keeps
