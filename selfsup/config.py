@@ -23,8 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from selfsup.core.params import HARDWARE_FILE, PARAMS_FILE, UserError, read_mapping
 from selfsup.pretexts import TASKS
 from selfsup.sources import SOURCES
-from selfsup.training.engine import PRECISIONS
-from selfsup.training.models import STEMS
+from selfsup.core.params import PRECISIONS, STEMS
 Stem = Literal.__getitem__(STEMS)  # type: ignore[valid-type]  # the names the code below declares
 Precision = Literal.__getitem__(PRECISIONS)  # type: ignore[valid-type]
 

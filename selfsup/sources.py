@@ -69,11 +69,22 @@ def local_path(url: str) -> Path | None:
     return None
 
 
+STALL_SECONDS = 60  # a download whose connection sends nothing this long fails (a firewall that drops, not refuses)
+
+
 def download_url(url: str, root: str, filename: str) -> None:
-    """torchvision's download helper, imported on first use (torchvision loads torch)."""
+    """torchvision's download helper, imported on first use (torchvision loads torch); a stalled connection
+    fails after `STALL_SECONDS` instead of hanging."""
+    import socket
+
     from torchvision.datasets.utils import download_url as torchvision_download_url
 
-    torchvision_download_url(url, root, filename)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(STALL_SECONDS)
+    try:
+        torchvision_download_url(url, root, filename)
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def fetch(url: str, md5: str | None, cache_dir: Path, source: str = "") -> Path:

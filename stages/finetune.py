@@ -23,7 +23,7 @@ import numpy as np
 from selfsup.core import paths
 from selfsup.core.dataset import load_dataset
 from selfsup.core.files import atomic_path, save_torch
-from selfsup.loop.finetune import FineTune
+from selfsup.finetune import FineTune
 from selfsup.loop.resume import fingerprint
 from selfsup.loop.training_stage import EpochLog, TrainingStage
 from selfsup.training.devices import describe_device

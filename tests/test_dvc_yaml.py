@@ -170,9 +170,10 @@ def test_stage_scripts_are_apart_from_the_library_and_the_tools():
             assert f"tools.{tool.stem}" not in script.read_text()
 
 
-@pytest.mark.parametrize("tool", sorted(p.stem for p in (ROOT / "tools").glob("*.py") if p.stem != "__init__"))
+@pytest.mark.parametrize("tool", sorted(f"{d}.{p.stem}" for d in ("tools", "study") for p in (ROOT / d).glob("*.py")
+                                         if p.stem != "__init__"))
 def test_every_tool_imports(tool):
-    # the tools import the library's names, which a move or a rename must not leave dangling
+    # the tools and the study's modules import the library's names, which a move or a rename must not leave dangling
     import importlib
 
-    importlib.import_module(f"tools.{tool}")
+    importlib.import_module(tool)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOORS = [  # (floor, module-name prefixes), bottom first
     (0, ("selfsup.core",)),
     (1, ("selfsup.training", "selfsup.sources", "selfsup.subsets", "selfsup.analysis")),
-    (2, ("selfsup.pretexts", "selfsup.loop", "selfsup.linear_eval")),
+    (2, ("selfsup.pretexts", "selfsup.loop", "selfsup.linear_eval", "selfsup.finetune")),
     (3, ("selfsup.config",)),
     (4, ("selfsup.stage",)),
 ]

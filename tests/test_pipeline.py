@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.synthetic import HARDWARE, cifar_archive
-from tools.experiments import flatten
+from study.experiments import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e  # dvc in a fresh copy of the repository: the complete run only
@@ -348,17 +348,17 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     repo, _ = study
     # three of the protocol's four arms have run (context at 100 % and 10 %, rotation at 10 %): the report
     # refuses to answer without the fourth, and the study command runs just that one
-    refused = run([sys.executable, "-m", "tools.report"], repo, check=False)
+    refused = run([sys.executable, "-m", "study", "report"], repo, check=False)
     assert refused.returncode == 1 and "arms rotation-1 have no experiment" in refused.stderr, refused.stderr
-    plan = run([sys.executable, "-m", "tools.run_study", "--plan"], repo).stdout
+    plan = run([sys.executable, "-m", "study", "run", "--plan"], repo).stdout
     assert "study: 3/4 arms done" in plan and "left  dvc exp run -n rotation-1 -S profile=tiny -S pretext=rotation" \
         " -S fraction=1.0 -S seeds=[0,1]" in plan, plan
-    out = run([sys.executable, "-m", "tools.run_study"], repo).stdout
+    out = run([sys.executable, "-m", "study", "run"], repo).stdout
     assert "[1/4] context-0.1: done (" in out and "[4/4] rotation-1: 3 arms done, about" in out, out
     assert "Running stage 'finetune_pretrained@0'" in out and "Running stage 'pretrain@" not in out, out
     assert "Running stage 'finetune_scratch@" not in out, out  # the 100 % scratch runs are context's
     assert "protocol: protocol.yaml (sha1 " in out and "report: 4 arms" in out, out
-    again = run([sys.executable, "-m", "tools.run_study"], repo).stdout  # all done: it only reports
+    again = run([sys.executable, "-m", "study", "run"], repo).stdout  # all done: it only reports
     assert "Running stage" not in again and "[4/4] rotation-1: done (rotation-1)" in again, again
     sessions = json.loads((repo / "metrics" / "study_run.json").read_text())["sessions"]
     assert [s_["arms_run"] for s_ in sessions] == [["rotation-1"], []]
@@ -380,9 +380,9 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     from selfsup.analysis.stats import holm
     assert [e["p_holm"] for e in secondary] == holm([e["difference"]["p"] for e in secondary])
     readme, results = (repo / "README.md").read_text(), (repo / "docs" / "results.md").read_text()
-    from tools.markdown import readme_section
-    from tools.report import BEGIN, END
-    from tools.report_text import render, render_answer
+    from study.markdown import readme_section
+    from study.report import BEGIN, END
+    from study.report_text import render, render_answer
     assert readme_section(readme, BEGIN, END) == render_answer(study_json)
     assert readme_section(results, BEGIN, END) == render(study_json)
     assert "| context at 10% **(primary)** | 30 | 2 |" in readme
@@ -390,7 +390,7 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
         assert (repo / "plots" / f"{png}.png").stat().st_size > 5000
     # a protocol other than the one the runs were made under: refused in one line
     (repo / "other.yaml").write_text(TINY_PROTOCOL.replace("margin: 0.05", "margin: 0.02"))
-    refused = run([sys.executable, "-m", "tools.report", "--protocol", "other.yaml"], repo, check=False)
+    refused = run([sys.executable, "-m", "study", "report", "--protocol", "other.yaml"], repo, check=False)
     assert refused.returncode == 1 and "differs from (or lacks) the one read here" in refused.stderr
     (repo / "other.yaml").unlink()
     # the finished study as commits (in a copy: the later tests keep their baseline): one per arm, the primary's
@@ -398,7 +398,7 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     copy = repo.parent / "recorded"
     shutil.copytree(repo, copy, symlinks=True)
     run(["git", "checkout", "-q", "--", "."], copy)  # the report's documents: the record writes them again
-    run([sys.executable, "-m", "tools.run_study", "--record"], copy)
+    run([sys.executable, "-m", "study", "run", "--record"], copy)
     subjects = run(["git", "log", "--format=%s", "-5"], copy).stdout.splitlines()
     assert subjects[0].startswith("study: the report of") and subjects[1].startswith("study: arm context-0.1 ("), subjects
     assert sorted(x.split()[2] for x in subjects[1:]) == ["context-0.1", "context-1", "rotation-0.1", "rotation-1"]
@@ -415,10 +415,10 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
         json.loads((copy / "metrics" / "study.json").read_text()))
     # the pretext comparison: same study at 50 %, context vs rotation, sharing the scratch runs
     full, tenth = study_json["experiments"][:2]  # context at 100 % and 10 %
-    refused = run([sys.executable, "-m", "tools.pretext_table", "--exp", full, "tiny-rotation"], repo, check=False)
+    refused = run([sys.executable, "-m", "study", "pretexts", "--exp", full, "tiny-rotation"], repo, check=False)
     assert refused.returncode == 1 and "differ in fraction" in refused.stderr
-    run([sys.executable, "-m", "tools.pretext_table", "--exp", tenth, "tiny-rotation"], repo)
-    from tools import pretext_table as methods
+    run([sys.executable, "-m", "study", "pretexts", "--exp", tenth, "tiny-rotation"], repo)
+    from study import pretext_table as methods
     table = json.loads((repo / "metrics" / "methods.json").read_text())
     assert [r["task"] for r in table["rows"]] == ["context", "rotation"]
     assert table["rows"][0]["finetune"]["scratch"] == table["rows"][1]["finetune"]["scratch"]

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import yaml
 
-from tools import protocol as protocol_module
+from study import protocol as protocol_module
 from selfsup.analysis.endpoints import PRIMARY, SECONDARY
-from tools.protocol import load_protocol, power_table
+from study.protocol import load_protocol, power_table
 from selfsup.analysis.stats import holm, mean_ci, power_equivalence, power_paired, tost
 from selfsup.core.params import UserError
-from stages.compare import compare_inits, convergence
-from tools import study as study_module
-from tools.report_text import render, render_answer, verdict
-from tools.run_study import ordered, rates, remaining_seconds
+from selfsup.analysis.compare import compare_inits, convergence
+from study import results as study_module
+from study.report_text import render, render_answer, verdict
+from study.run import ordered, rates, remaining_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def write_protocol(tmp_path: Path, **changes) -> Path:
 def fake_experiment(pretext: str, fraction: float, seeds: list[int], gains: list[float], name: str = "",
                     budget: int | None = None, profile: str = "cpu", finished: int = 1,
                     precision: str = "bf16") -> dict:
-    """An experiment as tools.experiments.read_experiment returns it, its compare.json made by compare's own
+    """An experiment as study.experiments.read_experiment returns it, its compare.json made by compare's own
     functions from per-seed scratch scores and pretrained gains."""
     rng = np.random.default_rng(int(fraction * 1000) + len(pretext))
     scratch = 0.5 + fraction * 0.3 + rng.normal(0, 0.01, len(seeds))
@@ -198,7 +198,7 @@ def test_the_plain_answers_follow_the_protocols_rules(protocol):
     assert "linear probe test accuracy, trained on 10% of the labels (4,500 images): context" in readme
     assert "of stage time" in readme  # no run log: the stage time alone
     timed = render_answer(study | {"study_run": {"sessions": [{}, {}], "wall_seconds": 8690.7}})
-    assert "the whole study 145 min of wall clock (2 invocation(s) of `python -m tools.run_study`" in timed
+    assert "the whole study 145 min of wall clock (2 invocation(s) of `python -m study run`" in timed
     doc = render(study)
     for e in study["endpoints"]:
         assert f"| {e['pretext']} at {e['fraction']:.0%} | {e['power']['seeds']} |" in doc
@@ -283,7 +283,7 @@ def test_the_study_logs_its_wall_clock_however_an_invocation_ends(protocol, tmp_
     wall clock over its interruptions is on record."""
     from types import SimpleNamespace
 
-    from tools import run_study
+    from study import run as run_study
     log = tmp_path / "study_run.json"
     monkeypatch.setattr(run_study, "RUN_LOG", log)
     monkeypatch.setattr(run_study, "done_arms", lambda p: {})
@@ -332,20 +332,20 @@ def test_a_draft_protocol_runs_and_answers_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(study_module, "protocol_file_at", lambda rev, p: path.read_bytes())
     with pytest.raises(UserError, match=r"is a draft \(budgets at 50 % and 100 % not chosen yet\)"):
         study_module.build_study(full_set(), draft)
-    from tools.protocol import describe
+    from study.protocol import describe
     assert describe(draft).endswith("; DRAFT: budgets at 50 % and 100 % not chosen yet")
 
 
 def test_the_protocol_doc_shows_the_committed_protocols_power():
-    from tools.markdown import readme_section
+    from study.markdown import readme_section
     doc = (ROOT / "docs" / "protocol.md").read_text()
-    section = readme_section(doc, "<!-- power:begin (python -m tools.run_study --plan) -->", "<!-- power:end -->")
+    section = readme_section(doc, "<!-- power:begin (python -m study plan) -->", "<!-- power:end -->")
     assert section == power_table(load_protocol(ROOT / "protocol.yaml")) + "\n", \
-        "docs/protocol.md's power table differs from protocol.yaml: paste `python -m tools.run_study --plan`'s"
+        "docs/protocol.md's power table differs from protocol.yaml: paste `python -m study plan`'s"
 
 
 def test_the_report_draws_every_pretext_beside_scratch(protocol, tmp_path):
-    from tools.report import draw_figures
+    from study.report import draw_figures
     study = study_module.build_study(full_set(), protocol)
     paths = {"label_efficiency": tmp_path / "le.png", "curves": tmp_path / "curves.png"}
     draw_figures(study, protocol, paths)

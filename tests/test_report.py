@@ -1,4 +1,4 @@
-"""The README's answer and docs/results.md are exactly what metrics/study.json (written by `python -m tools.report`)
+"""The README's answer and docs/results.md are exactly what metrics/study.json (written by `python -m study report`)
 holds; docs/pretexts.md's comparison is exactly metrics/methods.json."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from selfsup.core.params import UserError
-from tools.markdown import readme_section, splice
-from tools.report import BEGIN, END
-from tools.report_text import PENDING, render, render_answer
+from study.markdown import readme_section, splice
+from study.report import BEGIN, END
+from study.report_text import PENDING, render, render_answer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +24,8 @@ def test_readme_results_match_the_committed_study():
         assert readme == results == PENDING
         return
     study = json.loads(path.read_text())
-    assert results == render(study), "docs/results.md differs from metrics/study.json: run `python -m tools.report`"
-    assert readme == render_answer(study), "README.md's answer differs from metrics/study.json: run `python -m tools.report`"
+    assert results == render(study), "docs/results.md differs from metrics/study.json: run `python -m study report`"
+    assert readme == render_answer(study), "README.md's answer differs from metrics/study.json: run `python -m study report`"
     for arm in study["arms"]:
         for init in ("scratch", "pretrained"):
             assert arm["tests"]["test_f1_macro"][init]["n"] == len(arm["seeds"])
@@ -36,7 +36,7 @@ def test_the_committed_record_is_one_run():
     # `dvc metrics show` (metrics/summary.json) is the primary endpoint of the committed study
     import yaml
 
-    from tools.protocol import load_protocol
+    from study.protocol import load_protocol
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
@@ -70,18 +70,18 @@ def test_splice_replaces_only_the_section():
 
 
 def test_readme_methods_table_matches_the_committed_comparison():
-    from tools import pretext_table as methods
+    from study import pretext_table as methods
     data = json.loads((ROOT / "metrics" / "methods.json").read_text())
     doc = (ROOT / "docs" / "pretexts.md").read_text()
     assert readme_section(doc, methods.BEGIN, methods.END) == methods.render(data), \
-        "docs/pretexts.md's table differs from metrics/methods.json: run `python -m tools.pretext_table`"
+        "docs/pretexts.md's table differs from metrics/methods.json: run `python -m study pretexts`"
     assert [r["task"] for r in data["rows"]] == ["context", "rotation", "simclr", "reconstruction", "jigsaw"]
     for row in data["rows"]:  # every row's fine-tunes share the scratch runs
         assert row["finetune"]["scratch"] == data["rows"][0]["finetune"]["scratch"]
 
 
 def test_dataset_name_says_what_the_data_is_never_where():
-    from tools.experiments import dataset_name
+    from study.experiments import dataset_name
     assert dataset_name({"source": "cifar10", "digest": ""}) == "cifar10"
     digest = "sha256:" + "ab" * 32
     assert dataset_name({"source": "cifar10-jpeg", "digest": digest}) == "cifar10-jpeg (sha256:abababab)"
@@ -113,7 +113,7 @@ def _with_numerics(name: str, **changes) -> dict:
 
 
 def test_the_report_refuses_runs_of_other_numerics_in_one_line():
-    from tools.experiments import check_numerics
+    from study.experiments import check_numerics
 
     same = check_numerics([_with_numerics("a"), _with_numerics("b")])
     assert same["finetune"]["precision"] == "bf16" and same["linear_probe"]["precision"] == "fp32"
@@ -128,8 +128,17 @@ def test_other_tools_use_the_shared_parts_not_the_reports_internals():
     import ast
 
     for tool in ("tune", "pretext_table"):
-        tree = ast.parse((ROOT / "tools" / f"{tool}.py").read_text())
+        tree = ast.parse((ROOT / "study" / f"{tool}.py").read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tools."):
-                assert node.module not in ("tools.report", "tools.study"), f"tools.{tool} imports {node.module}"
-                assert not any(a.name.startswith("_") for a in node.names), f"tools.{tool} imports a private name"
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("study."):
+                assert node.module not in ("study.report", "study.results"), f"study.{tool} imports {node.module}"
+                assert not any(a.name.startswith("_") for a in node.names), f"study.{tool} imports a private name"
+
+
+def test_tools_hold_none_of_the_studys_machinery():
+    """tools/ keeps the bench, the roofline, the precision check and the docs generator; protocol, run, report,
+    record, budgets and tuning are the study package's, behind one command."""
+    assert sorted(p.stem for p in (ROOT / "tools").glob("*.py")) == ["__init__", "bench", "params_doc",
+                                                                     "precision_check", "roofline"]
+    from study.__main__ import COMMANDS
+    assert set(COMMANDS) == {"plan", "run", "record", "report", "budgets", "tune", "pretexts"}

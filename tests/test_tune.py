@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from selfsup.core.params import UserError
-from tools.markdown import readme_section, splice
-from tools.tune import BEGIN, END, TUNING_JSON, build, render
+from study.markdown import readme_section, splice
+from study.tune import BEGIN, END, TUNING_JSON, build, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,7 +113,7 @@ def test_a_schedule_sweep_extends_an_earlier_learning_rate_sweep():
 def test_the_committed_tuning_table_is_what_metrics_tuning_json_holds():
     tuning = json.loads((ROOT / TUNING_JSON).read_text())
     assert readme_section((ROOT / "docs" / "results.md").read_text(), BEGIN, END) == render(tuning), \
-        "docs/results.md's tuning table differs from metrics/tuning.json: run `python -m tools.tune`"
+        "docs/results.md's tuning table differs from metrics/tuning.json: run `python -m study tune`"
     assert tuning["trials_per_init"]["scratch"] == tuning["trials_per_init"]["pretrained"] >= 2
 
 
@@ -136,13 +136,14 @@ class TestSetLocked:
 
 @pytest.mark.e2e
 def test_sizing_and_precision_tools_never_read_the_test_set(tmp_path, monkeypatch):
-    """tools.size_finetune (budgets) and tools.precision_check choose things, so they run to the end with the
-    test set locked away; tools.tune reads validation only (the test above)."""
+    """study.budgets (budgets) and tools.precision_check choose things, so they run to the end with the
+    test set locked away; study.tune reads validation only (the test above)."""
     import sys
 
     from selfsup.core.dataset import load_dataset
     from tests.synthetic import stage_workspace
-    from tools import precision_check, size_finetune
+    from tools import precision_check
+    from study import budgets as size_finetune
 
     ws = stage_workspace(tmp_path, pretext={}, finetune={"epochs": 1})
     monkeypatch.chdir(ws)
@@ -167,7 +168,7 @@ def test_sizing_and_precision_tools_never_read_the_test_set(tmp_path, monkeypatc
 
 
 def test_a_budget_is_the_smallest_whose_doubling_no_init_gains_from():
-    from tools.size_finetune import choose, table
+    from study.budgets import choose, table
 
     def runs(init: str, means: dict[int, float]) -> list[dict]:
         return [{"fraction": 0.1, "init": init, "seed": s, "epochs": e, "val_f1_macro": m + d, "labelled": 4500}
@@ -190,7 +191,7 @@ def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
     keep the earlier choice, and a fraction that never stopped doubling names the largest budget it ran."""
     import sys
 
-    from tools import size_finetune
+    from study import budgets as size_finetune
     params = {"profile_name": "cpu", "model": {"arch": "a"}, "finetune": {"lr": 0.4}, "split": {"val_fraction": 0.1},
               "pretext": {"task": "context"}}
     score = {("scratch", 1): 0.60, ("scratch", 2): 0.65, ("scratch", 4): 0.652, ("pretrained", 2): 0.66}
@@ -222,23 +223,23 @@ def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
 
 
 def test_the_committed_budget_table_is_what_metrics_budgets_json_holds():
-    from tools.size_finetune import table
+    from study.budgets import table
     path = ROOT / "metrics" / "budgets.json"
     section = readme_section((ROOT / "docs" / "results.md").read_text(),
-                             "<!-- budgets:begin (python -m tools.size_finetune --table) -->", "<!-- budgets:end -->")
-    assert section == table(json.loads(path.read_text())) + "\n", "run python -m tools.size_finetune --table"
+                             "<!-- budgets:begin (python -m study budgets --table) -->", "<!-- budgets:end -->")
+    assert section == table(json.loads(path.read_text())) + "\n", "run python -m study budgets --table"
 
 
 @pytest.mark.e2e
 def test_the_budget_tool_runs_the_fine_tune_the_stage_runs(tmp_path, monkeypatch):
-    """Budgets are chosen on the runs the study makes: tools.size_finetune and `finetune@scratch` (the stage, in
+    """Budgets are chosen on the runs the study makes: study.budgets and `finetune@scratch` (the stage, in
     its own process) give the same validation macro-F1 for the same fraction, seed, init and budget."""
     import subprocess
     import sys
 
     from selfsup.core.dataset import load_dataset
     from tests.synthetic import read_params, stage_workspace
-    from tools import size_finetune
+    from study import budgets as size_finetune
 
     ws = stage_workspace(tmp_path, pretext={}, finetune={"epochs": 2})
     proc = subprocess.run([sys.executable, "-m", "stages.finetune", "--init", "scratch", "--seed", "0"], cwd=ws,

@@ -1,2 +1,3 @@
-"""What is not a DVC stage: the benchmark and sizing scripts, and the reports that read across experiments
-(`python -m tools.report`, `python -m tools.pretext_table`, `python -m tools.bench`)."""
+"""Developer tools, not DVC stages and not the study's machinery (that is the `study` package): the benchmark and
+its roofline (`python -m tools.bench`), the precision check (`python -m tools.precision_check`) and the docs
+generator (`python -m tools.params_doc`)."""

@@ -50,9 +50,9 @@ from selfsup.training.augment import labelled_batches
 from selfsup.core.dataset import load_dataset
 from selfsup.training.image_store import ImageStore, prefetched
 from selfsup.training.devices import configure_device, device_generator, resolve_device, seed_everything
-from selfsup.training.engine import PRECISIONS
-from selfsup.training.models import STEMS
-from selfsup.loop.finetune import FineTune, Setup
+from selfsup.core.params import PRECISIONS
+from selfsup.core.params import STEMS
+from selfsup.finetune import FineTune, Setup
 from selfsup.loop.training_stage import Recipe, TrainingStage
 from selfsup.training.distributed import Dist
 import selfsup.loop.precision_choice as precision_choice
@@ -192,7 +192,7 @@ def bench(args: argparse.Namespace) -> dict:
                     "batch_channels_last": batch_channels_last(device) if args.memory_format == "auto"
                     else args.memory_format == "channels_last"}
 
-    # ---- fine-tune step: the stages' own fine-tune (selfsup.loop.finetune) on every training image, at the
+    # ---- fine-tune step: the stages' own fine-tune (selfsup.finetune) on every training image, at the
     # benchmark's batch, precision, compile and layout; lr 0.01 for as many steps as the paths take
     recipe = Recipe(epochs=10 ** 6, batch_size=bs, lr=0.01, weight_decay=5e-4, warmup_epochs=0.0, eval_batch_size=bs)
     setup = Setup(args.arch, args.stem, "scratch", 0, recipe, label_smoothing=0.0, crop_padding=pad)

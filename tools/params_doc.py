@@ -5,7 +5,10 @@ meaning, declared once there):
 - conf/pretext/<task>.yaml: one Hydra group option per task (`-S pretext=rotation`), its `task` and section;
 - docs/params.md: the reference table (key, default, allowed values, meaning), between its markers;
 - README.md: the knob table (the params people change most, under the default profile and the committed study's),
-  between its markers.
+  between its markers;
+- the protocol's profile (conf/profile/cpu.yaml): its fine-tune budgets, from protocol.yaml's `budgets` (written
+  once, there), between its markers: `finetune.epochs` the primary's fraction's, `epochs_by_fraction` the others
+  that differ.
 
     python -m tools.params_doc            # rewrite them
     python -m tools.params_doc --check    # exit 1 naming the first file and param that differ (what the tests run)
@@ -24,9 +27,9 @@ import yaml
 
 from selfsup.config import TASK_PARAMS, declared_default, defaults, fields, hardware_knobs, rule
 from selfsup.core.stage import run_stage
-from tools.experiments import flatten
-from tools.markdown import splice
-from tools.protocol import load_protocol
+from study.experiments import flatten
+from study.markdown import splice
+from study.protocol import load_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "conf" / "config.yaml"
@@ -120,12 +123,27 @@ def knob_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+BUDGETS_BEGIN = "  # budgets:begin (written by python -m tools.params_doc from protocol.yaml's budgets: edit them there)"
+BUDGETS_END = "  # budgets:end"
+
+
+def profile_budgets() -> str:
+    """The protocol's budgets as its profile's `finetune` params: the primary fraction's as `epochs`, every other
+    fraction whose budget differs as an `epochs_by_fraction` entry."""
+    protocol = load_protocol(PROTOCOL_FILE)
+    default = protocol.budgets[protocol.primary.fraction]
+    others = [[f, e] for f, e in sorted(protocol.budgets.items()) if e != default]
+    return f"  epochs: {default}\n  epochs_by_fraction: {json.dumps(others)}\n"
+
+
 def generated() -> dict[Path, str]:
     """Every generated file's path and its full text as the declarations make it."""
     out = {CONFIG: config_yaml()}
     out.update({PRETEXT_GROUP / f"{task}.yaml": task_yaml(task) for task in TASK_PARAMS})
     out[PARAMS_DOC] = splice(PARAMS_DOC.read_text(), params_table(), BEGIN, END, PARAMS_DOC)
     out[README] = splice(README.read_text(), knob_table(), BEGIN, END, README)
+    profile = PROFILES / f"{load_protocol(PROTOCOL_FILE).profile}.yaml"
+    out[profile] = splice(profile.read_text(), profile_budgets(), BUDGETS_BEGIN, BUDGETS_END, profile)
     return out
 
 
@@ -139,8 +157,8 @@ def first_difference(path: Path, want: str) -> str | None:
             if line[:1] in "+-" and not line.startswith(("+++", "---"))]
     old = next((line[1:].split("#")[0].strip() for line in diff if line[0] == "-"), "nothing")
     new = next((line[1:].split("#")[0].strip() for line in diff if line[0] == "+"), "nothing")
-    return (f"{path.relative_to(ROOT)} is not what selfsup/config.py declares: it has {old!r} where the "
-            f"declarations give {new!r}")
+    return (f"{path.relative_to(ROOT)} is not what its source (selfsup/config.py, protocol.yaml) declares: it has "
+            f"{old!r} where the declarations give {new!r}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,7 +2,7 @@
 
     python -m tools.precision_check --fraction 0.1 --seed 0 --epochs 3 --json bench/precision-check.json
 
-Runs the fine-tune params.yaml declares (`model`, `finetune`; selfsup.loop.finetune, the routine the
+Runs the fine-tune params.yaml declares (`model`, `finetune`; selfsup.finetune, the routine the
 `finetune@scratch` stage runs) on the seed's split of a dataset written by the download stage, for `--epochs`
 epochs, once per precision in `--precisions`, from the same seed (same initial weights, same batches, same
 augmentation), scoring validation macro-F1 after every epoch. Prints and writes each run's figures and the
@@ -20,12 +20,12 @@ from pathlib import Path
 
 from selfsup.core.dataset import load_dataset
 from selfsup.core.params import load_params, param
-from selfsup.loop.finetune import FineTune
+from selfsup.finetune import FineTune
 from selfsup.loop.training_stage import TrainingStage, stage_precision
 from selfsup.subsets import split_indices
 from selfsup.training.devices import configure_device, resolve_device
 from selfsup.training.distributed import Dist
-from selfsup.training.engine import PRECISIONS
+from selfsup.core.params import PRECISIONS
 
 
 def run(args: argparse.Namespace, precision: str) -> dict:

@@ -1,6 +1,6 @@
 """The metrics `compare` reports per run and tests between the two inits, each with the words the reports use
 for it. Which of them the study's claims rest on (the endpoints: which pretext, at which fraction) is the
-protocol's to say (protocol.yaml, tools/protocol.py); the rest are described, not tested."""
+protocol's to say (protocol.yaml, study/protocol.py); the rest are described, not tested."""
 
 from __future__ import annotations
 

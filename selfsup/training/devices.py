@@ -47,7 +47,7 @@ def configure_device(device: torch.device) -> torch.device:
 def numerics(device: torch.device, precision: str, processes: int, compiled: bool) -> dict[str, object]:
     """What can change a run's numbers without being a param that re-runs it: the resolved precision, the device
     and its name, the process count, compile, and the torch and torchvision versions. Every training run and
-    probe records it; the report refuses to pool runs whose records differ (tools/report.py)."""
+    probe records it; the report refuses to pool runs whose records differ (study/report.py)."""
     import torchvision
 
     return {"precision": precision, "device": describe_device(device), "device_type": device.type,

@@ -37,7 +37,6 @@ from selfsup.core.params import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # param precision: auto resolves to one of the others
 CHECK_EVERY = 25  # steps between checks that the loss is still finite
 ESTIMATE_AFTER = 5  # steps timed before a `slow_hint` warning estimates the training time
 Criterion = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

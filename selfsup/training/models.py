@@ -25,13 +25,12 @@ from torchvision import models as tvm
 
 from selfsup.core import paths
 from selfsup.core.files import save_torch
+from selfsup.core.params import STEMS
 from selfsup.core.params import UserError
 
 # Tested with both stems (tests/test_models.py); any other torchvision classification model is tried.
 TESTED = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
 CUSTOM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-
-STEMS = ("cifar", "half", "imagenet")  # the first layers build_extractor can give a network (param model.stem)
 
 
 def classification_models() -> list[str]:

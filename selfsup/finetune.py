@@ -1,10 +1,10 @@
 """One fine-tune, set up in one place: the classifier (extractor from scratch or from a pretraining, then the
 head, both from the seed), its images, its trainer and its batch stream. The `finetune@<init>` stage, the budget
-search (tools.size_finetune), the precision check and the benchmark all build theirs here, so the same inputs
+search (study.budgets), the precision check and the benchmark all build theirs here, so the same inputs
 give the same run wherever it is made.
 
-`FineTune.from_stage` reads the recipe from params.yaml (what the stage and the budget search run);
-`FineTune.build` takes it spelled out (what the precision check and the benchmark vary). Both inits use the same
+`FineTune.from_stage` reads the recipe from params.yaml (what the stage, the budget search and the precision
+check run); `FineTune(Setup(...), ...)` takes it spelled out (what the benchmark varies). Both inits use the same
 classifier, recipe, seed and number of optimiser steps; only the extractor's initial weights differ. An "epoch"
 is the number of steps of one pass over the full (100 %) labelled pool, whatever the fraction.
 """

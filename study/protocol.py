@@ -1,5 +1,5 @@
 """The study's protocol (protocol.yaml): what it asks, which runs answer it, and how they are judged, declared
-before the final runs and committed before their results. The report (tools/report.py) reads it, checks every
+before the final runs and committed before their results. The report (study/report.py) reads it, checks every
 experiment against it (one line naming the first difference) and tests exactly the endpoints it lists: the
 primary alone, the secondaries Holm-corrected as their own short family, each with the equivalence test against
 the declared margin and the power the protocol's seeds give. docs/protocol.md says why each choice is what it is.
@@ -67,7 +67,7 @@ class Protocol:
     capped: tuple[float, ...]  # fractions whose budget the study's time limit held below the validation plateau
     arms: tuple[Arm, ...]
     endpoints: tuple[Endpoint, ...]  # the primary first
-    estimate: dict[str, float]  # seconds a pretraining, a fine-tune epoch, an arm's other stages (tools.run_study)
+    estimate: dict[str, float]  # seconds a pretraining, a fine-tune epoch, an arm's other stages (study.run)
     draft: str = ""  # what is still undecided; a draft protocol runs nothing and answers nothing
 
     def check_final(self) -> None:

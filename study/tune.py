@@ -2,8 +2,8 @@
 
     dvc exp run --queue -S profile=cpu -S fraction=0.1 -S 'finetune.lr=0.05,0.1,0.2'   # one experiment per value
     dvc queue start
-    python -m tools.tune --exp <names...>       # or: every experiment of the current commit
-    python -m tools.tune --exp <new...> --earlier metrics/tuning.json   # extend an earlier sweep
+    python -m study tune --exp <names...>       # or: every experiment of the current commit
+    python -m study tune --exp <new...> --earlier metrics/tuning.json   # extend an earlier sweep
 
 Each experiment of the sweep fine-tunes both inits on every seed, so every setting is one trial for scratch and
 one for pretrained: the inits get the same number of trials by construction. The experiments must differ only
@@ -31,12 +31,12 @@ from selfsup.core.params import UserError
 from selfsup.core.paths import INITS
 from selfsup.core.stage import run_stage
 from selfsup.config import hardware_knobs
-from tools.experiments import check_same_study, experiment_refs, flatten, read_experiment
-from tools.markdown import splice
-from tools.report_text import RESULTS_DOC
+from study.experiments import check_same_study, experiment_refs, flatten, read_experiment
+from study.markdown import splice
+from study.report_text import RESULTS_DOC
 
 TUNING_JSON = Path("metrics/tuning.json")
-BEGIN, END = "<!-- tuning:begin (written by python -m tools.tune) -->", "<!-- tuning:end -->"
+BEGIN, END = "<!-- tuning:begin (written by python -m study tune) -->", "<!-- tuning:end -->"
 FREE = {"finetune", *hardware_knobs()}  # may differ between the trials
 SELECT_ON = "final_val_f1_macro"  # validation macro-F1 of each run's last epoch (a fixed budget)
 
@@ -166,5 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     print(table, end="")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m study <command>` (study/__main__.py): not a stage, so its one-line errors without the params
+    check."""
     run_stage(main, outputs=[TUNING_JSON])

@@ -1,7 +1,7 @@
 """Choosing the fine-tune budgets on validation: for each label fraction, double the budget until doubling it
 once more raises the mean validation macro-F1 (over the seeds, at each run's last epoch) by less than `--tol`.
 
-    python -m tools.size_finetune --fractions 0.01 0.1 --start 1 4 --seeds 0 1 2 --out metrics/budgets.json
+    python -m study budgets --fractions 0.01 0.1 --start 1 4 --seeds 0 1 2 --out metrics/budgets.json
 
 Every run is one fine-tune with the project's engine, as `finetune@<init>` runs it (same split, batches, head
 init, recipe): a fixed budget of `epochs` passes over the 100 % labelled pool, scored once, after its last
@@ -30,7 +30,7 @@ from selfsup.core.dataset import load_dataset
 from selfsup.core.params import UserError, load_params, param
 from selfsup.core.stage import run_stage
 from selfsup.subsets import split_indices
-from selfsup.loop.finetune import FineTune
+from selfsup.finetune import FineTune
 from selfsup.loop.training_stage import TrainingStage, stage_precision
 from selfsup.training.distributed import Dist
 
@@ -46,7 +46,7 @@ def recipe_key(params: dict) -> str:
 
 def fine_tune(params: dict, dataset, meta: dict, fraction: float, seed: int, epochs: int, init: str,
               pretrained: Path) -> dict:
-    """One fixed-budget fine-tune, the one `finetune@<init>` runs (selfsup.loop.finetune), on the seed's split as
+    """One fixed-budget fine-tune, the one `finetune@<init>` runs (selfsup.finetune), on the seed's split as
     the split stage draws it; its validation macro-F1 and loss after the last epoch (test is never read)."""
     device = torch.device("cpu")
     val, lab = split_indices(dataset.train_labels, seed, param(params, "split.val_fraction"), fraction)
@@ -172,5 +172,7 @@ def main() -> None:
     print(table(result))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m study <command>` (study/__main__.py): not a stage, so its one-line errors without the params
+    check."""
     run_stage(main)

@@ -1,8 +1,8 @@
 """The pretext comparison: one experiment per pretext task (or backbone), side by side in one table (docs/pretexts.md).
 
-    python -m tools.pretext_table --exp task-context task-rotation task-jigsaw ...
+    python -m study pretexts --exp task-context task-rotation task-jigsaw ...
 
-Not a DVC stage: like `tools.report` it reads DVC experiments (Git refs). The experiments must share every
+Not a DVC stage: like `study.report` it reads DVC experiments (Git refs). The experiments must share every
 param except `pretext.*` and `model.*` (and the hardware knobs): the same data, split, fraction, fine-tune
 recipe and seeds. Scratch fine-tunes do not depend on the pretext, so DVC's run-cache restores them and
 every row compares against the same scratch runs. Writes metrics/methods.json and the Markdown table,
@@ -19,12 +19,12 @@ from selfsup.core.files import save_json
 from selfsup.loop.budget import finetune_epochs
 from selfsup.core.stage import run_stage
 from selfsup.config import hardware_knobs
-from tools.experiments import check_same_study, dataset_name, experiment_refs, read_experiment
-from tools.markdown import ci, p_value, readme_section, splice
+from study.experiments import check_same_study, dataset_name, experiment_refs, read_experiment
+from study.markdown import ci, p_value, readme_section, splice
 
 METHODS_JSON = Path("metrics/methods.json")
 PRETEXTS_DOC = Path("docs/pretexts.md")
-BEGIN, END = "<!-- methods:begin (written by python -m tools.pretext_table) -->", "<!-- methods:end -->"
+BEGIN, END = "<!-- methods:begin (written by python -m study pretexts) -->", "<!-- methods:end -->"
 FREE = {"pretext", "model", *hardware_knobs()}  # may differ between the rows
 
 
@@ -103,8 +103,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"methods: {len(methods['rows'])} experiments -> {METHODS_JSON}, {args.doc}")
 
 
-if __name__ == "__main__":
-    run_stage(main)  # not a stage: the one-line errors, without the params check
+def cli() -> None:
+    """`python -m study <command>` (study/__main__.py): not a stage, so its one-line errors without the params
+    check."""
+    run_stage(main)
 
 
 __all__ = ["BEGIN", "END", "build", "main", "readme_section", "render"]

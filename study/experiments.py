@@ -1,4 +1,4 @@
-"""Reading the study's experiments, for every tool that tables them (tools.report, tools.tune, tools.pretext_table):
+"""Reading the study's experiments, for every tool that tables them (study.report, study.tune, study.pretext_table):
 DVC keeps each as a Git ref (refs/exps/...) whose commit holds that run's params.yaml and dvc.lock, and its
 metrics/compare.json in DVC's cache. And the checks that experiments pooled in one table belong together: the
 same params but those a table lets differ, and the same numerics (what a run records of its precision, device,

@@ -1,20 +1,20 @@
 """The study's report: its experiments (one per arm of protocol.yaml: a pretext at a label fraction) held to the
 protocol and pooled into one set of results. This module is the command; the parts are
-tools.protocol (the protocol and its checks), tools.experiments (reading experiments, the checks
-that they belong together), tools.study (the analysis) and tools.report_text (the documents' text).
+study.protocol (the protocol and its checks), study.experiments (reading experiments, the checks
+that they belong together), study.results (the analysis) and study.report_text (the documents' text).
 
-    python -m tools.report                 # the experiments of the current commit (python -m tools.run_study)
-    python -m tools.report --baseline REV  # ... of another baseline commit
-    python -m tools.report --exp a b c     # these experiments, by name
-    python -m tools.report --partial       # the arms that have run so far
-    python -m tools.report --rejudge       # metrics/study.json's endpoints judged again, the documents rewritten
+    python -m study report                 # the experiments of the current commit (python -m study run)
+    python -m study report --baseline REV  # ... of another baseline commit
+    python -m study report --exp a b c     # these experiments, by name
+    python -m study report --partial       # the arms that have run so far
+    python -m study report --rejudge       # metrics/study.json's endpoints judged again, the documents rewritten
 
 Not a DVC stage: it reads across experiments. It prints which protocol it read, and refuses in one line an
 experiment that differs from it (profile, seeds, budget, an arm it does not declare, a commit with another
 protocol), an arm without an experiment (unless --partial), experiments that differ in any param but the arm's
 (pretext, fraction, seeds), and runs with different numerics (--mixed-numerics pools them anyway). Writes
 metrics/study.json (every number shown, and the study's wall clock from metrics/study_run.json where
-tools.run_study wrote it), plots/label_efficiency.png, plots/fraction_curves.png, the full
+study.run wrote it), plots/label_efficiency.png, plots/fraction_curves.png, the full
 Markdown results (`render`) into
 docs/results.md and the short answer (`render_answer`: the primary endpoint table, the verdict, the figure)
 into README.md, each between its results markers. Both renders are pure functions of study.json, so a test
@@ -28,18 +28,18 @@ import json
 from pathlib import Path
 
 from selfsup.analysis import figures
-from tools.protocol import PROTOCOL, Protocol, describe, load_protocol
+from study.protocol import PROTOCOL, Protocol, describe, load_protocol
 from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
-from tools.experiments import experiment_refs, read_experiment
-from tools.markdown import splice
-from tools.report_text import FIGURES, RESULTS_DOC, RUN_LOG, render, render_answer
-from tools.study import build_study, judge
+from study.experiments import experiment_refs, read_experiment
+from study.markdown import splice
+from study.report_text import FIGURES, RESULTS_DOC, RUN_LOG, render, render_answer
+from study.results import build_study, judge
 
 STUDY_JSON = Path("metrics/study.json")
 README = Path("README.md")
-BEGIN, END = "<!-- results:begin (written by python -m tools.report) -->", "<!-- results:end -->"
+BEGIN, END = "<!-- results:begin (written by python -m study report) -->", "<!-- results:end -->"
 
 
 def draw_figures(study: dict, protocol: Protocol, paths: dict[str, Path] = FIGURES) -> None:
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         experiments = [read_experiment(r) for r in experiment_refs(args.baseline, args.exp)]
         study = build_study(experiments, protocol, args.mixed_numerics, args.partial)
-    if RUN_LOG.exists():  # the study's wall clock over every invocation of python -m tools.run_study
+    if RUN_LOG.exists():  # the study's wall clock over every invocation of python -m study run
         study["study_run"] = json.loads(RUN_LOG.read_text())
     save_json(study, STUDY_JSON)
     draw_figures(study, protocol)
@@ -95,5 +95,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{', '.join(map(str, FIGURES.values()))}, {args.results_doc}, {args.readme}")
 
 
-if __name__ == "__main__":
-    run_stage(main)  # not a stage: the one-line errors, without the params check
+def cli() -> None:
+    """`python -m study <command>` (study/__main__.py): not a stage, so its one-line errors without the params
+    check."""
+    run_stage(main)

@@ -1,5 +1,5 @@
 """The study's analysis: its experiments (one per arm: a pretext at a label fraction) held to the protocol
-(protocol.yaml, tools/protocol.py) and pooled into the numbers every document shows
+(protocol.yaml, study/protocol.py) and pooled into the numbers every document shows
 (metrics/study.json). The endpoints are the protocol's: the primary tested alone, the secondaries Holm-corrected
 as their own family, each with its 95 % interval, the equivalence test against the declared margin and the power
 its seeds give. Every other number (other metrics, the four questions, the probes) is described, not tested. Of
@@ -10,19 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 from selfsup.analysis.endpoints import LABELS
-from tools.protocol import Protocol, check_experiment, protocol_file_at
+from study.protocol import Protocol, check_experiment, protocol_file_at
 from selfsup.analysis.stats import holm, tost
 from selfsup.config import hardware_knobs
 from selfsup.core import paths
 from selfsup.core.params import UserError
 from selfsup.loop.budget import finetune_epochs
 from selfsup.pretexts import TASKS
-from tools.experiments import check_numerics, check_same_study, dataset_name
+from study.experiments import check_numerics, check_same_study, dataset_name
 
 # what may differ between a study's experiments: the arm (fraction, seeds, pretext) and the hardware knobs
 FREE = {"fraction", "seeds", "pretext.task", *(f"pretext.{t}" for t in TASKS), *hardware_knobs()}
 INITS = paths.INITS
-REPLICATE = "-fp32"  # the primary arm's experiment run again in fp32 is named <arm><REPLICATE> (tools.run_study)
+REPLICATE = "-fp32"  # the primary arm's experiment run again in fp32 is named <arm><REPLICATE> (study.run)
 METRICS = list(LABELS.items())  # (key, label), the compared metric first
 
 
@@ -146,7 +146,7 @@ def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: boo
     missing = [a.name for a in protocol.arms if (a.pretext, a.fraction) not in newest]
     if missing and not partial:
         raise UserError(f"the protocol's arms {', '.join(missing)} have no experiment: run them "
-                        f"(python -m tools.run_study), or pass --partial to report what has run")
+                        f"(python -m study run), or pass --partial to report what has run")
     confidence = experiments[0]["params"]["compare"]["confidence"]
     arms = [arm_entry(newest[(a.pretext, a.fraction)], a.pretext, a.fraction) for a in protocol.arms
             if (a.pretext, a.fraction) in newest]

@@ -1,9 +1,9 @@
 """The whole study in one command: every arm of protocol.yaml as a DVC experiment, in an order that reuses the
 pretrainings and scratch fine-tunes (DVC's run-cache), then the report.
 
-    python -m tools.run_study          # run what is left, then `python -m tools.report`
-    python -m tools.run_study --plan   # what is done, what is left, the estimate; runs nothing
-    python -m tools.run_study --record # after it: one commit per arm on this branch, the primary's last, the report
+    python -m study run          # run what is left, then `python -m study report`
+    python -m study plan   # what is done, what is left, the estimate; runs nothing
+    python -m study record # after it: one commit per arm on this branch, the primary's last, the report
 
 Each arm is one `dvc exp run -n <pretext>-<fraction> -S profile=<profile> -S pretext=<pretext>
 -S fraction=<fraction> -S seeds=[...]` in the workspace, printed before it runs: these are the per-experiment DVC
@@ -29,15 +29,15 @@ import sys
 import time
 from pathlib import Path
 
-from tools.protocol import PROTOCOL, Arm, Protocol, check_experiment, describe, load_protocol, power_table
+from study.protocol import PROTOCOL, Arm, Protocol, check_experiment, describe, load_protocol, power_table
 from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
 from selfsup.loop.budget import finetune_epochs
-from tools.experiments import experiment_refs, read_compare, read_experiment
-from tools.markdown import minutes
-from tools.report_text import RUN_LOG
-from tools.study import REPLICATE
+from study.experiments import experiment_refs, read_compare, read_experiment
+from study.markdown import minutes
+from study.report_text import RUN_LOG
+from study.results import REPLICATE
 
 ARM_FILES = ["params.yaml", "dvc.lock", "metrics/summary.json", "plots/curves.png", "plots/pretext.png",
              "plots/examples.png", "plots/confusion.png"]  # what Git holds of one experiment (dvc.yaml: cache false)
@@ -138,7 +138,7 @@ def replicate(protocol: Protocol, done: dict[str, dict], skip: bool) -> list[str
            "hardware.yaml:precision=fp32", "--force"]
     print(f"the primary again in fp32 (the study ran in {precision}):\n  {' '.join(cmd)}", flush=True)
     if subprocess.run(cmd).returncode != 0:
-        raise UserError(f"the fp32 replicate {name} failed; run `python -m tools.run_study` again: it resumes")
+        raise UserError(f"the fp32 replicate {name} failed; run `python -m study run` again: it resumes")
     return [name]
 
 
@@ -160,7 +160,7 @@ def record(protocol: Protocol) -> None:
     arms = ordered(protocol)
     missing = [a.name for a in arms if a.name not in done]
     if missing:
-        raise UserError(f"arms {', '.join(missing)} have not run: `python -m tools.run_study` first")
+        raise UserError(f"arms {', '.join(missing)} have not run: `python -m study run` first")
     if git("status", "--porcelain", "--untracked-files=no"):
         raise UserError("the working tree has uncommitted changes to tracked files: commit or stash them first")
     for arm in [*arms[1:], arms[0]]:
@@ -171,7 +171,7 @@ def record(protocol: Protocol) -> None:
         git("commit", "-q", "-m", f"study: arm {arm.name} (experiment {exp} of {baseline[:7]}, protocol sha1 "
                                   f"{protocol.digest[:12]})")
         print(f"recorded {arm.name} ({exp})", flush=True)
-    report = subprocess.run([sys.executable, "-m", "tools.report", "--baseline", baseline,
+    report = subprocess.run([sys.executable, "-m", "study", "report", "--baseline", baseline,
                              "--protocol", str(protocol.path)])
     if report.returncode != 0:
         raise UserError("the report failed (its error is above)")
@@ -220,7 +220,7 @@ def run_arms(protocol: Protocol, plan: bool, ran: list[str]) -> None:
         proc = subprocess.run(command(protocol, arm))
         if proc.returncode != 0:
             raise UserError(f"arm {arm.name} failed (exit {proc.returncode}); fix the cause and run "
-                            f"`python -m tools.run_study` again: it resumes")
+                            f"`python -m study run` again: it resumes")
         ran.append(arm.name)
         done = done_arms(protocol)
 
@@ -257,11 +257,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"study: {len(ordered(protocol))} arms done; this run {minutes(time.time() - started)}, the study's "
           f"wall clock {minutes(wall)} over every invocation ({RUN_LOG})", flush=True)
     if not args.no_report:
-        report = subprocess.run([sys.executable, "-m", "tools.report", "--protocol", str(args.protocol)])
+        report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(args.protocol)])
         if report.returncode != 0:
             raise UserError("the report failed (its error is above); the arms are done: rerun it alone with "
-                            "`python -m tools.report`")
+                            "`python -m study report`")
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m study <command>` (study/__main__.py): not a stage, so its one-line errors without the params
+    check."""
     run_stage(main)

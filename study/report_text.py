@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tools.markdown import ci, epochs, minutes, num, p_value
-from tools.study import INITS, METRICS
+from study.markdown import ci, epochs, minutes, num, p_value
+from study.results import INITS, METRICS
 
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}
 RESULTS_DOC = Path("docs/results.md")
-RUN_LOG = Path("metrics/study_run.json")  # python -m tools.run_study: each invocation's wall clock, and their sum
-PENDING = ("The study under `protocol.yaml` has not run yet: `python -m tools.run_study` runs it and writes its "
+RUN_LOG = Path("metrics/study_run.json")  # python -m study run: each invocation's wall clock, and their sum
+PENDING = ("The study under `protocol.yaml` has not run yet: `python -m study run` runs it and writes its "
            "answer here.\n")  # what both documents hold until it has (no metrics/study.json)
 
 
@@ -124,7 +124,7 @@ def questions(study: dict) -> list[str]:
                      ((r["pretext"], r["pretrain_seconds"]) for r in study["ssl"]))
     run = study.get("study_run")
     clock = (f"the whole study {minutes(run['wall_seconds'])} of wall clock ({len(run['sessions'])} invocation(s) "
-             f"of `python -m tools.run_study`, {RUN_LOG.as_posix()}), {minutes(study['wall_seconds'])} of it in "
+             f"of `python -m study run`, {RUN_LOG.as_posix()}), {minutes(study['wall_seconds'])} of it in "
              f"stages" if run else f"the whole study {minutes(study['wall_seconds'])} of stage time")
     lines.append(f"- **What does it cost?** {cost}; {clock}, on {study['device']}.")
     lines.append(f"- **Numerics.** {replicate_text(study)}")

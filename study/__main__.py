@@ -1,0 +1,43 @@
+"""python -m study <command> [options]: the study's one command.
+
+    python -m study plan       # the arms done and left, the time left, each endpoint's power
+    python -m study run        # every arm of protocol.yaml as a DVC experiment, resumable, then the report
+    python -m study record     # commit the finished study: one commit per arm, the primary's last, then the report
+    python -m study report     # metrics/study.json, the figures, docs/results.md and README's answer
+    python -m study budgets    # fine-tune budgets chosen on validation by doubling (metrics/budgets.json)
+    python -m study tune       # recipe sweeps judged on validation (metrics/tuning.json)
+    python -m study pretexts   # the pretexts compared (docs/pretexts.md)
+
+`python -m study <command> -h` lists each command's options.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, the arguments it stands for)
+COMMANDS = {
+    "plan": ("study.run", ["--plan"]),
+    "run": ("study.run", []),
+    "record": ("study.run", ["--record"]),
+    "report": ("study.report", []),
+    "budgets": ("study.budgets", []),
+    "tune": ("study.tune", []),
+    "pretexts": ("study.pretext_table", []),
+}
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: unknown command {argv[0]!r}: choose one of {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    module, implied = COMMANDS[argv[0]]
+    sys.argv = [f"python -m study {argv[0]}", *implied, *argv[1:]]
+    importlib.import_module(module).cli()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
