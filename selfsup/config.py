@@ -220,8 +220,8 @@ class Hardware(Section):
     compile: bool | Literal["auto"] = knob(
         "auto", "torch.compile the training forward: auto (where measured faster on this machine for that network "
                 "and batch; the verdict is cached, docs/speed.md) / true / false")
-    precision: Precision = knob("auto", "autocast dtype: auto (bf16 where the device has it, fp16 on older GPUs, "
-                                        "else fp32) / bf16 / fp16 / fp32")
+    precision: Precision = knob("auto", "autocast dtype: auto (CUDA: bf16, fp16 on older GPUs; a CPU with bf16 "
+                                        "instructions: bf16 where a step measured faster, cached) / bf16 / fp16 / fp32")
     stream: Literal["auto", "always", "never"] = knob(
         "auto", "images from memory-mapped arrays instead of device memory: auto (when they would take over half "
                 "the free device memory) / always / never")

@@ -38,3 +38,13 @@ def test_hardware_yaml_holds_the_hardware_knobs():
     import yaml
 
     assert set(yaml.safe_load((params_doc.ROOT / "hardware.yaml").read_text())) == config.hardware_knobs()
+
+
+def test_the_budgets_are_written_once_in_protocol_yaml():
+    """The committed protocol's profile holds its fine-tune budgets between tools.params_doc's markers, so they are
+    generated from protocol.yaml (and checked by the test above), never kept equal by hand."""
+    from study.protocol import load_protocol
+
+    profile = params_doc.PROFILES / f"{load_protocol(params_doc.PROTOCOL_FILE).profile}.yaml"
+    assert params_doc.BUDGETS_BEGIN in profile.read_text() and profile in params_doc.generated()
+    assert params_doc.profile_budgets() == "  epochs: 8\n  epochs_by_fraction: [[0.01, 2]]\n"
