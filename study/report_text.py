@@ -91,11 +91,6 @@ def probe_labels(row: dict) -> str:
     return f"{pct(row['fraction'])} ({row['labelled_size']:,})"
 
 
-def _endpoint(study: dict, pretext: str, fraction: float) -> dict | None:
-    return next((e for e in study["endpoints"] if e["pretext"] == pretext and abs(e["fraction"] - fraction) < 1e-9),
-                None)
-
-
 def questions(study: dict) -> list[str]:
     """The README's plain answers: the primary, the key secondary at the smallest fraction, the other pretext,
     and the cost."""
