@@ -186,6 +186,20 @@ def test_a_budget_is_the_smallest_whose_doubling_no_init_gains_from():
     assert "| 0.1 | 4,500 | **8** | 0.6520 (+0.0020) | 0.6600 (+0.0200) | +0.0080 ± 0.0000 |" in both
 
 
+def test_a_doubling_too_noisy_to_tell_does_not_stop_the_search():
+    """The bound rule stops only where the doubling's gain is shown below the tolerance: seed-to-seed gains of
+    +0.020, -0.015, +0.001 (mean +0.002) stop the mean rule at 2 epochs, not the bound rule; consistent small
+    gains at 4 -> 8 stop both."""
+    from study.budgets import choose
+
+    f1 = {2: (0.40, 0.42, 0.41), 4: (0.42, 0.405, 0.411), 8: (0.422, 0.407, 0.412)}
+    runs = [{"fraction": 0.01, "init": "scratch", "seed": s, "epochs": e, "val_f1_macro": v, "labelled": 450}
+            for e, values in f1.items() for s, v in enumerate(values)]
+    assert choose(runs, 0.01, ["scratch"], [0, 1, 2], 0.005, rule="mean") == 2
+    assert choose(runs, 0.01, ["scratch"], [0, 1, 2], 0.005) == 4  # +0.002, +0.002, +0.001: bound 0.0026
+    assert choose(runs[:6], 0.01, ["scratch"], [0, 1, 2], 0.005) is None  # 4 -> 8 not run yet: keep doubling
+
+
 def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
     """Pretrained runs added at the chosen budget (to measure the paired gain's spread) reuse the scratch runs,
     keep the earlier choice, and a fraction that never stopped doubling names the largest budget it ran."""
