@@ -20,10 +20,10 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from selfsup.core.params import HARDWARE_FILE, PARAMS_FILE, UserError, read_mapping
+from selfsup.core.params import HARDWARE_FILE, PARAMS_FILE, PRECISIONS, STEMS, UserError, read_mapping
 from selfsup.pretexts import TASKS
 from selfsup.sources import SOURCES
-from selfsup.core.params import PRECISIONS, STEMS
+
 Stem = Literal.__getitem__(STEMS)  # type: ignore[valid-type]  # the names the code below declares
 Precision = Literal.__getitem__(PRECISIONS)  # type: ignore[valid-type]
 

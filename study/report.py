@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     print(describe(protocol))
     if args.rejudge:
         study = json.loads(STUDY_JSON.read_text())
-        if study["protocol"]["sha1"] != protocol.summary()["sha1"]:
+        if study["protocol"]["sha1"] != protocol.digest:
             raise UserError(f"{STUDY_JSON} was judged under protocol sha1 {study['protocol']['sha1'][:12]}, not "
                             f"{args.protocol}'s: run the report on the experiments instead")
         judge(study["endpoints"], protocol.alpha)

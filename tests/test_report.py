@@ -142,3 +142,25 @@ def test_tools_hold_none_of_the_studys_machinery():
                                                                      "precision_check", "roofline"]
     from study.__main__ import COMMANDS
     assert set(COMMANDS) == {"plan", "run", "record", "report", "budgets", "tune", "pretexts"}
+
+
+def test_rejudging_the_committed_study_reproduces_its_record(tmp_path, monkeypatch):
+    """`python -m study report --rejudge` reads no experiment: metrics/study.json with its verdicts spoiled, judged
+    again by the committed protocol, gives back the committed study.json, README and docs/results.md exactly."""
+    import shutil
+
+    from study import report
+    files = ("metrics/study.json", "metrics/study_run.json", "protocol.yaml", "README.md", "docs/results.md")
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, tmp_path / name)
+    study = json.loads((tmp_path / "metrics" / "study.json").read_text())
+    for e in study["endpoints"]:
+        if not e["primary"]:
+            e["p_holm"] = 0.0
+            e["equivalence"] = e["equivalence"] | {"p_holm": 0.0, "equivalent": True}
+    (tmp_path / "metrics" / "study.json").write_text(json.dumps(study))
+    monkeypatch.chdir(tmp_path)
+    report.main(["--rejudge"])
+    for name in ("metrics/study.json", "README.md", "docs/results.md"):
+        assert (tmp_path / name).read_text() == (ROOT / name).read_text(), name

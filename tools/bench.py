@@ -50,8 +50,7 @@ from selfsup.training.augment import labelled_batches
 from selfsup.core.dataset import load_dataset
 from selfsup.training.image_store import ImageStore, prefetched
 from selfsup.training.devices import configure_device, device_generator, resolve_device, seed_everything
-from selfsup.core.params import PRECISIONS
-from selfsup.core.params import STEMS
+from selfsup.core.params import PRECISIONS, STEMS
 from selfsup.finetune import FineTune, Setup
 from selfsup.loop.training_stage import Recipe, TrainingStage
 from selfsup.training.distributed import Dist

@@ -17,15 +17,13 @@ import json
 import time
 from pathlib import Path
 
-
 from selfsup.core.dataset import load_dataset
-from selfsup.core.params import load_params, param
+from selfsup.core.params import PRECISIONS, load_params, param
 from selfsup.finetune import FineTune
 from selfsup.loop.training_stage import TrainingStage, stage_precision
 from selfsup.subsets import split_indices
 from selfsup.training.devices import configure_device, resolve_device
 from selfsup.training.distributed import Dist
-from selfsup.core.params import PRECISIONS
 
 
 def run(args: argparse.Namespace, precision: str) -> dict:

@@ -16,7 +16,7 @@ import yaml
 PARAMS_FILE = Path("params.yaml")
 HARDWARE_FILE = Path("hardware.yaml")
 # the fixed choices of two params, read both by their declaration (selfsup/config.py) and by the code that acts
-# on them (training/models.py builds the stems, training/engine.py resolves the precisions)
+# on them (training/models.py builds the stems; the bench and the precision check offer the precisions)
 STEMS = ("cifar", "half", "imagenet")  # model.stem: the first layers build_extractor can give a network
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")  # precision: auto resolves to one of the others
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -27,7 +26,7 @@ from torch import nn
 from selfsup.core import paths
 import selfsup.loop.precision_choice as precision_choice
 from selfsup.training.devices import announce, device_from_params, numerics
-from selfsup.training.distributed import Dist, NullLive, setup
+from selfsup.training.distributed import Dist, NullLive, all_sum, setup
 from selfsup.training.engine import Batch, Trainer, resolve_precision, sgd, slow_hint
 from selfsup.core.params import load_params, param
 from selfsup.loop.budget import finetune_epochs
@@ -49,7 +48,7 @@ class TrainingStage:
         started = time.perf_counter()
         params = load_params()
         dist, device = setup(device_from_params(params))
-        precision = stage_precision(params, device)
+        precision = stage_precision(params, device, dist)
         if dist.main:
             announce(name, device, precision)
         return cls(params, dist, device, precision, started)
@@ -60,18 +59,20 @@ class TrainingStage:
         return numerics(self.device, self.precision, self.dist.world, bool(trainer.compiled))
 
 
-def stage_precision(params: dict[str, Any], device: torch.device) -> str:
+def stage_precision(params: dict[str, Any], device: torch.device, dist: Dist = Dist()) -> str:
     """The param `precision` resolved for a stage of this study: on a CPU with bf16 instructions, `auto` is bf16
     only where a training step of the study's network (model.arch, model.stem) at its image size measured faster
     in it on this machine (selfsup/loop/precision_choice.py; cached, so every stage of the study on this
-    machine, pretraining and fine-tunes alike, resolves the same)."""
+    machine, pretraining and fine-tunes alike, resolves the same). Under torchrun rank 0 measures and every
+    process takes its verdict: processes timed apart could disagree, and DDP needs one precision."""
     meta_path = paths.DATASET / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"image_size": 32, "classes": [0] * 10}
-    faster = precision_choice.bf16_faster(param(params, "model.arch"), param(params, "model.stem"),
-                                          meta["image_size"], len(meta["classes"]),
-                                          precision_choice.BATCH, device,
-                                          announce=int(os.environ.get("RANK", "0")) == 0)
-    return resolve_precision(param(params, "precision"), device, faster)
+    ask = precision_choice.bf16_faster(param(params, "model.arch"), param(params, "model.stem"), meta["image_size"],
+                                       len(meta["classes"]), precision_choice.BATCH, device, announce=dist.main)
+
+    def rank0s_verdict() -> bool:
+        return all_sum([float(dist.main and ask())], dist, device)[0] > 0
+    return resolve_precision(param(params, "precision"), device, rank0s_verdict)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class Recipe:
         return replace(recipe, epochs=finetune_epochs(params)) if section == "finetune" else recipe
 
     def trainer(self, net: nn.Module, steps_per_epoch: int, stage: TrainingStage, **kwargs: Any) -> Trainer:
-        """A Trainer for `epochs` x `steps_per_epoch` steps; `kwargs` go to Trainer (criterion, label_smoothing)."""
+        """A Trainer for `epochs` x `steps_per_epoch` steps; `kwargs` go to Trainer (criterion, label_smoothing,
+        memory_format)."""
         return Trainer(net, sgd(net, self.lr, self.weight_decay), self.epochs * steps_per_epoch,
                        int(self.warmup_epochs * steps_per_epoch), stage.device, dist=stage.dist,
                        compile=param(stage.params, "compile"), precision=stage.precision,

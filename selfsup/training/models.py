@@ -25,8 +25,7 @@ from torchvision import models as tvm
 
 from selfsup.core import paths
 from selfsup.core.files import save_torch
-from selfsup.core.params import STEMS
-from selfsup.core.params import UserError
+from selfsup.core.params import STEMS, UserError
 
 # Tested with both stems (tests/test_models.py); any other torchvision classification model is tried.
 TESTED = ("resnet18", "resnet34", "resnet50", "mobilenet_v3_large", "mobilenet_v3_small", "efficientnet_b0")
