@@ -98,6 +98,9 @@ class Context(Section):
                            ge=0.25, le=1)
     fusion: Literal["pooled", "spatial"] = knob(
         "spatial", "pooled: MLP on the two pooled feature vectors; spatial: on the two feature maps")
+    placement: Literal["pair", "grid"] = knob(
+        "pair", "pair: the centre anywhere the drawn pair fits (its range depends on the label); grid: anywhere "
+        "the whole 3x3 grid fits (the same range for every label)")
 
 
 class Jigsaw(Section):

@@ -44,6 +44,25 @@ def test_patches_inside_image_never_touch_and_cover_every_place(geo, side):
         assert rows.min() == -min(0, step) and rows.max() == side - geo.patch_size - max(0, step)
 
 
+def test_grid_placement_gives_every_label_the_same_centre_range():
+    geo, side = Geometry(upscale=3, patch_size=24, gap=4, jitter=2), 96
+    centre, neighbour, labels = sample_pair_positions(40000, side, geo, torch.Generator().manual_seed(2),
+                                                      placement="grid")
+    for corner in (centre, neighbour):
+        assert corner.min() >= 0 and (corner + geo.patch_size).max() <= side
+    assert ((neighbour - centre) - OFFSETS[labels] * geo.stride).abs().max() == 2 * geo.jitter
+    first, last = geo.stride, side - geo.patch_size - geo.stride  # where all 8 neighbours fit, before jitter
+    for label in range(8):  # the centre's range is the grid's, whichever neighbour was drawn
+        rows, cols = centre[labels == label].T
+        assert (rows.min(), rows.max(), cols.min(), cols.max()) == (first, last, first, last)
+
+
+def test_grid_placement_checks_that_the_grid_fits():
+    with pytest.raises(UserError, match="3x3 grid"):
+        context(placement="grid", patch_size=14, gap=2, jitter=1)  # 3*14 + 2*2 + 2 = 48 > 32
+    context(placement="grid", patch_size=8, gap=2, jitter=1)      # 24 + 4 + 2 = 30 fits
+
+
 def coded_images(n: int) -> torch.Tensor:
     """uint8 images whose red channel encodes the row, green the column and blue the image's index."""
     rows = torch.arange(32).view(32, 1).expand(32, 32)

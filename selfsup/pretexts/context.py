@@ -44,20 +44,25 @@ from selfsup.pretexts.grid import OFFSETS, Geometry, resized, to_gray
 
 
 def sample_pair_positions(n: int, side: int, geo: Geometry, generator: torch.Generator | None = None,
-                          device: torch.device | str = "cpu"
+                          device: torch.device | str = "cpu", placement: str = "pair"
                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-left corners (n x 2, row/col) of the centre and the neighbour patch, and the labels (0..7).
 
     The centre is drawn uniformly among the places where both jittered patches fit in a `side` x `side`
-    image for the drawn label."""
+    image: for the drawn label (`placement="pair"`: each label has its own range, a prior on where a patch
+    sits) or for every label at once (`"grid"`: where the whole jittered 3x3 grid fits, one range for all)."""
     def randint(low: int, high: int, shape: tuple[int, ...]) -> torch.Tensor:
         return torch.randint(low, high, shape, generator=generator, device=device)
 
     labels = randint(0, 8, (n,))
     step = on_device(OFFSETS, device)[labels] * geo.stride               # n x 2
     j, p = geo.jitter, geo.patch_size
-    low = j - step.clamp(max=0)                                          # first valid centre corner
-    high = side - p - j - step.clamp(min=0)                              # last valid centre corner
+    if placement == "grid":  # one range for every label: where all 8 neighbours fit around the centre
+        low = torch.full_like(step, j + geo.stride)
+        high = torch.full_like(step, side - p - j - geo.stride)
+    else:
+        low = j - step.clamp(max=0)                                      # first valid centre corner
+        high = side - p - j - step.clamp(min=0)                          # last valid centre corner
     u = torch.rand((n, 2), generator=generator, device=device)
     centre = low + (u * (high - low + 1)).long().clamp(max=high - low)
     neighbour = centre + step
@@ -93,7 +98,11 @@ class Context(PretextTask):
         super().__init__(params, image_size, mean, std)
         s = "pretext.context"
         self.geo = Geometry.from_params(params, s)
-        self.geo.check(image_size, self.geo.pair_extent, "a diagonal pair (2*patch_size + gap + 2*jitter)")
+        self.placement = param(params, f"{s}.placement")
+        if self.placement == "grid":
+            self.geo.check(image_size, self.geo.grid_extent, "a 3x3 grid (3*patch_size + 2*gap + 2*jitter)")
+        else:
+            self.geo.check(image_size, self.geo.pair_extent, "a diagonal pair (2*patch_size + gap + 2*jitter)")
         self.gray_prob = param(params, f"{s}.gray_prob")
         self.brightness = param(params, f"{s}.brightness")
         self.contrast = param(params, f"{s}.contrast")
@@ -138,7 +147,7 @@ class Context(PretextTask):
         flip = torch.rand(n, generator=generator, device=dev) < 0.5 if self.flip else None
         big = self.zoom(images_uint8, generator)
         side, p = big.shape[-1], self.geo.patch_size
-        centre, neighbour, labels = sample_pair_positions(n, side, self.geo, generator, dev)
+        centre, neighbour, labels = sample_pair_positions(n, side, self.geo, generator, dev, self.placement)
         own, other = torch.arange(n, device=dev), torch.arange(n, device=dev).roll(1)
         if control == "other_pair_centre":
             centre = centre.roll(1, 0)
