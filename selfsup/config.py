@@ -98,6 +98,8 @@ class Context(Section):
                            ge=0.25, le=1)
     fusion: Literal["pooled", "spatial"] = knob(
         "spatial", "pooled: MLP on the two pooled feature vectors; spatial: on the two feature maps")
+    shift: float = knob(0.0, "move each image by up to this share of its side each way before cutting, the "
+                             "uncovered border filled by reflection (0: not moved)", ge=0, le=0.5)
     placement: Literal["pair", "grid"] = knob(
         "pair", "pair: the centre anywhere the drawn pair fits (its range depends on the label); grid: anywhere "
         "the whole 3x3 grid fits (the same range for every label)")

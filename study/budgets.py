@@ -16,7 +16,9 @@ the pretrained init (its extractor from `--pretrained DIR`/seed<seed>.pt, as the
 and a budget then stops doubling only when neither init gains. The recipe is params.yaml's (`model`, `finetune`,
 `split.val_fraction`), so compose it for the profile first (`dvc exp run -S profile=cpu` leaves it so).
 Finished runs are kept in `--out` and reused when it is run again (same recipe), so it can be stopped and
-resumed; a fraction's choice stands until an invocation makes one, so pretrained runs at a chosen budget
+resumed; a pretrained run is reused only from the same extractor (its file's SHA-1: a pretraining of another
+design or seed is another run; runs from an earlier extractor stay in the file as `superseded`); a fraction's
+choice stands until an invocation makes one, so pretrained runs at a chosen budget
 (`--init scratch pretrained --start B --max B`) add the paired gain's spread without unchoosing it. `--table`
 prints the doubling table docs/results.md shows from such a file. Not a stage and not a test.
 """
@@ -38,6 +40,7 @@ from selfsup.core.params import UserError, load_params, param
 from selfsup.core.stage import run_stage
 from selfsup.subsets import split_indices
 from selfsup.finetune import FineTune
+from selfsup.loop.precision_choice import cpu_id
 from selfsup.loop.training_stage import TrainingStage, stage_precision
 from selfsup.training.distributed import Dist
 
@@ -49,6 +52,14 @@ def recipe_key(params: dict) -> str:
     what = {"model": params["model"], "finetune": finetune, "val_fraction": params["split"]["val_fraction"],
             "pretext": params["pretext"]["task"]}
     return hashlib.sha1(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def extractor_digest(path: Path) -> str:
+    """The first 12 hex digits of the SHA-1 of a pretrained extractor's file: which pretraining a pretrained run
+    started from."""
+    if not path.exists():
+        raise UserError(f"{path} not found: pretrain first (`dvc repro pretrain`), or pass --pretrained DIR")
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:12]
 
 
 def fine_tune(params: dict, dataset, meta: dict, fraction: float, seed: int, epochs: int, init: str,
@@ -67,7 +78,7 @@ def fine_tune(params: dict, dataset, meta: dict, fraction: float, seed: int, epo
     val_metrics = run.validate()
     return {"val_f1_macro": val_metrics["f1_macro"], "val_loss": val_metrics["loss"],
             "train_loss": stats["loss"], "labelled": int(len(lab)), "validation": int(len(val)),
-            "seconds": time.perf_counter() - start, "precision": precision}
+            "seconds": time.perf_counter() - start, "precision": precision, "machine": cpu_id()}
 
 
 def mean_f1(runs: list[dict], fraction: float, init: str, epochs: int, seeds: list[int]) -> float | None:
@@ -168,11 +179,15 @@ def main() -> None:
         raise UserError(f"--start: give one budget, or one per fraction ({len(a.fractions)})")
     params = load_params()
     key = recipe_key(params)
+    extractors = {s: extractor_digest(a.pretrained / f"seed{s}.pt") for s in a.seeds} if "pretrained" in a.init else {}
     old = json.loads(a.out.read_text()) if a.out.exists() else {"runs": []}
-    runs = [r for r in old["runs"] if r.get("recipe") == key]
+    kept = [r for r in old["runs"] + old.get("superseded", []) if r.get("recipe") == key]
+    # a pretrained run counts only from the extractor it started from (another pretext design: another run)
+    runs = [r for r in kept if r["init"] == "scratch" or (extractors and r.get("extractor") == extractors.get(r["seed"]))]
     chosen = old.get("chosen", {}) if old.get("recipe") == key else {}  # earlier invocations' other fractions
     result = {"recipe": key, "profile": params.get("profile_name"), "seeds": a.seeds, "inits": a.init,
-              "tol": a.tol, "rule": a.rule, "runs": runs, "chosen": chosen}
+              "tol": a.tol, "rule": a.rule, "runs": runs, "chosen": chosen,
+              "superseded": [r for r in kept if r not in runs]}
     dataset, meta = load_dataset(a.dataset)
     for fraction, budget in zip(a.fractions, starts):
         while choose(runs, fraction, a.init, a.seeds, a.tol, a.rule) is None and budget <= a.max:
@@ -182,8 +197,10 @@ def main() -> None:
                            for r in runs):
                         continue
                     run = fine_tune(params, dataset, meta, fraction, seed, budget, init, a.pretrained)
+                    origin = {"extractor": extractors[seed], "pretext": params["pretext"]["task"]} \
+                        if init == "pretrained" else {}
                     runs.append({"fraction": fraction, "init": init, "seed": seed, "epochs": budget,
-                                 "recipe": key, **run})
+                                 "recipe": key, **origin, **run})
                     print(json.dumps(runs[-1]), flush=True)
                     result["runs"] = runs
                     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -58,14 +58,36 @@ def read_experiment(ref: str, compare: bool = True) -> dict:
     return exp | {"compare": read_compare(ref)} if compare else exp
 
 
-def read_compare(ref: str) -> dict:
+def read_output(ref: str, path: str) -> str:
+    """A DVC-cached output of an experiment (its commit's dvc.lock names it, DVC's cache holds it)."""
     import dvc.api  # imported here: only reading experiments needs it
     name = ref.rsplit("/", 1)[1]
     try:
-        return json.loads(dvc.api.read("metrics/compare.json", repo=".", rev=ref))
+        return dvc.api.read(path, repo=".", rev=ref)
     except Exception as e:  # DVC raises several types: not in the commit, not in the cache
-        raise UserError(f"experiment {name} has no readable metrics/compare.json ({type(e).__name__}): did it "
-                        f"fail? Was it pulled with `dvc exp pull`?") from e
+        raise UserError(f"experiment {name} has no readable {path} ({type(e).__name__}): did it fail? Was it "
+                        f"pulled with `dvc exp pull`?") from e
+
+
+def read_compare(ref: str) -> dict:
+    return json.loads(read_output(ref, "metrics/compare.json"))
+
+
+CODE = ("stages", "selfsup", "nets", "dvc.yaml", "conf", "requirements.txt")  # what a run's numbers come from
+
+
+def check_same_code(experiments: list[dict]) -> None:
+    """Experiments made at different commits pool only where those commits hold the same code (the study's
+    record adds commits between arms, each holding records alone); one line names the first file that differs."""
+    first = experiments[0]
+    for exp in experiments[1:]:
+        if exp["baseline"] != first["baseline"]:
+            changed = git("diff", "--name-only", first["baseline"], exp["baseline"], "--", *CODE).split()
+            if changed:
+                raise UserError(f"experiments {first['name']} ({first['baseline'][:7]}) and {exp['name']} "
+                                f"({exp['baseline'][:7]}) ran different code ({changed[0]}"
+                                f"{f' and {len(changed) - 1} more' if len(changed) > 1 else ''}): run the arms "
+                                f"of one study at one code")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import yaml
 from scipy import stats
 
 from selfsup.analysis.stats import power_equivalence, power_paired
-from selfsup.core.params import UserError
+from selfsup.core.params import PRECISIONS, UserError
 
 PROTOCOL = Path("protocol.yaml")
 
@@ -40,9 +40,23 @@ class Cell:
 
 @dataclass(frozen=True)
 class Arm(Cell):
-    """One experiment of the study: the cell, over these seeds."""
+    """One experiment of the study: the cell, over these seeds; fine-tuned for `budget_factor` times the
+    fraction's budget (a described look beyond the chosen budget), or, `probe_only`, its pretraining probed and
+    not fine-tuned."""
 
     seeds: tuple[int, ...]
+    budget_factor: int = 1
+    probe_only: bool = False
+
+    @property
+    def name(self) -> str:
+        return super().name + (f"-x{self.budget_factor}" if self.budget_factor != 1 else "") + \
+            ("-probe" if self.probe_only else "")
+
+    @property
+    def label(self) -> str:
+        return super().label + (f" at {self.budget_factor}x the budget" if self.budget_factor != 1 else "") + \
+            (" (probes only)" if self.probe_only else "")
 
 
 @dataclass(frozen=True)
@@ -69,6 +83,7 @@ class Protocol:
     endpoints: tuple[Endpoint, ...]  # the primary first
     estimate: dict[str, float]  # seconds a pretraining, a fine-tune epoch, an arm's other stages (study.run)
     draft: str = ""  # what is still undecided; a draft protocol runs nothing and answers nothing
+    numerics: dict[str, Any] = field(default_factory=dict)  # hardware knobs pinned for every run (precision, compile)
 
     def check_final(self) -> None:
         if self.draft:
@@ -84,7 +99,15 @@ class Protocol:
         return self.endpoints[1:]
 
     def arm(self, pretext: str, fraction: float) -> Arm | None:
-        return next((a for a in self.arms if a.pretext == pretext and abs(a.fraction - fraction) < 1e-9), None)
+        """The cell's fine-tuned arm at the fraction's own budget (the one an endpoint tests)."""
+        return next((a for a in self.cell_arms(pretext, fraction) if a.budget_factor == 1 and not a.probe_only),
+                    None)
+
+    def cell_arms(self, pretext: str, fraction: float) -> list[Arm]:
+        return [a for a in self.arms if a.pretext == pretext and abs(a.fraction - fraction) < 1e-9]
+
+    def budget(self, arm: Arm) -> int:
+        return self.budgets[arm.fraction] * arm.budget_factor
 
     def power(self, endpoint: Endpoint) -> dict[str, float | int]:
         """What the endpoint's seeds can show at the assumed spread: the power of the paired test to detect a
@@ -103,7 +126,9 @@ class Protocol:
                 "profile": self.profile, "metric": self.metric, "alpha": self.alpha, "margin": self.margin,
                 "assumed_sd": {str(f): sd for f, sd in sorted(self.assumed_sd.items())}, "sd_source": self.sd_source,
                 "budgets": {str(f): e for f, e in sorted(self.budgets.items())}, "capped": list(self.capped),
-                "arms": [{"pretext": a.pretext, "fraction": a.fraction, "seeds": list(a.seeds)} for a in self.arms],
+                "arms": [{"pretext": a.pretext, "fraction": a.fraction, "seeds": list(a.seeds), "name": a.name,
+                          "budget_factor": a.budget_factor, "probe_only": a.probe_only} for a in self.arms],
+                "numerics": self.numerics,
                 "primary": {"pretext": self.primary.pretext, "fraction": self.primary.fraction},
                 "secondary": [{"pretext": e.pretext, "fraction": e.fraction} for e in self.secondary]}
 
@@ -152,8 +177,14 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
             raise UserError(f"{path}: `capped` names fraction {f:g}, which has no entry in `budgets`")
     arms = []
     for entry in _need(doc, "arms", list, path):
-        if not isinstance(entry, dict) or set(entry) != {"pretext", "fractions", "seeds"}:
-            raise UserError(f"{path}: arm {entry!r} must be {{pretext: <task>, fractions: [...], seeds: [...]}}")
+        if not isinstance(entry, dict) or not {"pretext", "fractions", "seeds"} <= set(entry) or \
+                set(entry) - {"pretext", "fractions", "seeds", "budget_factor", "probe_only"}:
+            raise UserError(f"{path}: arm {entry!r} must be {{pretext: <task>, fractions: [...], seeds: [...]}}, "
+                            f"optionally with budget_factor: <int> or probe_only: true")
+        factor, probe_only = entry.get("budget_factor", 1), entry.get("probe_only", False)
+        if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1 or not isinstance(probe_only, bool):
+            raise UserError(f"{path}: arm {entry['pretext']}: budget_factor must be an integer >= 1 and probe_only "
+                            f"true or false")
         seeds = entry["seeds"]
         for fraction in entry["fractions"]:
             fraction = float(fraction)
@@ -162,11 +193,18 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
                 raise UserError(f"{path}: arm {entry['pretext']} at {fraction:g} has no list of integer seeds")
             if fraction not in budgets:
                 raise UserError(f"{path}: fraction {fraction:g} has an arm but no entry in `budgets`")
-            arms.append(Arm(str(entry["pretext"]), fraction, tuple(s)))
+            arms.append(Arm(str(entry["pretext"]), fraction, tuple(s), factor, probe_only))
     endpoints = _need(doc, "endpoints", dict, path)
     primary = Endpoint(*_where(endpoints.get("primary"), "endpoints.primary", path), primary=True)
     secondary = [Endpoint(*_where(e, "secondary endpoint", path), primary=False)
                  for e in endpoints.get("secondary", [])]
+    numerics = doc.get("numerics") or {}
+    if not isinstance(numerics, dict) or set(numerics) - {"precision", "compile"} or \
+            numerics.get("precision", "fp32") not in PRECISIONS or not isinstance(numerics.get("compile", False), bool):
+        raise UserError(f"{path}: `numerics` must be {{precision: {' / '.join(PRECISIONS)}, compile: true / false}}")
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: arm {next(n for n in names if names.count(n) > 1)} is declared twice")
     protocol = Protocol(
         path=path, digest=hashlib.sha1(raw).hexdigest(), question=" ".join(str(doc.get("question", "")).split()),
         profile=_need(doc, "profile", str, path), metric=_need(doc, "metric", str, path),
@@ -174,7 +212,7 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
         assumed_sd={float(f): float(sd) for f, sd in _need(doc, "assumed_sd", dict, path).items()},
         sd_source=" ".join(str(doc.get("sd_source", "")).split()),
         budgets=budgets, capped=capped, arms=tuple(arms), endpoints=(primary, *secondary), estimate=_estimate(doc, path),
-        draft=" ".join(str(doc.get("draft", "")).split()))
+        draft=" ".join(str(doc.get("draft", "")).split()), numerics=numerics)
     for e in protocol.endpoints:
         if protocol.arm(e.pretext, e.fraction) is None:
             raise UserError(f"{path}: endpoint {e.label} has no arm that runs it")
@@ -191,16 +229,17 @@ def check_experiment(protocol: Protocol, exp: dict, budget: int) -> Arm:
         raise UserError(f"experiment {name} ran profile {profile!r}; {protocol.path} declares {protocol.profile!r} "
                         f"(rerun it with -S profile={protocol.profile}, or leave it out with --exp)")
     pretext, fraction = params["pretext"]["task"], float(params["fraction"])
-    arm = protocol.arm(pretext, fraction)
-    if arm is None:
+    cell = [a for a in protocol.cell_arms(pretext, fraction) if a.probe_only == bool(exp.get("probes"))]
+    if not cell:
         raise UserError(f"experiment {name} ({pretext} at {fraction:g}) is no arm of {protocol.path}: leave it out "
                         f"with --exp")
+    arm = cell[0] if cell[0].probe_only else next((a for a in cell if protocol.budget(a) == budget), None)
+    if arm is None:
+        raise UserError(f"experiment {name} fine-tuned {budget} epochs at {fraction:g}; {protocol.path} declares "
+                        f"{' or '.join(str(protocol.budget(a)) for a in cell)}")
     if list(params["seeds"]) != list(arm.seeds):
         raise UserError(f"experiment {name} ran seeds {params['seeds']}; {protocol.path} declares {list(arm.seeds)} "
-                        f"for {pretext} at {fraction:g}")
-    if budget != protocol.budgets[fraction]:
-        raise UserError(f"experiment {name} fine-tuned {budget} epochs at {fraction:g}; {protocol.path} declares "
-                        f"{protocol.budgets[fraction]}")
+                        f"for {arm.label}")
     return arm
 
 

@@ -1,12 +1,11 @@
-"""The study's report: its experiments (one per arm of protocol.yaml: a pretext at a label fraction) held to the
-protocol and pooled into one set of results. This module is the command; the parts are
+"""The study's report: its arms' records (metrics/arms/<arm>.json, committed as each arm finished: one DVC
+experiment per arm of protocol.yaml, a pretext at a label fraction) held to the protocol and pooled into one set
+of results. It reads Git's files alone: no DVC cache, no experiment refs. This module is the command; the parts are
 study.protocol (the protocol and its checks), study.experiments (reading experiments, the checks
 that they belong together), study.results (the analysis) and study.report_text (the documents' text).
 
-    python -m study report                 # the experiments of the current commit (python -m study run)
-    python -m study report --baseline REV  # ... of another baseline commit
-    python -m study report --exp a b c     # these experiments, by name
-    python -m study report --partial       # the arms that have run so far
+    python -m study report                 # the arms recorded in metrics/arms/ (python -m study run writes them)
+    python -m study report --partial       # the arms recorded so far
     python -m study report --rejudge       # metrics/study.json's endpoints judged again, the documents rewritten
 
 Not a DVC stage: it reads across experiments. It prints which protocol it read, and refuses in one line an
@@ -32,7 +31,7 @@ from study.protocol import PROTOCOL, Protocol, describe, load_protocol
 from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
-from study.experiments import experiment_refs, read_experiment
+from study.records import RECORDS, as_experiment, read_records
 from study.markdown import splice
 from study.report_text import FIGURES, RESULTS_DOC, RUN_LOG, render, render_answer
 from study.results import build_study, judge
@@ -60,8 +59,7 @@ def draw_figures(study: dict, protocol: Protocol, paths: dict[str, Path] = FIGUR
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", help="commit whose experiments to report (default HEAD)")
-    parser.add_argument("--exp", nargs="+", help="experiment names instead")
+    parser.add_argument("--records", type=Path, default=RECORDS, help="the arms' records (default %(default)s)")
     parser.add_argument("--mixed-numerics", action="store_true",
                         help="pool runs whose precision, device, process count or library versions differ")
     parser.add_argument("--partial", action="store_true", help="report the arms that have run, the others 'not run'")
@@ -81,8 +79,8 @@ def main(argv: list[str] | None = None) -> None:
                             f"{args.protocol}'s: run the report on the experiments instead")
         judge(study["endpoints"], protocol.alpha)
     else:
-        experiments = [read_experiment(r) for r in experiment_refs(args.baseline, args.exp)]
-        study = build_study(experiments, protocol, args.mixed_numerics, args.partial)
+        records = [as_experiment(r) for r in read_records(args.records).values()]
+        study = build_study(records, protocol, args.mixed_numerics, args.partial)
     if RUN_LOG.exists():  # the study's wall clock over every invocation of python -m study run
         study["study_run"] = json.loads(RUN_LOG.read_text())
     save_json(study, STUDY_JSON)

@@ -17,10 +17,11 @@ from selfsup.core import paths
 from selfsup.core.params import UserError
 from selfsup.loop.budget import finetune_epochs
 from selfsup.pretexts import TASKS
-from study.experiments import check_numerics, check_same_study, dataset_name
+from study.experiments import check_numerics, check_same_code, check_same_study, dataset_name
 
 # what may differ between a study's experiments: the arm (fraction, seeds, pretext) and the hardware knobs
-FREE = {"fraction", "seeds", "pretext.task", *(f"pretext.{t}" for t in TASKS), *hardware_knobs()}
+FREE = {"fraction", "seeds", "pretext.task", *(f"pretext.{t}" for t in TASKS), *hardware_knobs(),
+        "finetune.epochs_by_fraction"}  # a described arm's other budget (protocol.yaml's budget_factor)
 INITS = paths.INITS
 REPLICATE = "-fp32"  # the primary arm's experiment run again in fp32 is named <arm><REPLICATE> (study.run)
 METRICS = list(LABELS.items())  # (key, label), the compared metric first
@@ -52,6 +53,7 @@ def arm_entry(exp: dict, pretext: str, fraction: float) -> dict:
         "threshold_val_f1": c["threshold_val_f1"], "threshold_val_loss": c["threshold_val_loss"],
         "per_class_f1": c["per_class_f1"], "curves": c["curves"], "pretext_summary": c["pretext"],
         "stage_wall_seconds": c["stage_wall_seconds"], "pretrain_wall_seconds": c["pretrain_wall_seconds"],
+        "machine": exp.get("machine"), "wall_seconds": exp.get("wall_seconds"),
         "scratch_wall_seconds": sum(r["wall_seconds"] for r in c["runs"]["scratch"]),
     }
 
@@ -133,24 +135,29 @@ def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: boo
     replicates = [e for e in experiments if e["name"].endswith(REPLICATE)]
     experiments = [e for e in experiments if not e["name"].endswith(REPLICATE)]
     protocol_bytes = protocol.path.read_bytes()
-    newest: dict[tuple[str, float], dict] = {}
+    newest: dict[str, dict] = {}
+    probed: dict[str, dict] = {}  # the probe-only arms
     for exp in sorted(experiments, key=lambda e: e["finished"]):
         if protocol_file_at(exp["baseline"], protocol.path) != protocol_bytes:
             raise UserError(f"experiment {exp['name']} ran at commit {exp['baseline'][:7]}, whose {protocol.path} "
                             f"differs from (or lacks) the one read here: rerun it at a commit with this protocol")
         arm = check_experiment(protocol, exp, finetune_epochs(exp["params"]))
-        newest[(arm.pretext, arm.fraction)] = exp
-    check_same_study(experiments, FREE, "a study's arms share every param but pretext, fraction and seeds; "
-                     "choose them with --exp")
+        (probed if arm.probe_only else newest)[arm.name] = exp | {"arm": arm}
+    check_same_code([*newest.values(), *probed.values()])
+    experiments = list(newest.values())
+    if not experiments:
+        raise UserError("no fine-tuned arm has a record yet: `python -m study run` runs them")
+    check_same_study([*experiments, *probed.values()], FREE,
+                     "a study's arms share every param but pretext, fraction and seeds (and a described arm's budget)")
     numerics = None if mixed_numerics else study_numerics(experiments)
-    missing = [a.name for a in protocol.arms if (a.pretext, a.fraction) not in newest]
+    missing = [a.name for a in protocol.arms if a.name not in newest and a.name not in probed]
     if missing and not partial:
-        raise UserError(f"the protocol's arms {', '.join(missing)} have no experiment: run them "
+        raise UserError(f"the protocol's arms {', '.join(missing)} have no record: run them "
                         f"(python -m study run), or pass --partial to report what has run")
     confidence = experiments[0]["params"]["compare"]["confidence"]
-    arms = [arm_entry(newest[(a.pretext, a.fraction)], a.pretext, a.fraction) for a in protocol.arms
-            if (a.pretext, a.fraction) in newest]
-    by_arm = {(a["pretext"], a["fraction"]): a for a in arms}
+    arms = [arm_entry(newest[a.name], a.pretext, a.fraction) | {"arm": a.name, "budget_factor": a.budget_factor}
+            for a in protocol.arms if a.name in newest]
+    by_arm = {(a["pretext"], a["fraction"]): a for a in arms if a["budget_factor"] == 1}
     endpoints = [endpoint_entry(protocol, e, by_arm.get((e.pretext, e.fraction))) for e in protocol.endpoints]
     judge(endpoints, protocol.alpha)
     precision = (numerics.get("finetune") or {}).get("precision") if isinstance(numerics, dict) else None
@@ -162,7 +169,7 @@ def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: boo
     scratch = {f: max(a["scratch_wall_seconds"] for a in arms if a["fraction"] == f)
                for f in dict.fromkeys(a["fraction"] for a in arms)}
     rest = sum(a["stage_wall_seconds"] - a["pretrain_wall_seconds"] - a["scratch_wall_seconds"] for a in arms)
-    first = newest[(arms[0]["pretext"], arms[0]["fraction"])]
+    first = newest[arms[0]["arm"]]
     params, data = first["params"], first["params"]["data"]
     return {
         "protocol": protocol.summary(),

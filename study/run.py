@@ -1,23 +1,29 @@
 """The whole study in one command: every arm of protocol.yaml as a DVC experiment, in an order that reuses the
-pretrainings and scratch fine-tunes (DVC's run-cache), then the report.
+pretrainings and scratch fine-tunes (DVC's run-cache), each finished arm recorded in Git, then the report.
 
-    python -m study run          # run what is left, then `python -m study report`
-    python -m study plan   # what is done, what is left, the estimate; runs nothing
-    python -m study record # after it: one commit per arm on this branch, the primary's last, the report
+    python -m study run                          # run what the record lacks, then `python -m study report`
+    python -m study run --arms context-0.01 ...  # only these arms (two machines can share one study)
+    python -m study plan                         # what is recorded, what is left, the estimate; runs nothing
+    python -m study record                       # the primary arm's params.yaml, dvc.lock and figures, the report
 
-Each arm is one `dvc exp run -n <pretext>-<fraction> -S profile=<profile> -S pretext=<pretext>
--S fraction=<fraction> -S seeds=[...]` in the workspace, printed before it runs: these are the per-experiment DVC
-commands, and typing them by hand does the same. The primary endpoint's arm runs first, then the secondaries' in
-the protocol's order, so an interrupted study has answered the most important questions.
+Each arm is one `dvc exp run -n <arm> -S profile=<profile> -S pretext=<pretext> -S fraction=<fraction>
+-S seeds=[...]` in the workspace (with the protocol's numerics as hardware.yaml overrides, a budget other than
+the fraction's where the arm declares one, and only the `linear_probe` stages for a probe-only arm), printed
+before it runs: these are the per-experiment DVC commands, and typing them by hand does the same. The primary
+endpoint's arm runs first, then the secondaries' in the protocol's order, then the described arms, so an
+interrupted study has answered the most important questions.
 
-Resumable: an arm is done when this commit has an experiment of it (as the protocol declares it) whose
-metrics/compare.json is readable. Killed at any point and started again, it skips the done arms; in the
-interrupted one DVC restores every finished stage from its run-cache and the interrupted training stage resumes
-from its last finished epoch (selfsup/loop/resume.py). Before each arm it prints its progress and the time left,
-estimated from this machine's finished arms (seconds a pretraining, a fine-tune epoch, an arm's other stages), or
-from the protocol's `estimate` before any has finished. Each invocation's wall clock is added to
-metrics/study_run.json, however it ends (an arm failed, Ctrl-C) but for a hard kill, so the study's time is on
-record across interruptions.
+The record: when an arm's experiment finishes, its figures (metrics/compare.json, or each seed's probe) go into
+`metrics/arms/<arm>.json` with the commit its code ran at, the protocol's sha1 and the machine (study/records.py),
+and that file is committed at once (`--no-commit` leaves it uncommitted). An arm is done when the working tree
+has its record under this protocol, wherever it ran: `run` on a new machine (a fresh clone, no DVC cache, no
+experiment refs) runs only what the record lacks, and two machines that each took some arms (`--arms`) merge
+their commits. Killed at any point and started again, it skips the recorded arms; in the interrupted one DVC
+restores every finished stage from its run-cache (on the same machine) and the interrupted training stage
+resumes from its last finished epoch (selfsup/loop/resume.py). Before each arm it prints its progress and the
+time left, estimated from the recorded arms (seconds a pretraining, a fine-tune epoch, an arm's other stages),
+or from the protocol's `estimate` before any has finished. Each invocation's wall clock is added to
+metrics/study_run.json, however it ends (an arm failed, Ctrl-C) but for a hard kill.
 """
 
 from __future__ import annotations
@@ -34,10 +40,10 @@ from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
 from selfsup.loop.budget import finetune_epochs
-from study.experiments import experiment_refs, read_compare, read_experiment
+from study.experiments import experiment_refs, read_compare, read_experiment, read_output
 from study.markdown import minutes
+from study.records import RECORDS, machine, read_records, record_path, write_record
 from study.report_text import RUN_LOG
-from study.results import REPLICATE
 
 ARM_FILES = ["params.yaml", "dvc.lock", "metrics/summary.json", "plots/curves.png", "plots/pretext.png",
              "plots/examples.png", "plots/confusion.png"]  # what Git holds of one experiment (dvc.yaml: cache false)
@@ -52,94 +58,63 @@ def ordered(protocol: Protocol) -> list[Arm]:
 
 
 def command(protocol: Protocol, arm: Arm) -> list[str]:
-    return ["dvc", "exp", "run", "-n", arm.name, "-S", f"profile={protocol.profile}", "-S", f"pretext={arm.pretext}",
-            "-S", f"fraction={float(arm.fraction)}", "-S", f"seeds=[{','.join(map(str, arm.seeds))}]"]
+    cmd = ["dvc", "exp", "run", "-n", arm.name, "-S", f"profile={protocol.profile}", "-S", f"pretext={arm.pretext}",
+           "-S", f"fraction={float(arm.fraction)}", "-S", f"seeds=[{','.join(map(str, arm.seeds))}]"]
+    for knob, value in protocol.numerics.items():  # the pinned numerics: hardware knobs, no stage's params
+        cmd += ["-S", f"hardware.yaml:{knob}={str(value).lower()}"]
+    if arm.budget_factor != 1:
+        cmd += ["-S", f"finetune.epochs_by_fraction=[[{float(arm.fraction)},{protocol.budget(arm)}]]"]
+    return cmd + (["linear_probe"] if arm.probe_only else [])
 
 
 def done_arms(protocol: Protocol) -> dict[str, dict]:
-    """The arms this commit's experiments have finished, by arm name (the newest experiment of each)."""
-    try:
-        refs = experiment_refs(None, None)
-    except UserError:  # no experiments on this commit yet
-        return {}
-    newest: dict[str, dict] = {}
-    for ref in refs:  # params first (Git only), compare.json only for the newest experiment of each arm
-        if ref.endswith(REPLICATE):
-            continue  # the primary's fp32 replicate answers no arm
-        exp = read_experiment(ref, compare=False)
-        try:
-            arm = check_experiment(protocol, exp, finetune_epochs(exp["params"]))
-        except (UserError, KeyError):
-            continue  # another study's experiment: not an arm of this one
-        if arm.name not in newest or exp["finished"] > newest[arm.name]["finished"]:
-            newest[arm.name] = exp
-    done: dict[str, dict] = {}
-    for name, exp in newest.items():
-        try:
-            done[name] = exp | {"compare": read_compare(exp["ref"])}
-        except UserError:
-            continue  # a failed or unpulled experiment: the arm is not done
-    return done
+    """The arms the working tree's record holds under this protocol, by arm name."""
+    records = read_records()
+    for name, record in records.items():
+        if record["protocol_sha1"] != protocol.digest:
+            raise UserError(f"{record_path(name)} was made under protocol sha1 {record['protocol_sha1'][:12]}, not "
+                            f"{protocol.path}'s ({protocol.digest[:12]}): a new protocol is a new study; move the old "
+                            f"records away (git rm -r {RECORDS})")
+    return {name: r for name, r in records.items() if name in {a.name for a in protocol.arms}}
 
 
 def rates(protocol: Protocol, done: dict[str, dict]) -> tuple[dict[str, float], str]:
-    """Seconds a pretraining, a fine-tune epoch and an arm's other stages: measured on the finished arms, else the
-    protocol's estimate."""
+    """Seconds a pretraining, a fine-tune epoch and an arm's other stages: measured on the recorded fine-tuned
+    arms, else the protocol's estimate."""
     pretrain, epochs, other = [], [], []
-    for exp in done.values():
-        c, budget = exp["compare"], finetune_epochs(exp["params"])
+    measured = [r for r in done.values() if r.get("compare")]
+    for record in measured:
+        c, budget = record["compare"], finetune_epochs(record["params"])
         runs = [r for init in ("scratch", "pretrained") for r in c["runs"][init]]
         pretrain.append(c["pretrain_wall_seconds"] / len(c["seeds"]))
         epochs += [r["wall_seconds"] / budget for r in runs]
         other.append(c["stage_wall_seconds"] - c["pretrain_wall_seconds"] - sum(r["wall_seconds"] for r in runs))
-    if not done:
+    if not measured:
         return dict(protocol.estimate), "the protocol's estimate"
     return ({"pretrain_seconds": sum(pretrain) / len(pretrain), "finetune_epoch_seconds": sum(epochs) / len(epochs),
-             "arm_other_seconds": sum(other) / len(other)}, f"measured on {len(done)} finished arm(s) here")
+             "arm_other_seconds": sum(other) / len(other)}, f"measured on {len(measured)} recorded arm(s)")
 
 
 def remaining_seconds(protocol: Protocol, left: list[Arm], finished: list[Arm], rate: dict[str, float]) -> float:
-    """Each piece of work once: a pretraining per (pretext, seed), a scratch fine-tune per (fraction, seed), a
-    pretrained one per arm and seed, whatever finished arms have not already made."""
+    """Each piece of work once: a pretraining per (pretext, seed), a scratch fine-tune per (fraction, budget,
+    seed), a pretrained one per fine-tuned arm and seed, whatever finished arms have not already made."""
     pretrained = {(a.pretext, s) for a in finished for s in a.seeds}
-    scratch = {(a.fraction, s) for a in finished for s in a.seeds}
+    scratch = {(a.fraction, protocol.budget(a), s) for a in finished if not a.probe_only for s in a.seeds}
     seconds = 0.0
     for arm in left:
-        budget = protocol.budgets[arm.fraction]
+        budget = protocol.budget(arm)
         for s in arm.seeds:
             if (arm.pretext, s) not in pretrained:
                 seconds += rate["pretrain_seconds"]
                 pretrained.add((arm.pretext, s))
-            if (arm.fraction, s) not in scratch:
+            if arm.probe_only:
+                continue
+            if (arm.fraction, budget, s) not in scratch:
                 seconds += budget * rate["finetune_epoch_seconds"]
-                scratch.add((arm.fraction, s))
+                scratch.add((arm.fraction, budget, s))
             seconds += budget * rate["finetune_epoch_seconds"]
         seconds += rate["arm_other_seconds"]
     return seconds
-
-
-def replicate(protocol: Protocol, done: dict[str, dict], skip: bool) -> list[str]:
-    """The primary arm again in fp32, every stage re-run (`--force`: the precision is no stage's param, so DVC
-    would restore the study's runs), after the study, where the study's fine-tunes ran in another precision."""
-    primary = protocol.arm(protocol.primary.pretext, protocol.primary.fraction)
-    exp = done[primary.name]
-    precision = exp["compare"]["numerics"]["finetune"][0]["precision"]
-    name = primary.name + REPLICATE
-    if precision == "fp32":
-        print("the study's fine-tunes ran in fp32: the primary is its own fp32 replicate", flush=True)
-        return []
-    if any(r.endswith("/" + name) for r in experiment_refs(None, None)):
-        print(f"{name}: done", flush=True)
-        return []
-    if skip:
-        print(f"{name}: skipped (--no-replicate); the report will say it has not run", flush=True)
-        return []
-    cmd = [*command(protocol, primary)[:4], name, *command(protocol, primary)[5:], "-S",
-           "hardware.yaml:precision=fp32", "--force"]
-    print(f"the primary again in fp32 (the study ran in {precision}):\n  {' '.join(cmd)}", flush=True)
-    if subprocess.run(cmd).returncode != 0:
-        raise UserError(f"the fp32 replicate {name} failed; run `python -m study run` again: it resumes")
-    return [name]
 
 
 def git(*args: str) -> str:
@@ -149,36 +124,64 @@ def git(*args: str) -> str:
     return proc.stdout.strip()
 
 
+def newest_experiment(arm: Arm) -> dict:
+    """The newest experiment named after the arm on this commit (the one `dvc exp run -n <arm>` just made)."""
+    refs = [r for r in experiment_refs(None, None) if r.rsplit("/", 1)[1] == arm.name]
+    if not refs:
+        raise UserError(f"arm {arm.name} finished but no experiment of that name is on this commit")
+    return max((read_experiment(r, compare=False) for r in refs), key=lambda e: e["finished"])
+
+
+def record_arm(protocol: Protocol, arm: Arm, commit: bool, wall_seconds: float) -> Path:
+    """The finished arm's record (study/records.py), checked against the protocol, with the wall clock its
+    `dvc exp run` took here; committed unless told not."""
+    exp = newest_experiment(arm)
+    if arm.probe_only:
+        exp["probes"] = {str(s): json.loads(read_output(exp["ref"], f"metrics/runs/linear_probe/seed{s}.json"))
+                         for s in arm.seeds}
+    else:
+        exp["compare"] = read_compare(exp["ref"])
+    if check_experiment(protocol, exp, finetune_epochs(exp["params"])) != arm:
+        raise UserError(f"experiment {exp['name']} does not run arm {arm.name} as {protocol.path} declares it")
+    record = {"arm": arm.name, "experiment": exp["name"], "baseline": exp["baseline"], "finished": exp["finished"],
+              "protocol_sha1": protocol.digest, "machine": machine(), "wall_seconds": round(wall_seconds, 1),
+              "params": exp["params"]}
+    path = write_record(record | ({"probes": exp["probes"]} if arm.probe_only else {"compare": exp["compare"]}))
+    if commit:
+        git("add", "-f", path.as_posix())
+        git("commit", "-q", "-m", f"study record: arm {arm.name} (experiment {exp['name']} of {exp['baseline'][:7]}, "
+                                  f"protocol sha1 {protocol.digest[:12]})", "--", path.as_posix())
+        print(f"recorded {arm.name}: {path}, committed {git('rev-parse', '--short', 'HEAD')}", flush=True)
+    else:
+        print(f"recorded {arm.name}: {path} (not committed: --no-commit)", flush=True)
+    return path
+
+
 def record(protocol: Protocol) -> None:
-    """The finished study as commits on this branch, so a clone's `dvc exp show` lists it: one commit per arm (its
-    params.yaml, dvc.lock, summary and figures, applied with `dvc exp apply`), the primary's last, so the branch's
-    params.yaml, dvc.lock and `dvc metrics show` are the primary arm's; then the report of the study's commit and
-    its documents in a last commit."""
+    """The finished study's last commit: the primary arm's params.yaml, dvc.lock, summary and figures (applied with
+    `dvc exp apply`: run it on the machine whose experiments hold the primary), so the branch's params.yaml,
+    dvc.lock and `dvc metrics show` are the primary arm's; then the report and its documents."""
     protocol.check_final()
-    baseline = git("rev-parse", "HEAD")
     done = done_arms(protocol)
-    arms = ordered(protocol)
-    missing = [a.name for a in arms if a.name not in done]
+    missing = [a.name for a in ordered(protocol) if a.name not in done]
     if missing:
-        raise UserError(f"arms {', '.join(missing)} have not run: `python -m study run` first")
+        raise UserError(f"arms {', '.join(missing)} have no record: `python -m study run` first")
     if git("status", "--porcelain", "--untracked-files=no"):
         raise UserError("the working tree has uncommitted changes to tracked files: commit or stash them first")
-    for arm in [*arms[1:], arms[0]]:
-        exp = done[arm.name]["name"]
-        if subprocess.run(["dvc", "exp", "apply", exp]).returncode != 0:
-            raise UserError(f"`dvc exp apply {exp}` failed")
-        git("add", "-f", *[f for f in ARM_FILES if Path(f).exists()])
-        git("commit", "-q", "-m", f"study: arm {arm.name} (experiment {exp} of {baseline[:7]}, protocol sha1 "
-                                  f"{protocol.digest[:12]})")
-        print(f"recorded {arm.name} ({exp})", flush=True)
-    report = subprocess.run([sys.executable, "-m", "study", "report", "--baseline", baseline,
-                             "--protocol", str(protocol.path)])
+    primary = protocol.arm(protocol.primary.pretext, protocol.primary.fraction)
+    exp = done[primary.name]["experiment"]
+    if subprocess.run(["dvc", "exp", "apply", exp]).returncode != 0:
+        raise UserError(f"`dvc exp apply {exp}` failed: run `python -m study record` where the primary arm ran")
+    git("add", "-f", *[f for f in ARM_FILES if Path(f).exists()])
+    git("commit", "-q", "-m", f"study: the primary arm {primary.name}'s params, lock and figures (experiment {exp}, "
+                              f"protocol sha1 {protocol.digest[:12]})")
+    report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(protocol.path)])
     if report.returncode != 0:
         raise UserError("the report failed (its error is above)")
     git("add", "-f", *[f for f in REPORT_FILES if Path(f).exists()])
-    git("commit", "-q", "-m", f"study: the report of {baseline[:7]}'s experiments under protocol sha1 "
+    git("commit", "-q", "-m", f"study: the report of {len(done)} recorded arms under protocol sha1 "
                               f"{protocol.digest[:12]}")
-    print(f"recorded the report; `git log --oneline -{len(arms) + 1}` lists the study", flush=True)
+    print("recorded the primary arm and the report", flush=True)
 
 
 def log_session(started: float, seconds: float, arms: list[str]) -> float:
@@ -191,75 +194,91 @@ def log_session(started: float, seconds: float, arms: list[str]) -> float:
     return record["wall_seconds"]
 
 
-def run_arms(protocol: Protocol, plan: bool, ran: list[str]) -> None:
-    """Each arm not done yet, in running order, with its progress and the time left; `plan` prints them instead.
-    `ran` collects the arms this invocation finished."""
+def chosen_arms(protocol: Protocol, names: list[str] | None) -> list[Arm]:
+    """The arms in running order, or those named (`--arms`), in running order; an unknown name is refused."""
     arms = ordered(protocol)
+    if names:
+        unknown = sorted(set(names) - {a.name for a in arms})
+        if unknown:
+            raise UserError(f"--arms {' '.join(unknown)}: no such arm in {protocol.path} (its arms: "
+                            f"{', '.join(a.name for a in arms)})")
+        arms = [a for a in arms if a.name in names]
+    return arms
+
+
+def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran: list[str]) -> None:
+    """Each of `arms` the record lacks, in running order, with its progress and the time left; `plan` prints
+    them instead. `ran` collects the arms this invocation finished and recorded."""
     done = done_arms(protocol)
+    rate, source = rates(protocol, done)
     if plan:
-        rate, source = rates(protocol, done)
         eta = remaining_seconds(protocol, [a for a in arms if a.name not in done],
-                                [a for a in arms if a.name in done], rate)
+                                [a for a in protocol.arms if a.name in done], rate)
         for a in arms:
-            print(f"  {'done' if a.name in done else 'left'}  {' '.join(command(protocol, a))}")
-        print(f"study: {len(done)}/{len(arms)} arms done, about {minutes(eta)} left ({source}: "
-              f"{rate['pretrain_seconds']:.0f} s a pretraining, {rate['finetune_epoch_seconds']:.1f} s a "
+            where = f"done on {done[a.name]['machine']['cpu']}" if a.name in done else "left"
+            print(f"  {where}  {' '.join(command(protocol, a))}")
+        print(f"study: {sum(a.name in done for a in arms)}/{len(arms)} arms recorded, about {minutes(eta)} left "
+              f"({source}: {rate['pretrain_seconds']:.0f} s a pretraining, {rate['finetune_epoch_seconds']:.1f} s a "
               f"fine-tune epoch, {rate['arm_other_seconds']:.0f} s an arm's other stages)")
         print(power_table(protocol))
         return
     for k, arm in enumerate(arms, 1):
-        finished = [a for a in arms if a.name in done]
-        left = [a for a in arms if a.name not in done]
-        rate, source = rates(protocol, done)
-        eta = remaining_seconds(protocol, left, finished, rate)
         if arm.name in done:
-            print(f"[{k}/{len(arms)}] {arm.name}: done ({done[arm.name]['name']})", flush=True)
+            print(f"[{k}/{len(arms)}] {arm.name}: recorded ({record_path(arm.name)})", flush=True)
             continue
-        print(f"[{k}/{len(arms)}] {arm.name}: {len(finished)} arms done, about {minutes(eta)} left ({source})\n"
-              f"  {' '.join(command(protocol, arm))}", flush=True)
+        finished = [a for a in protocol.arms if a.name in done]
+        eta = remaining_seconds(protocol, [a for a in arms if a.name not in done], finished, rate)
+        print(f"[{k}/{len(arms)}] {arm.name}: {len(finished)} arms recorded, about {minutes(eta)} left for these "
+              f"({source})\n  {' '.join(command(protocol, arm))}", flush=True)
+        began = time.time()
         proc = subprocess.run(command(protocol, arm))
         if proc.returncode != 0:
             raise UserError(f"arm {arm.name} failed (exit {proc.returncode}); fix the cause and run "
                             f"`python -m study run` again: it resumes")
+        record_arm(protocol, arm, commit, time.time() - began)
         ran.append(arm.name)
         done = done_arms(protocol)
+        rate, source = rates(protocol, done)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--protocol", type=Path, default=PROTOCOL)
-    parser.add_argument("--plan", action="store_true", help="print what is done and left, with the estimate")
+    parser.add_argument("--arms", nargs="+", metavar="ARM", help="only these arms (names as `plan` lists them)")
+    parser.add_argument("--plan", action="store_true", help="print what is recorded and left, with the estimate")
     parser.add_argument("--no-report", action="store_true", help="run the arms, not the report")
-    parser.add_argument("--no-replicate", action="store_true", help="skip the primary's fp32 replicate")
-    parser.add_argument("--record", action="store_true", help="commit the finished study: one commit per arm")
+    parser.add_argument("--no-commit", action="store_true", help="write each arm's record, do not commit it")
+    parser.add_argument("--record", action="store_true",
+                        help="commit the primary arm's params, lock and figures, then the report")
     args = parser.parse_args(argv)
     protocol = load_protocol(args.protocol)
     print(describe(protocol), flush=True)
     if args.record:
         record(protocol)
         return
+    arms = chosen_arms(protocol, args.arms)
     started = time.time()
     ran: list[str] = []
     if not args.plan:
         protocol.check_final()
     try:
-        run_arms(protocol, args.plan, ran)
+        run_arms(protocol, arms, args.plan, not args.no_commit, ran)
         if args.plan:
             return
-        ran += replicate(protocol, done_arms(protocol), args.no_replicate)
     except BaseException:  # an arm failed, or Ctrl-C: this invocation's wall clock still counts
-        if not args.plan:
-            wall = log_session(started, time.time() - started, ran)
-            print(f"study: stopped after {minutes(time.time() - started)} (the study's wall clock so far "
-                  f"{minutes(wall)}, {RUN_LOG}); run it again to resume", file=sys.stderr, flush=True)
+        wall = log_session(started, time.time() - started, ran)
+        print(f"study: stopped after {minutes(time.time() - started)} (the study's wall clock so far "
+              f"{minutes(wall)}, {RUN_LOG}); run it again to resume", file=sys.stderr, flush=True)
         raise
     wall = log_session(started, time.time() - started, ran)
-    print(f"study: {len(ordered(protocol))} arms done; this run {minutes(time.time() - started)}, the study's "
-          f"wall clock {minutes(wall)} over every invocation ({RUN_LOG})", flush=True)
+    print(f"study: {len(arms)} arms recorded; this run {minutes(time.time() - started)}, the study's "
+          f"wall clock {minutes(wall)} over every invocation here ({RUN_LOG})", flush=True)
     if not args.no_report:
-        report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(args.protocol)])
+        partial = ["--partial"] if len(done_arms(protocol)) < len(protocol.arms) else []
+        report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(args.protocol),
+                                 *partial])
         if report.returncode != 0:
-            raise UserError("the report failed (its error is above); the arms are done: rerun it alone with "
+            raise UserError("the report failed (its error is above); the arms are recorded: rerun it alone with "
                             "`python -m study report`")
 
 

@@ -8,6 +8,7 @@ from selfsup.training.models import build_extractor
 from selfsup.core.params import UserError
 from selfsup.pretexts.context import Context, sample_pair_positions
 from selfsup.pretexts.grid import OFFSETS, Geometry, resized, upscaled
+from selfsup.training.augment import reflect
 from tests.test_pretexts import PARAMS
 
 GEO = Geometry(upscale=1, patch_size=14, gap=2, jitter=1)
@@ -85,6 +86,24 @@ def test_patch_content_comes_from_the_sampled_position():
     assert (step - OFFSETS[labels].float() * GEO.stride).abs().max() <= 2 * GEO.jitter
     assert torch.equal(where[:, 0, 2], torch.arange(256).float())  # both patches from their own image
     assert torch.equal(where[:, 1, 2], torch.arange(256).float())
+
+
+def test_shift_moves_both_patches_of_an_image_alike_and_reflects_at_the_border():
+    task = context(gray_prob=0.0, brightness=0.0, contrast=0.0, flip=False, shift=0.25)  # up to 8 of 32 pixels
+    plain = context(gray_prob=0.0, brightness=0.0, contrast=0.0, flip=False)
+    moved = decode(task.batch(coded_images(256), torch.Generator().manual_seed(2))[0])
+    still = decode(plain.batch(coded_images(256), torch.Generator().manual_seed(2))[0])
+    # the same draws up to the shift, so `still` holds the unshifted corners; some one offset per image moved
+    # both patches, a corner beyond the border reflected back
+    moves = torch.cartesian_prod(torch.arange(-8, 9), torch.arange(-8, 9)).float()  # every offset up to 8
+    cut = reflect(still[:, None, :, :2] + moves[None, :, None, :], 32)               # pairs x moves x 2 x 2
+    assert (cut == moved[:, None, :, :2]).flatten(2).all(2).any(1).all()
+    apparent = moved[:, :, :2] - still[:, :, :2]
+    assert apparent.abs().max() == 8 and (apparent[:, 0] != 0).any(1).float().mean() > 0.8
+    row = task.batch(coded_images(64), torch.Generator().manual_seed(5))[0][:, :, 0]  # red channel: the row code
+    codes = torch.round((row * 0.25 + 0.5) * 255 / 8)
+    steps = codes[..., 1:, 0] - codes[..., :-1, 0]  # down a patch's first column, one row a pixel
+    assert set(steps.unique().tolist()) <= {-1.0, 0.0, 1.0}  # reflection: rows run on, turn back, never jump
 
 
 def test_flip_keeps_labels_true_to_the_flipped_image():

@@ -25,7 +25,7 @@ from tests.synthetic import images
 PARAMS = {"pretext": {"task": "context",
                       "context": {"upscale": 1, "patch_size": 14, "gap": 2, "jitter": 1, "gray_prob": 0.5,
                                   "brightness": 0.2, "contrast": 0.2, "flip": True, "crop_min": 1.0,
-                                  "fusion": "pooled", "placement": "pair"},
+                                  "fusion": "pooled", "placement": "pair", "shift": 0.0},
                       "jigsaw": {"permutations": 10, "upscale": 4, "patch_size": 24, "gap": 8, "jitter": 3,
                                  "rescale_prob": 0.5, "rescale_min": 0.4},
                       "rotation": {"crop_padding": 4},

@@ -244,7 +244,7 @@ def test_runs_that_differ_from_the_protocol_are_refused_by_name(protocol, exp, m
 
 def test_a_missing_arm_is_refused_unless_partial(protocol):
     some = full_set()[:2]
-    with pytest.raises(UserError, match="arms context-1, rotation-0.1 have no experiment"):
+    with pytest.raises(UserError, match="arms context-1, rotation-0.1 have no record"):
         study_module.build_study(some, protocol)
     study = study_module.build_study(some, protocol, partial=True)
     assert study["missing_arms"] == ["context-1", "rotation-0.1"]

@@ -226,11 +226,23 @@ def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
         return json.loads(out.read_text())
     assert run("--fractions", "0.01", "--start", "1")["chosen"] == {"0.01": 2}
     calls.clear()
-    result = run("--fractions", "0.01", "--start", "2", "--max", "2", "--init", "scratch", "pretrained")
+    models = tmp_path / "pretrained"
+    models.mkdir()
+    for s in (0, 1, 2):
+        (models / f"seed{s}.pt").write_bytes(b"extractor %d" % s)
+    paired = ("--fractions", "0.01", "--start", "2", "--max", "2", "--init", "scratch", "pretrained",
+              "--pretrained", str(models))
+    result = run(*paired)
     assert calls == [(0.01, "pretrained", s, 2) for s in (0, 1, 2)]  # the scratch runs at 2 are reused
     assert result["chosen"] == {"0.01": 2}
     text = size_finetune.table(result)
     assert "| 0.01 | 450 | **2** | 0.6510 (+0.0500) | 0.6610 | +0.0100 ± 0.0000 |" in text
+    calls.clear()
+    assert run(*paired)["runs"] == result["runs"] and calls == []  # the same extractors: nothing runs again
+    (models / "seed1.pt").write_bytes(b"another pretraining")  # another design: its pretrained run is another run
+    again = run(*paired)
+    assert calls == [(0.01, "pretrained", 1, 2)] and len(again["superseded"]) == 1
+    assert again["superseded"][0]["extractor"] == result["runs"][-2]["extractor"]
     result = run("--fractions", "0.5", "--start", "8", "--max", "16")  # 0.5 + 0.01 e: every doubling gains
     assert result["chosen"] == {"0.01": 2, "0.5": None}
     assert size_finetune.table(result).endswith("Chosen (bold): 2 epochs at 1%; still doubling: 50% (ran to 16).")

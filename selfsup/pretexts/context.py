@@ -25,7 +25,10 @@ under `pretext.context`, geometry in selfsup/pretexts/grid.py):
 - a random square crop of at least `crop_min` of the side, resized back to the full image, is what the pair
   is cut from: where a patch sits in the crop then says less about where it sits in the (object-centred)
   image, which weakens the single-patch position prior;
-- no pad-and-crop augmentation before cutting (it would mark border patches).
+- `shift`: each image moved by a random offset of up to that share of its side, the border it uncovers
+  filled by reflection (continuous at the mirror line, so no edge marks it): where the object sits in the
+  frame the pair is cut from then varies by more than a patch stride, so what a patch shows says little about
+  where it sits (zero padding instead would mark the border patches).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from selfsup.training.augment import crop, gather_pixels, normalize, on_device
+from selfsup.training.augment import crop, gather_pixels, normalize, on_device, reflect
 from selfsup.training.engine import Batch
 from selfsup.core.params import param
 from selfsup.pretexts.base import ClassifierHead, PretextTask, SpatialPairHead
@@ -108,6 +111,7 @@ class Context(PretextTask):
         self.contrast = param(params, f"{s}.contrast")
         self.flip = param(params, f"{s}.flip")
         self.crop_min = param(params, f"{s}.crop_min")
+        self.shift = param(params, f"{s}.shift")
         self.fusion = param(params, f"{s}.fusion")
 
     def network(self, extractor: nn.Module, feat_dim: int) -> nn.Module:
@@ -157,6 +161,10 @@ class Context(PretextTask):
         source = torch.stack([centre_from, neighbour_from], dim=1).view(2 * n)
         rows = corners[:, :1] + torch.arange(p, device=dev)
         cols = corners[:, 1:] + torch.arange(p, device=dev)
+        if self.shift > 0:  # each image moved by its own offset, the border it uncovers filled by reflection
+            most = round(self.shift * side)
+            move = torch.randint(-most, most + 1, (n, 2), generator=generator, device=dev)[source]
+            rows, cols = reflect(rows + move[:, :1], side), reflect(cols + move[:, 1:], side)
         if flip is not None:  # a patch of the flipped image: the mirrored columns, right to left
             cols = torch.where(flip[source].view(-1, 1), side - 1 - cols, cols)
         cut = gather_pixels(big, source, rows.view(2 * n, p, 1), cols.view(2 * n, 1, p))  # uint8, channels_last
