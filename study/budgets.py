@@ -15,8 +15,9 @@ epoch, on the seed's validation set (never on test: a test locks the test set aw
 the pretrained init (its extractor from `--pretrained DIR`/seed<seed>.pt, as the pretrain stage writes them),
 and a budget then stops doubling only when neither init gains. The recipe is params.yaml's (`model`, `finetune`,
 `split.val_fraction`), so compose it for the profile first (`dvc exp run -S profile=cpu` leaves it so).
-Finished runs are kept in `--out` and reused when it is run again (same recipe), so it can be stopped and
-resumed; a pretrained run is reused only from the same extractor (its file's SHA-1: a pretraining of another
+Finished runs are kept in `--out` and reused when it is run again (same recipe, same kind of CPU: vendor,
+family, model, stepping), so it can be stopped and resumed; where the same run was made on two kinds of CPU the
+later one counts; a pretrained run is reused only from the same extractor (its file's SHA-1: a pretraining of another
 design or seed is another run; runs from an earlier extractor stay in the file as `superseded`); a fraction's
 choice stands until an invocation makes one, so pretrained runs at a chosen budget
 (`--init scratch pretrained --start B --max B`) add the paired gain's spread without unchoosing it. `--table`
@@ -189,13 +190,14 @@ def main() -> None:
               "tol": a.tol, "rule": a.rule, "runs": runs, "chosen": chosen,
               "superseded": [r for r in kept if r not in runs]}
     dataset, meta = load_dataset(a.dataset)
+    here = cpu_id()
     for fraction, budget in zip(a.fractions, starts):
         while choose(runs, fraction, a.init, a.seeds, a.tol, a.rule) is None and budget <= a.max:
             for init in a.init:
                 for seed in a.seeds:
                     if any((r["fraction"], r["init"], r["seed"], r["epochs"]) == (fraction, init, seed, budget)
-                           for r in runs):
-                        continue
+                           and r.get("machine") == here for r in runs):
+                        continue  # made on this kind of CPU (fp32 runs of one seed differ between kinds)
                     run = fine_tune(params, dataset, meta, fraction, seed, budget, init, a.pretrained)
                     origin = {"extractor": extractors[seed], "pretext": params["pretext"]["task"]} \
                         if init == "pretrained" else {}

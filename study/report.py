@@ -47,13 +47,16 @@ def draw_figures(study: dict, protocol: Protocol, paths: dict[str, Path] = FIGUR
     series: dict[str, list] = {"scratch": []}
     gains: dict[str, list] = {}
     for arm in study["arms"]:
+        if arm.get("budget_factor", 1) != 1:
+            continue  # a described arm at another budget: not a point of the curve
         t = arm["tests"][protocol.metric]
         if arm["pretext"] == protocol.primary.pretext:
             series["scratch"].append((arm["fraction"], t["scratch"]))
         series.setdefault(arm["pretext"], []).append((arm["fraction"], t["pretrained"]))
         gains.setdefault(arm["pretext"], []).append((arm["fraction"], t["difference"]))
     figures.label_efficiency(series, gains, protocol.margin, paths["label_efficiency"])
-    primary = {a["fraction"]: a["curves"] for a in study["arms"] if a["pretext"] == protocol.primary.pretext}
+    primary = {a["fraction"]: a["curves"] for a in study["arms"]
+               if a["pretext"] == protocol.primary.pretext and a.get("budget_factor", 1) == 1}
     figures.fraction_curves(primary, paths["curves"])
 
 

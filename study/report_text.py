@@ -20,6 +20,12 @@ def pct(f: float) -> str:
     return f"{f:.0%}"
 
 
+def arm_label(a: dict) -> str:
+    """An arm in the tables: 'context 10%', or 'context 1% (2x budget)' for a described arm at another budget."""
+    factor = a.get("budget_factor", 1)
+    return f"{a['pretext']} {pct(a['fraction'])}" + (f" ({factor}x budget)" if factor != 1 else "")
+
+
 def verdict(e: dict, protocol: dict) -> str:
     """What the protocol lets one endpoint say, in words: a gain (the test rejects at alpha: the primary
     uncorrected, a secondary after Holm), no gain (equivalence within the margin shown), or neither."""
@@ -187,7 +193,7 @@ def render(study: dict) -> str:
     lines = [
         f"**What was run.** The protocol [protocol.yaml](../protocol.yaml) (sha1 `{proto['sha1'][:12]}`): "
         f"{proto['question']} Arms: " + "; ".join(
-            f"{a['pretext']} at {pct(a['fraction'])} (`{a['experiment']}`, seeds {a['seeds']})" for a in study["arms"])
+            f"{arm_label(a)} (`{a['experiment']}`, seeds {a['seeds']})" for a in study["arms"])
         + (f"; not run: {', '.join(study['missing_arms'])}" if study["missing_arms"] else "")
         + f". Device: {study['device']}. Dataset: {d['origin']} ({d['source']}"
         + (f", md5 {d['md5']}" if d["md5"] else "") + f"), {d['test_size']:,} test images. Profile "
@@ -226,7 +232,7 @@ def render(study: dict) -> str:
         for init in INITS:
             c = a["convergence"][init]
             fair = c["seconds_with_pretraining"] if init == "pretrained" else c["seconds"]
-            lines.append(f"| {a['pretext']} {pct(a['fraction'])} | {init} | {epochs(c['epochs_to_loss'])} "
+            lines.append(f"| {arm_label(a)} | {init} | {epochs(c['epochs_to_loss'])} "
                          f"({c['runs_reaching_loss']}/{c['runs']}) | {a['tests']['val_f1_auc'][init]['mean']:.4f} | "
                          f"{c['runs_reaching']}/{c['runs']}, {epochs(c['epochs'])} | {num(c['seconds'], 0)} | "
                          f"{num(fair, 0)} | {a['tests'][proto['metric']][init]['mean']:.4f} |")
@@ -237,7 +243,7 @@ def render(study: dict) -> str:
         for key, label in METRICS:
             t = a["tests"][key]
             sd = {i: "" if t[i]["std"] is None else f" ± {t[i]['std']:.4f}" for i in INITS}
-            lines.append(f"| {a['pretext']} {pct(a['fraction'])} | {label} | {t['scratch']['mean']:.4f}"
+            lines.append(f"| {arm_label(a)} | {label} | {t['scratch']['mean']:.4f}"
                          f"{sd['scratch']} | {t['pretrained']['mean']:.4f}{sd['pretrained']} | {ci(t['difference'])} |")
     header = " | ".join(f"{a['pretext'][:4]}. {pct(a['fraction'])} {i[:4]}." for a in study["arms"] for i in INITS)
     lines += ["", "**Per-class test F1** (mean over seeds):", "", f"| class | {header} |",

@@ -117,6 +117,29 @@ def remaining_seconds(protocol: Protocol, left: list[Arm], finished: list[Arm], 
     return seconds
 
 
+def plan_table(protocol: Protocol, rate: dict[str, float]) -> str:
+    """Markdown: each arm in running order with what it adds to the study when the arms before it have run (its
+    pretrainings not made yet, its scratch runs not shared yet, its own fine-tunes), at `rate`, and the total."""
+    lines = ["| arm | seeds | budget (epochs) | new pretrainings | new scratch fine-tunes | fine-tunes | estimate |",
+             "|---|---|---|---|---|---|---|"]
+    before: list[Arm] = []
+    total = 0.0
+    for arm in ordered(protocol):
+        seconds = remaining_seconds(protocol, [arm], before, rate)
+        made = {(a.pretext, s) for a in before for s in a.seeds}
+        shared = {(a.fraction, protocol.budget(a), s) for a in before if not a.probe_only for s in a.seeds}
+        pretrain = sum((arm.pretext, s) not in made for s in arm.seeds)
+        scratch = 0 if arm.probe_only else sum((arm.fraction, protocol.budget(arm), s) not in shared for s in arm.seeds)
+        own = 0 if arm.probe_only else len(arm.seeds)
+        budget = "probe only" if arm.probe_only else str(protocol.budget(arm))
+        lines.append(f"| {arm.name} | {len(arm.seeds)} | {budget} | {pretrain} | {scratch} | {own} | "
+                     f"{minutes(seconds)} |")
+        before.append(arm)
+        total += seconds
+    lines.append(f"| all | | | | | | {minutes(total)} |")
+    return "\n".join(lines)
+
+
 def git(*args: str) -> str:
     proc = subprocess.run(["git", *args], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -221,6 +244,8 @@ def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran:
               f"({source}: {rate['pretrain_seconds']:.0f} s a pretraining, {rate['finetune_epoch_seconds']:.1f} s a "
               f"fine-tune epoch, {rate['arm_other_seconds']:.0f} s an arm's other stages)")
         print(power_table(protocol))
+        print(f"\nThe plan, arm by arm in running order ({source}):\n")
+        print(plan_table(protocol, rate))
         return
     for k, arm in enumerate(arms, 1):
         if arm.name in done:

@@ -101,3 +101,13 @@ def test_a_bad_record_is_refused_in_one_line(tmp_path):
 def test_machine_describes_this_cpu():
     m = records.machine()
     assert m["cores"] >= 1 and m["cpu"] and m["torch"] and isinstance(m["bf16_instructions"], bool)
+
+
+def test_the_plan_lists_each_arms_share_and_sums_to_the_estimate(protocol):
+    from study.markdown import minutes
+    from study.run import plan_table
+    table = plan_table(protocol, protocol.estimate).splitlines()
+    assert table[2] == "| context-0.1 | 4 | 8 | 4 | 4 | 4 | 43 min |"  # 4 x 300 s + 4 x 2 x 8 x 20 s + 100 s
+    assert "| rotation-1-probe | 3 | probe only | 0 | 0 | 0 |" in table[-2]  # rotation's pretrainings made before
+    total = remaining_seconds(protocol, ordered(protocol), [], protocol.estimate)
+    assert table[-1] == f"| all | | | | | | {minutes(total)} |"

@@ -214,7 +214,8 @@ def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
     def fine_tune(params, dataset, meta, fraction, seed, epochs, init, pretrained):
         calls.append((fraction, init, seed, epochs))
         f1 = score.get((init, epochs), 0.5 + 0.01 * epochs) + 0.001 * seed
-        return {"val_f1_macro": f1, "labelled": 450, "validation": 5000, "seconds": 1.0, "precision": "fp32"}
+        return {"val_f1_macro": f1, "labelled": 450, "validation": 5000, "seconds": 1.0, "precision": "fp32",
+                "machine": size_finetune.cpu_id()}
     monkeypatch.setattr(size_finetune, "load_params", lambda: params)
     monkeypatch.setattr(size_finetune, "load_dataset", lambda path: (None, {}))
     monkeypatch.setattr(size_finetune, "fine_tune", fine_tune)
