@@ -87,7 +87,7 @@ class Model(Section):
 
 class Context(Section):
     upscale: int = knob(2, "cut patches from the image upscaled by this factor", ge=1)
-    patch_size: int = knob(28, "patch side in upscaled pixels (the extractor's input size while pretraining)", ge=4)
+    patch_size: int = knob(20, "patch side in upscaled pixels (the extractor's input size while pretraining)", ge=4)
     gap: int = knob(4, "pixels between neighbouring patches (upscaled)", ge=0)
     jitter: int = knob(2, "each patch moves by up to this many upscaled pixels each way", ge=0)
     gray_prob: float = knob(0.5, "share of pairs dropped to gray", ge=0, le=1)
@@ -98,7 +98,7 @@ class Context(Section):
                            ge=0.25, le=1)
     fusion: Literal["pooled", "spatial"] = knob(
         "spatial", "pooled: MLP on the two pooled feature vectors; spatial: on the two feature maps")
-    shift: float = knob(0.0, "move each image by up to this share of its side each way before cutting, the "
+    shift: float = knob(0.25, "move each image by up to this share of its side each way before cutting, the "
                              "uncovered border filled by reflection (0: not moved)", ge=0, le=0.5)
     placement: Literal["pair", "grid"] = knob(
         "pair", "pair: the centre anywhere the drawn pair fits (its range depends on the label); grid: anywhere "

@@ -191,7 +191,7 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
             s = seeds.get(fraction, seeds.get(str(fraction))) if isinstance(seeds, dict) else seeds
             if not s or not all(isinstance(x, int) for x in s):
                 raise UserError(f"{path}: arm {entry['pretext']} at {fraction:g} has no list of integer seeds")
-            if fraction not in budgets:
+            if fraction not in budgets and not probe_only:
                 raise UserError(f"{path}: fraction {fraction:g} has an arm but no entry in `budgets`")
             arms.append(Arm(str(entry["pretext"]), fraction, tuple(s), factor, probe_only))
     endpoints = _need(doc, "endpoints", dict, path)
@@ -241,6 +241,34 @@ def check_experiment(protocol: Protocol, exp: dict, budget: int) -> Arm:
         raise UserError(f"experiment {name} ran seeds {params['seeds']}; {protocol.path} declares {list(arm.seeds)} "
                         f"for {arm.label}")
     return arm
+
+
+def ordered(protocol: Protocol) -> list[Arm]:
+    """The arms in running order: the endpoints' (primary first, then the secondaries as declared), then the rest."""
+    order = [protocol.arm(e.pretext, e.fraction) for e in protocol.endpoints]
+    return list(dict.fromkeys([*order, *protocol.arms]))
+
+
+def remaining_seconds(protocol: Protocol, left: list[Arm], finished: list[Arm], rate: dict[str, float]) -> float:
+    """Each piece of work once: a pretraining per (pretext, seed), a scratch fine-tune per (fraction, budget,
+    seed), a pretrained one per fine-tuned arm and seed, whatever finished arms have not already made."""
+    pretrained = {(a.pretext, s) for a in finished for s in a.seeds}
+    scratch = {(a.fraction, protocol.budget(a), s) for a in finished if not a.probe_only for s in a.seeds}
+    seconds = 0.0
+    for arm in left:
+        budget = None if arm.probe_only else protocol.budget(arm)
+        for s in arm.seeds:
+            if (arm.pretext, s) not in pretrained:
+                seconds += rate["pretrain_seconds"]
+                pretrained.add((arm.pretext, s))
+            if arm.probe_only:
+                continue
+            if (arm.fraction, budget, s) not in scratch:
+                seconds += budget * rate["finetune_epoch_seconds"]
+                scratch.add((arm.fraction, budget, s))
+            seconds += budget * rate["finetune_epoch_seconds"]
+        seconds += rate["arm_other_seconds"]
+    return seconds
 
 
 def protocol_file_at(rev: str, path: Path = PROTOCOL) -> bytes | None:

@@ -42,8 +42,7 @@ def machine() -> dict:
 
 def machine_label(m: dict) -> str:
     """One line for the documents: 'AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), 2 cores'."""
-    ident = m.get("cpu_id", "")
-    return f"{m['cpu']} ({ident}), {m['cores']} cores" + (f", {m['gpu']}" if m.get("gpu") else "")
+    return f"{m['cpu']} ({m.get('cpu_id', '?')}), {m['cores']} cores" + (f", {m['gpu']}" if m.get("gpu") else "")
 
 
 def record_path(arm: str, root: Path = RECORDS) -> Path:

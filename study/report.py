@@ -12,8 +12,8 @@ Not a DVC stage: it reads across experiments. It prints which protocol it read, 
 experiment that differs from it (profile, seeds, budget, an arm it does not declare, a commit with another
 protocol), an arm without an experiment (unless --partial), experiments that differ in any param but the arm's
 (pretext, fraction, seeds), and runs with different numerics (--mixed-numerics pools them anyway). Writes
-metrics/study.json (every number shown, and the study's wall clock from metrics/study_run.json where
-study.run wrote it), plots/label_efficiency.png, plots/fraction_curves.png, the full
+metrics/study.json (every number shown, each arm's machine and wall clock from its record),
+plots/label_efficiency.png, plots/fraction_curves.png, the full
 Markdown results (`render`) into
 docs/results.md and the short answer (`render_answer`: the primary endpoint table, the verdict, the figure)
 into README.md, each between its results markers. Both renders are pure functions of study.json, so a test
@@ -33,7 +33,7 @@ from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
 from study.records import RECORDS, as_experiment, read_records
 from study.markdown import splice
-from study.report_text import FIGURES, RESULTS_DOC, RUN_LOG, render, render_answer
+from study.report_text import FIGURES, RESULTS_DOC, render, render_answer
 from study.results import build_study, judge
 
 STUDY_JSON = Path("metrics/study.json")
@@ -84,8 +84,6 @@ def main(argv: list[str] | None = None) -> None:
     else:
         records = [as_experiment(r) for r in read_records(args.records).values()]
         study = build_study(records, protocol, args.mixed_numerics, args.partial)
-    if RUN_LOG.exists():  # the study's wall clock over every invocation of python -m study run
-        study["study_run"] = json.loads(RUN_LOG.read_text())
     save_json(study, STUDY_JSON)
     draw_figures(study, protocol)
     results_doc = splice(args.results_doc.read_text(), render(study), BEGIN, END, args.results_doc)

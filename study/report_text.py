@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from study.markdown import ci, epochs, minutes, num, p_value
+from study.records import machine_label
 from study.results import INITS, METRICS
 
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}
@@ -20,10 +21,11 @@ def pct(f: float) -> str:
     return f"{f:.0%}"
 
 
-def arm_label(a: dict) -> str:
-    """An arm in the tables: 'context 10%', or 'context 1% (2x budget)' for a described arm at another budget."""
+def arm_label(a: dict, at: str = " ") -> str:
+    """An arm in the tables: 'context 10%' (`at` " at ": 'context at 10%'), or 'context 1% (2x budget)' for a
+    described arm at another budget."""
     factor = a.get("budget_factor", 1)
-    return f"{a['pretext']} {pct(a['fraction'])}" + (f" ({factor}x budget)" if factor != 1 else "")
+    return f"{a['pretext']}{at}{pct(a['fraction'])}" + (f" ({factor}x budget)" if factor != 1 else "")
 
 
 def verdict(e: dict, protocol: dict) -> str:
@@ -97,6 +99,21 @@ def probe_labels(row: dict) -> str:
     return f"{pct(row['fraction'])} ({row['labelled_size']:,})"
 
 
+def cost_table(study: dict) -> list[str]:
+    """Each arm's machine, planned and measured minutes, and the totals."""
+    lines = ["| arm | machine | planned | measured |", "|---|---|---|---|"]
+    for c in study.get("cost", []):
+        m = c["machine"]
+        where = "not run" if m is None else machine_label(m)
+        measured = "-" if c["wall_seconds"] is None else minutes(c["wall_seconds"])
+        lines.append(f"| {c['arm']} | {where} | {minutes(c['planned_seconds'])} | {measured} |")
+    ran = [c for c in study.get("cost", []) if c["wall_seconds"] is not None]
+    lines.append(f"| all | {len({str(c['machine']) for c in ran})} machine(s) | "
+                 f"{minutes(sum(c['planned_seconds'] for c in study.get('cost', [])))} | "
+                 f"{minutes(sum(c['wall_seconds'] for c in ran))} ({len(ran)} arms) |")
+    return lines
+
+
 def questions(study: dict) -> list[str]:
     """The README's plain answers: the primary, the key secondary at the smallest fraction, the other pretext,
     and the cost."""
@@ -123,10 +140,16 @@ def questions(study: dict) -> list[str]:
                      + ", ".join(f"{p} {r['knn']['pretrained']:.3f}" for p, r in probes.items() if r["knn"]) + ".")
     cost = "; ".join(f"{p} pretraining {minutes(s)} a seed" for p, s in
                      ((r["pretext"], r["pretrain_seconds"]) for r in study["ssl"]))
-    run = study.get("study_run")
-    clock = (f"the whole study {minutes(run['wall_seconds'])} of wall clock ({len(run['sessions'])} invocation(s) "
-             f"of `python -m study run`, {RUN_LOG.as_posix()}), {minutes(study['wall_seconds'])} of it in "
-             f"stages" if run else f"the whole study {minutes(study['wall_seconds'])} of stage time")
+    run = study.get("study_run")  # studies before the per-arm record logged their invocations instead
+    ran = [c for c in study.get("cost", []) if c["wall_seconds"] is not None]
+    if run:
+        clock = (f"the whole study {minutes(run['wall_seconds'])} of wall clock ({len(run['sessions'])} invocation(s) "
+                 f"of `python -m study run`, {RUN_LOG.as_posix()}), {minutes(study['wall_seconds'])} of it in stages")
+    elif ran:
+        clock = (f"the recorded arms {minutes(sum(c['wall_seconds'] for c in ran))} of wall clock ({len(ran)} arms, "
+                 f"{len({machine_label(c['machine']) for c in ran})} kind(s) of machine: docs/results.md)")
+    else:
+        clock = f"the whole study {minutes(study['wall_seconds'])} of stage time"
     lines.append(f"- **What does it cost?** {cost}; {clock}, on {study['device']}.")
     lines.append(f"- **Numerics.** {replicate_text(study)}")
     return lines
@@ -193,7 +216,7 @@ def render(study: dict) -> str:
     lines = [
         f"**What was run.** The protocol [protocol.yaml](../protocol.yaml) (sha1 `{proto['sha1'][:12]}`): "
         f"{proto['question']} Arms: " + "; ".join(
-            f"{arm_label(a)} (`{a['experiment']}`, seeds {a['seeds']})" for a in study["arms"])
+            f"{arm_label(a, ' at ')} (`{a['experiment']}`, seeds {a['seeds']})" for a in study["arms"])
         + (f"; not run: {', '.join(study['missing_arms'])}" if study["missing_arms"] else "")
         + f". Device: {study['device']}. Dataset: {d['origin']} ({d['source']}"
         + (f", md5 {d['md5']}" if d["md5"] else "") + f"), {d['test_size']:,} test images. Profile "
@@ -217,6 +240,10 @@ def render(study: dict) -> str:
         lines.append(f"| {e['pretext']} at {pct(e['fraction'])} | {e['power']['seeds']} | "
                      f"{e['power']['assumed_sd']:.4f} | {e['power']['detect_margin']:.2f} | "
                      f"{e['power']['show_equivalence']:.2f} | {observed} |")
+    if "cost" in study:  # studies before the per-arm record have none
+        lines += ["", "**Where and how long each arm ran** (planned: what the arm adds to the study in running order "
+                  "at the protocol's `estimate`, before any ran; measured: the wall clock of its `dvc exp run` as "
+                  "`python -m study run` timed it, stages restored from DVC's run-cache included):", ""] + cost_table(study)
     lines += ["", "**Frozen features and fine-tuning, per pretext** (as the SSL libraries report: test accuracy of a "
               "linear probe and of a weighted kNN (k 20) on the frozen extractor, random -> pretrained; the "
               "fine-tuned macro-F1 gain with its interval):", ""] + ssl_table(study)

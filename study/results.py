@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from selfsup.analysis.endpoints import LABELS
-from study.protocol import Protocol, check_experiment, protocol_file_at
+from study.protocol import Protocol, check_experiment, ordered, protocol_file_at, remaining_seconds
 from selfsup.analysis.stats import holm, tost
 from selfsup.config import hardware_knobs
 from selfsup.core import paths
@@ -143,10 +143,10 @@ def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: boo
                             f"differs from (or lacks) the one read here: rerun it at a commit with this protocol")
         arm = check_experiment(protocol, exp, finetune_epochs(exp["params"]))
         (probed if arm.probe_only else newest)[arm.name] = exp | {"arm": arm}
-    check_same_code([*newest.values(), *probed.values()])
     experiments = list(newest.values())
     if not experiments:
         raise UserError("no fine-tuned arm has a record yet: `python -m study run` runs them")
+    check_same_code([*experiments, *probed.values()])
     check_same_study([*experiments, *probed.values()], FREE,
                      "a study's arms share every param but pretext, fraction and seeds (and a described arm's budget)")
     numerics = None if mixed_numerics else study_numerics(experiments)
@@ -171,8 +171,17 @@ def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: boo
     rest = sum(a["stage_wall_seconds"] - a["pretrain_wall_seconds"] - a["scratch_wall_seconds"] for a in arms)
     first = newest[arms[0]["arm"]]
     params, data = first["params"], first["params"]["data"]
+    planned, before = {}, []
+    for arm in ordered(protocol):  # what each arm adds to the study in running order, at the protocol's estimate
+        planned[arm.name] = remaining_seconds(protocol, [arm], before, protocol.estimate)
+        before.append(arm)
+    recorded = {**newest, **probed}
+    cost = [{"arm": a.name, "planned_seconds": round(planned[a.name], 1),
+             "wall_seconds": recorded[a.name].get("wall_seconds") if a.name in recorded else None,
+             "machine": recorded[a.name].get("machine") if a.name in recorded else None} for a in ordered(protocol)]
     return {
         "protocol": protocol.summary(),
+        "cost": cost,
         "endpoints": endpoints,
         "arms": arms,
         "ssl": ssl_rows(arms, protocol.metric),

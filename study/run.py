@@ -35,7 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-from study.protocol import PROTOCOL, Arm, Protocol, check_experiment, describe, load_protocol, power_table
+from study.protocol import (PROTOCOL, Arm, Protocol, check_experiment, describe, load_protocol, ordered,
+                            power_table, remaining_seconds)
 from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
@@ -49,12 +50,6 @@ ARM_FILES = ["params.yaml", "dvc.lock", "metrics/summary.json", "plots/curves.pn
              "plots/examples.png", "plots/confusion.png"]  # what Git holds of one experiment (dvc.yaml: cache false)
 REPORT_FILES = ["metrics/study.json", "metrics/study_run.json", "README.md", "docs/results.md",
                 "plots/label_efficiency.png", "plots/fraction_curves.png"]
-
-
-def ordered(protocol: Protocol) -> list[Arm]:
-    """The arms in running order: the endpoints' (primary first, then the secondaries as declared), then the rest."""
-    order = [protocol.arm(e.pretext, e.fraction) for e in protocol.endpoints]
-    return list(dict.fromkeys([*order, *protocol.arms]))
 
 
 def command(protocol: Protocol, arm: Arm) -> list[str]:
@@ -93,28 +88,6 @@ def rates(protocol: Protocol, done: dict[str, dict]) -> tuple[dict[str, float], 
         return dict(protocol.estimate), "the protocol's estimate"
     return ({"pretrain_seconds": sum(pretrain) / len(pretrain), "finetune_epoch_seconds": sum(epochs) / len(epochs),
              "arm_other_seconds": sum(other) / len(other)}, f"measured on {len(measured)} recorded arm(s)")
-
-
-def remaining_seconds(protocol: Protocol, left: list[Arm], finished: list[Arm], rate: dict[str, float]) -> float:
-    """Each piece of work once: a pretraining per (pretext, seed), a scratch fine-tune per (fraction, budget,
-    seed), a pretrained one per fine-tuned arm and seed, whatever finished arms have not already made."""
-    pretrained = {(a.pretext, s) for a in finished for s in a.seeds}
-    scratch = {(a.fraction, protocol.budget(a), s) for a in finished if not a.probe_only for s in a.seeds}
-    seconds = 0.0
-    for arm in left:
-        budget = protocol.budget(arm)
-        for s in arm.seeds:
-            if (arm.pretext, s) not in pretrained:
-                seconds += rate["pretrain_seconds"]
-                pretrained.add((arm.pretext, s))
-            if arm.probe_only:
-                continue
-            if (arm.fraction, budget, s) not in scratch:
-                seconds += budget * rate["finetune_epoch_seconds"]
-                scratch.add((arm.fraction, budget, s))
-            seconds += budget * rate["finetune_epoch_seconds"]
-        seconds += rate["arm_other_seconds"]
-    return seconds
 
 
 def plan_table(protocol: Protocol, rate: dict[str, float]) -> str:

@@ -15,7 +15,7 @@ from study.run import chosen_arms, command, ordered, remaining_seconds
 from tests.test_protocol import PROTOCOL, fake_experiment, full_set, write_protocol
 
 EXTRA = [{"pretext": "context", "fractions": [0.01], "seeds": [0, 1, 2, 3], "budget_factor": 2},
-         {"pretext": "rotation", "fractions": [1.0], "seeds": [0, 1, 2], "probe_only": True}]
+         {"pretext": "rotation", "fractions": [0.5], "seeds": [0, 1, 2], "probe_only": True}]  # no 0.5 budget
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def record_of(exp: dict, arm: str, protocol) -> dict:
 
 def test_described_and_probe_only_arms_have_their_own_names_budgets_and_commands(protocol):
     names = [a.name for a in ordered(protocol)]
-    assert names == ["context-0.1", "context-0.01", "rotation-0.1", "context-1", "context-0.01-x2", "rotation-1-probe"]
+    assert names == ["context-0.1", "context-0.01", "rotation-0.1", "context-1", "context-0.01-x2", "rotation-0.5-probe"]
     double = protocol.arms[-2]
     assert protocol.budget(double) == 8 and protocol.arm("context", 0.01).budget_factor == 1  # endpoints: own budget
     assert command(protocol, double)[-4:] == ["-S", "hardware.yaml:compile=false",
@@ -49,8 +49,8 @@ def test_described_and_probe_only_arms_have_their_own_names_budgets_and_commands
     assert remaining_seconds(protocol, [double], done, rate) == pytest.approx(4 * 2 * 8 * 20 + 100)
     with pytest.raises(UserError, match="--arms context-0.2: no such arm"):
         chosen_arms(protocol, ["context-0.2"])
-    assert [a.name for a in chosen_arms(protocol, ["rotation-1-probe", "context-0.1"])] == [
-        "context-0.1", "rotation-1-probe"]
+    assert [a.name for a in chosen_arms(protocol, ["rotation-0.5-probe", "context-0.1"])] == [
+        "context-0.1", "rotation-0.5-probe"]
 
 
 def test_an_experiment_is_matched_to_its_arm_by_budget(protocol):
@@ -81,10 +81,14 @@ def test_records_round_trip_into_the_report(protocol, tmp_path):
     study = study_module.build_study([records.as_experiment(r) for r in read.values()], protocol, partial=True)
     direct = study_module.build_study(full_set(), protocol, partial=True)
     assert study["endpoints"] == direct["endpoints"]
-    assert study["missing_arms"] == ["context-0.01-x2", "rotation-1-probe"]
+    assert study["missing_arms"] == ["context-0.01-x2", "rotation-0.5-probe"]
     assert {a["machine"]["cpu"] for a in study["arms"]} == {"AMD EPYC"} and study["arms"][0]["wall_seconds"] == 1234.5
     assert "AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), 2 cores" == records.machine_label(
         study["arms"][0]["machine"])
+    from study.report_text import render
+    text = render(study)
+    assert "| context-0.1 | AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), 2 cores | 43 min | 21 min |" in text
+    assert "| rotation-0.5-probe | not run | 1.7 min | - |" in text and "| all | 1 machine(s) | " in text
 
 
 def test_a_bad_record_is_refused_in_one_line(tmp_path):
@@ -108,6 +112,6 @@ def test_the_plan_lists_each_arms_share_and_sums_to_the_estimate(protocol):
     from study.run import plan_table
     table = plan_table(protocol, protocol.estimate).splitlines()
     assert table[2] == "| context-0.1 | 4 | 8 | 4 | 4 | 4 | 43 min |"  # 4 x 300 s + 4 x 2 x 8 x 20 s + 100 s
-    assert "| rotation-1-probe | 3 | probe only | 0 | 0 | 0 |" in table[-2]  # rotation's pretrainings made before
+    assert "| rotation-0.5-probe | 3 | probe only | 0 | 0 | 0 |" in table[-2]  # rotation's pretrainings made before
     total = remaining_seconds(protocol, ordered(protocol), [], protocol.estimate)
     assert table[-1] == f"| all | | | | | | {minutes(total)} |"
