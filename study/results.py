@@ -11,7 +11,7 @@ import numpy as np
 
 from selfsup.analysis.endpoints import LABELS
 from study.protocol import Protocol, check_experiment, ordered, protocol_file_at, remaining_seconds
-from selfsup.analysis.stats import holm, tost
+from selfsup.analysis.stats import holm, mean_ci, tost
 from selfsup.config import hardware_knobs
 from selfsup.core import paths
 from selfsup.core.params import UserError
@@ -128,6 +128,40 @@ def ssl_rows(arms: list[dict], metric: str) -> list[dict]:
     return rows
 
 
+def probe_rows(arms: list[dict], probed: list[dict]) -> list[dict]:
+    """The frozen extractors as the SSL libraries report them, at every label share a pretext was probed at: test
+    accuracy of the linear probe and of the kNN classifier (random extractor and pretrained), mean over seeds with
+    its 95 % interval; from the fine-tuned arms' probe stages and the probe-only arms' (e.g. 45,000 labels)."""
+    rows = []
+    for a in arms:
+        if a.get("budget_factor", 1) != 1 or "probe_accuracy" not in a["runs"]["scratch"][0]:
+            continue
+        rows.append({"pretext": a["pretext"], "fraction": a["fraction"], "labelled_size": a["labelled_size"],
+                     "seeds": a["seeds"], **{f"{kind}_{i}": mean_ci([r[f"{kind}_accuracy"] for r in a["runs"][i]])
+                                             for kind in ("probe", "knn") for i in INITS}})
+    for exp in probed:
+        seeds = sorted(exp["probes"], key=int)
+        runs = [exp["probes"][s] for s in seeds]
+        rows.append({"pretext": exp["arm"].pretext, "fraction": exp["arm"].fraction,
+                     "labelled_size": runs[0]["labelled_size"], "seeds": [int(s) for s in seeds],
+                     **{f"probe_{i}": mean_ci([r[i]["test"]["accuracy"] for r in runs]) for i in INITS},
+                     **{f"knn_{i}": mean_ci([r[i]["knn"]["test"]["accuracy"] for r in runs]) for i in INITS}})
+    return sorted(rows, key=lambda r: (r["pretext"], r["fraction"]))
+
+
+def crossover(arms: list[dict], pretext: str, metric: str, margin: float) -> dict:
+    """The protocol's declared descriptive analysis: the smallest tested label share from which on the gain's 95 %
+    interval lies inside ±margin at every larger share too, and the largest share below it (the crossover lies
+    between them); None where no tested share has its interval inside. Read off the curve, not tested."""
+    points = sorted((a["fraction"], a["tests"][metric]["difference"]) for a in arms
+                    if a["pretext"] == pretext and a.get("budget_factor", 1) == 1)
+    inside = [d["ci_low"] is not None and -margin < d["ci_low"] and d["ci_high"] < margin for _, d in points]
+    first = next((k for k in range(len(points)) if all(inside[k:])), None)
+    return {"fractions": [f for f, _ in points],
+            "first_inside": None if first is None else points[first][0],
+            "last_outside": None if first is None or first == 0 else points[first - 1][0]}
+
+
 def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: bool = False,
                 partial: bool = False) -> dict:
     """The numbers the results show, the newest experiment per arm, checked against the protocol."""
@@ -185,6 +219,9 @@ def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: boo
         "endpoints": endpoints,
         "arms": arms,
         "ssl": ssl_rows(arms, protocol.metric),
+        "probes": probe_rows(arms, list(probed.values())),
+        "crossover": {p: crossover(arms, p, protocol.metric, protocol.margin)
+                      for p in dict.fromkeys(a["pretext"] for a in arms)},
         "missing_arms": missing,
         "classes": first["compare"]["classes"],
         "confidence": confidence,

@@ -76,19 +76,32 @@ def test_records_round_trip_into_the_report(protocol, tmp_path):
     names = ["context-0.1", "context-0.01", "context-1", "rotation-0.1"]
     for exp, name in zip(full_set(), names):
         records.write_record(record_of(exp, name, protocol), tmp_path)
+    probe = {s: {"labelled_size": 22500, **{i: {"test": {"accuracy": a}, "knn": {"test": {"accuracy": a - 0.1}}}
+                                            for i, a in (("scratch", 0.3 + 0.01 * s), ("pretrained", 0.5 + 0.01 * s))}}
+             for s in (0, 1, 2)}
+    probe_record = record_of(fake_experiment("rotation", 0.5, [0, 1, 2], [0.0] * 3), "rotation-0.5-probe", protocol)
+    del probe_record["compare"]
+    records.write_record(probe_record | {"probes": {str(s): v for s, v in probe.items()}}, tmp_path)
     read = records.read_records(tmp_path)
-    assert sorted(read) == sorted(names)
+    assert sorted(read) == sorted(names + ["rotation-0.5-probe"])
     study = study_module.build_study([records.as_experiment(r) for r in read.values()], protocol, partial=True)
     direct = study_module.build_study(full_set(), protocol, partial=True)
     assert study["endpoints"] == direct["endpoints"]
-    assert study["missing_arms"] == ["context-0.01-x2", "rotation-0.5-probe"]
+    assert study["missing_arms"] == ["context-0.01-x2"]
+    row = next(r for r in study["probes"] if r["pretext"] == "rotation" and r["fraction"] == 0.5)
+    assert row["labelled_size"] == 22500 and row["seeds"] == [0, 1, 2]
+    assert row["probe_pretrained"]["mean"] == pytest.approx(0.51) and row["knn_scratch"]["mean"] == pytest.approx(0.21)
+    assert [(r["pretext"], r["fraction"]) for r in study["probes"]] == [
+        ("context", 0.01), ("context", 0.1), ("context", 1.0), ("rotation", 0.1), ("rotation", 0.5)]
     assert {a["machine"]["cpu"] for a in study["arms"]} == {"AMD EPYC"} and study["arms"][0]["wall_seconds"] == 1234.5
     assert "AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), 2 cores" == records.machine_label(
         study["arms"][0]["machine"])
     from study.report_text import render
     text = render(study)
     assert "| context-0.1 | AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), 2 cores | 43 min | 21 min |" in text
-    assert "| rotation-0.5-probe | not run | 1.7 min | - |" in text and "| all | 1 machine(s) | " in text
+    assert "| rotation-0.5-probe | AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), 2 cores | 1.7 min | 21 min |" \
+        in text and "| context-0.01-x2 | not run | 23 min | - |" in text and "| all | 1 machine(s) | " in text
+    assert "| rotation | 22,500 (50%) | 3 | 0.3100 [0.2852, 0.3348] | 0.5100 [" in text
 
 
 def test_a_bad_record_is_refused_in_one_line(tmp_path):
@@ -115,3 +128,24 @@ def test_the_plan_lists_each_arms_share_and_sums_to_the_estimate(protocol):
     assert "| rotation-0.5-probe | 3 | probe only | 0 | 0 | 0 |" in table[-2]  # rotation's pretrainings made before
     total = remaining_seconds(protocol, ordered(protocol), [], protocol.estimate)
     assert table[-1] == f"| all | | | | | | {minutes(total)} |"
+
+
+def test_the_crossover_is_where_the_interval_stays_inside_the_margin():
+    from study.report_text import crossover_lines
+    from study.results import crossover
+
+    def arm(f, low, high, pretext="context", factor=1):
+        return {"pretext": pretext, "fraction": f, "budget_factor": factor,
+                "tests": {"m": {"difference": {"ci_low": low, "ci_high": high}}}}
+    arms = [arm(0.01, 0.05, 0.09), arm(0.02, -0.002, 0.02), arm(0.05, -0.004, 0.006), arm(0.1, -0.006, 0.004),
+            arm(0.01, -0.005, 0.005, factor=2), arm(0.01, 0.01, 0.03, "rotation")]
+    assert crossover(arms, "context", "m", 0.01) == {"fractions": [0.01, 0.02, 0.05, 0.1], "first_inside": 0.05,
+                                                     "last_outside": 0.02}
+    arms[2] = arm(0.05, -0.004, 0.012)  # outside again at 5 %: the crossover is where it stays inside
+    assert crossover(arms, "context", "m", 0.01)["first_inside"] == 0.1
+    assert crossover(arms, "rotation", "m", 0.01)["first_inside"] is None
+    study = {"protocol": {"margin": 0.01}, "crossover": {"context": crossover(arms, "context", "m", 0.01),
+                                                         "rotation": crossover(arms, "rotation", "m", 0.01)}}
+    assert crossover_lines(study) == [
+        "- **Where does context stop paying?** Its gain's 95 % interval lies inside ±0.01 from 10% on (at 5% it did "
+        "not), so the crossover lies between 5% and 10% (read off the curve, not tested)."]

@@ -15,8 +15,10 @@ The shortcuts the paper found, and the ones 32x32 JPEG-re-encoded data adds, are
 under `pretext.context`, geometry in selfsup/pretexts/grid.py):
 
 - a `gap` between the patches and a per-patch `jitter`, so edges and lines cannot simply be continued;
-- the stride `patch_size + gap` a multiple of 8 source pixels (default 14 + 2): JPEG's 8x8 and 16x16 block
-  edges sit at the same phase in both patches and say nothing about direction;
+- the stride `patch_size + gap` a multiple of 4 source pixels (default 10 + 2 at `upscale` 2): JPEG's 8x8
+  block edges then sit at the same phase in both patches (a multiple of 8) or half a block apart whichever way
+  the neighbour lies (12, the default), and say nothing about direction; with `shift` the phase of the block
+  grid in the frame is random per image, so it says nothing about place either;
 - a random share `gray_prob` of the pairs is dropped to gray (chromatic aberration, JPEG's chroma blocks);
 - each patch gets its own brightness and contrast jitter after dataset normalisation, so neither can be
   matched across patches (a floor-free alternative to per-patch standardisation, which turns the many
