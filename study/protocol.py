@@ -8,6 +8,7 @@ the declared margin and the power the protocol's seeds give. docs/protocol.md sa
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,13 +78,16 @@ class Protocol:
     margin: float            # equivalence margin, in the metric's units
     assumed_sd: dict[float, float]  # fraction -> standard deviation of a seed's paired gain, assumed for power
     sd_source: str
-    budgets: dict[float, int]  # fraction -> fine-tune epochs (passes over the 100 % pool), chosen on validation
+    budgets: dict[float, int | None]  # fraction -> fine-tune epochs (passes over the 100 % pool), chosen on
+    # validation; None: declared `chosen` (fixed by `budget_source` before its arms run) and not chosen yet
     capped: tuple[float, ...]  # fractions whose budget the study's time limit held below the validation plateau
     arms: tuple[Arm, ...]
     endpoints: tuple[Endpoint, ...]  # the primary first
     estimate: dict[str, float]  # seconds a pretraining, a fine-tune epoch, an arm's other stages (study.run)
     draft: str = ""  # what is still undecided; a draft protocol runs nothing and answers nothing
     numerics: dict[str, Any] = field(default_factory=dict)  # hardware knobs pinned for every run (precision, compile)
+    budget_source: str = ""  # the `study budgets` file whose `chosen` fixes each budget declared `chosen`
+    chosen: tuple[float, ...] = ()  # the fractions whose budget the protocol leaves to that file
 
     def check_final(self) -> None:
         if self.draft:
@@ -107,7 +111,19 @@ class Protocol:
         return [a for a in self.arms if a.pretext == pretext and abs(a.fraction - fraction) < 1e-9]
 
     def budget(self, arm: Arm) -> int:
-        return self.budgets[arm.fraction] * arm.budget_factor
+        budget = self.budgets[arm.fraction]
+        if budget is None:
+            raise UserError(f"the {arm.fraction:.0%} budget is not chosen yet: {self.path} leaves it to "
+                            f"{self.budget_source}; run `python -m study budgets --fractions {arm.fraction:g} ... --out "
+                            f"{self.budget_source}` (docs/results.md, 'Budgets') and commit it first")
+        return budget * arm.budget_factor
+
+    def planned_budget(self, arm: Arm) -> int:
+        """The arm's budget, or for a share whose budget is not chosen yet twice the largest chosen one (what the
+        plan assumes)."""
+        known = [b for b in self.budgets.values() if b is not None]
+        base = self.budgets[arm.fraction] or 2 * max(known, default=8)
+        return base * arm.budget_factor
 
     def power(self, endpoint: Endpoint) -> dict[str, float | int]:
         """What the endpoint's seeds can show at the assumed spread: the power of the paired test to detect a
@@ -126,6 +142,7 @@ class Protocol:
                 "profile": self.profile, "metric": self.metric, "alpha": self.alpha, "margin": self.margin,
                 "assumed_sd": {str(f): sd for f, sd in sorted(self.assumed_sd.items())}, "sd_source": self.sd_source,
                 "budgets": {str(f): e for f, e in sorted(self.budgets.items())}, "capped": list(self.capped),
+                "chosen_by": {"source": self.budget_source, "fractions": list(self.chosen)} if self.chosen else None,
                 "arms": [{"pretext": a.pretext, "fraction": a.fraction, "seeds": list(a.seeds), "name": a.name,
                           "budget_factor": a.budget_factor, "probe_only": a.probe_only} for a in self.arms],
                 "numerics": self.numerics,
@@ -170,7 +187,21 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
         raise UserError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(doc, dict):
         raise UserError(f"{path} must be a mapping of the protocol's keys (docs/protocol.md)")
-    budgets = {float(f): int(e) for f, e in _need(doc, "budgets", dict, path).items()}
+    declared = _need(doc, "budgets", dict, path)
+    chosen = tuple(float(f) for f, e in declared.items() if e == "chosen")
+    source = str(doc.get("budget_source", ""))
+    if chosen and not source:
+        raise UserError(f"{path}: budgets declared `chosen` need `budget_source`, the `study budgets` file that "
+                        f"fixes them")
+    picked = json.loads(Path(source).read_text()).get("chosen", {}) if chosen and Path(source).exists() else {}
+    budgets: dict[float, int | None] = {}
+    for f, e in declared.items():
+        if e == "chosen":
+            budgets[float(f)] = picked.get(str(float(f)))
+        elif isinstance(e, int) and not isinstance(e, bool) and e >= 1:
+            budgets[float(f)] = e
+        else:
+            raise UserError(f"{path}: budget {e!r} at {f}: give epochs (an integer >= 1) or `chosen`")
     capped = tuple(float(f) for f in doc.get("capped", []) or [])
     for f in capped:
         if f not in budgets:
@@ -212,7 +243,7 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
         assumed_sd={float(f): float(sd) for f, sd in _need(doc, "assumed_sd", dict, path).items()},
         sd_source=" ".join(str(doc.get("sd_source", "")).split()),
         budgets=budgets, capped=capped, arms=tuple(arms), endpoints=(primary, *secondary), estimate=_estimate(doc, path),
-        draft=" ".join(str(doc.get("draft", "")).split()), numerics=numerics)
+        draft=" ".join(str(doc.get("draft", "")).split()), numerics=numerics, budget_source=source, chosen=chosen)
     for e in protocol.endpoints:
         if protocol.arm(e.pretext, e.fraction) is None:
             raise UserError(f"{path}: endpoint {e.label} has no arm that runs it")
@@ -253,10 +284,10 @@ def remaining_seconds(protocol: Protocol, left: list[Arm], finished: list[Arm], 
     """Each piece of work once: a pretraining per (pretext, seed), a scratch fine-tune per (fraction, budget,
     seed), a pretrained one per fine-tuned arm and seed, whatever finished arms have not already made."""
     pretrained = {(a.pretext, s) for a in finished for s in a.seeds}
-    scratch = {(a.fraction, protocol.budget(a), s) for a in finished if not a.probe_only for s in a.seeds}
+    scratch = {(a.fraction, protocol.planned_budget(a), s) for a in finished if not a.probe_only for s in a.seeds}
     seconds = 0.0
     for arm in left:
-        budget = None if arm.probe_only else protocol.budget(arm)
+        budget = None if arm.probe_only else protocol.planned_budget(arm)
         for s in arm.seeds:
             if (arm.pretext, s) not in pretrained:
                 seconds += rate["pretrain_seconds"]

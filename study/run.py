@@ -57,7 +57,7 @@ def command(protocol: Protocol, arm: Arm) -> list[str]:
            "-S", f"fraction={float(arm.fraction)}", "-S", f"seeds=[{','.join(map(str, arm.seeds))}]"]
     for knob, value in protocol.numerics.items():  # the pinned numerics: hardware knobs, no stage's params
         cmd += ["-S", f"hardware.yaml:{knob}={str(value).lower()}"]
-    if arm.budget_factor != 1:
+    if not arm.probe_only and (arm.budget_factor != 1 or arm.fraction in protocol.chosen):  # not the profile's
         cmd += ["-S", f"finetune.epochs_by_fraction=[[{float(arm.fraction)},{protocol.budget(arm)}]]"]
     return cmd + (["linear_probe"] if arm.probe_only else [])
 
@@ -100,11 +100,13 @@ def plan_table(protocol: Protocol, rate: dict[str, float]) -> str:
     for arm in ordered(protocol):
         seconds = remaining_seconds(protocol, [arm], before, rate)
         made = {(a.pretext, s) for a in before for s in a.seeds}
-        shared = {(a.fraction, protocol.budget(a), s) for a in before if not a.probe_only for s in a.seeds}
+        shared = {(a.fraction, protocol.planned_budget(a), s) for a in before if not a.probe_only for s in a.seeds}
         pretrain = sum((arm.pretext, s) not in made for s in arm.seeds)
-        scratch = 0 if arm.probe_only else sum((arm.fraction, protocol.budget(arm), s) not in shared for s in arm.seeds)
+        scratch = 0 if arm.probe_only else sum((arm.fraction, protocol.planned_budget(arm), s) not in shared
+                                               for s in arm.seeds)
         own = 0 if arm.probe_only else len(arm.seeds)
-        budget = "probe only" if arm.probe_only else str(protocol.budget(arm))
+        budget = "probe only" if arm.probe_only else str(protocol.planned_budget(arm)) + (
+            " (not chosen yet: assumed)" if protocol.budgets[arm.fraction] is None else "")
         lines.append(f"| {arm.name} | {len(arm.seeds)} | {budget} | {pretrain} | {scratch} | {own} | "
                      f"{minutes(seconds)} |")
         before.append(arm)
@@ -223,6 +225,10 @@ def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran:
     for k, arm in enumerate(arms, 1):
         if arm.name in done:
             print(f"[{k}/{len(arms)}] {arm.name}: recorded ({record_path(arm.name)})", flush=True)
+            continue
+        if not arm.probe_only and protocol.budgets[arm.fraction] is None:
+            print(f"[{k}/{len(arms)}] {arm.name}: left, its budget is not chosen yet ({protocol.budget_source} has "
+                  f"no choice at {arm.fraction:g}: `python -m study budgets` first)", flush=True)
             continue
         finished = [a for a in protocol.arms if a.name in done]
         eta = remaining_seconds(protocol, [a for a in arms if a.name not in done], finished, rate)

@@ -149,3 +149,40 @@ def test_the_crossover_is_where_the_interval_stays_inside_the_margin():
     assert crossover_lines(study) == [
         "- **Where does context stop paying?** Its gain's 95 % interval lies inside ±0.01 from 10% on (at 5% it did "
         "not), so the crossover lies between 5% and 10% (read off the curve, not tested)."]
+
+
+def test_a_budget_left_to_the_search_file_is_fixed_by_it_before_its_arms_run(tmp_path, monkeypatch):
+    """`budgets: {0.5: chosen}` with `budget_source`: the protocol declares the rule, the search file (validation
+    only) the number; until it has one the arms of that share wait, and the plan assumes twice the largest."""
+    monkeypatch.chdir(tmp_path)
+    arms = PROTOCOL["arms"] + [{"pretext": "context", "fractions": [0.5], "seeds": [0, 1, 2]}]
+    path = write_protocol(tmp_path, budgets={0.01: 4, 0.1: 8, 1.0: 32, 0.5: "chosen"}, arms=arms,
+                          budget_source="budgets.json")
+    waiting = load_protocol(path)
+    arm = waiting.cell_arms("context", 0.5)[0]
+    assert waiting.budgets[0.5] is None and waiting.planned_budget(arm) == 64 and waiting.chosen == (0.5,)
+    with pytest.raises(UserError, match="the 50% budget is not chosen yet: .* leaves it to budgets.json"):
+        waiting.budget(arm)
+    (tmp_path / "budgets.json").write_text(json.dumps({"chosen": {"0.5": 16, "0.1": 8}}))
+    fixed = load_protocol(path)
+    assert fixed.budget(arm) == 16 and fixed.digest == waiting.digest  # the protocol did not change
+    assert command(fixed, arm)[-2:] == ["-S", "finetune.epochs_by_fraction=[[0.5,16]]"]
+    with pytest.raises(UserError, match="need `budget_source`"):
+        load_protocol(write_protocol(tmp_path, budgets={0.01: 4, 0.1: 8, 1.0: 32, 0.5: "chosen"}, arms=arms))
+    with pytest.raises(UserError, match="give epochs \\(an integer >= 1\\) or `chosen`"):
+        load_protocol(write_protocol(tmp_path, budgets={0.01: 4, 0.1: 8, 1.0: "later"}))
+
+
+def test_the_study_skips_arms_whose_budget_is_not_chosen(tmp_path, monkeypatch, capsys):
+    from study import run as run_study
+    monkeypatch.chdir(tmp_path)
+    arms = PROTOCOL["arms"] + [{"pretext": "context", "fractions": [0.5], "seeds": [0, 1, 2]}]
+    protocol = load_protocol(write_protocol(tmp_path, budgets={0.01: 4, 0.1: 8, 1.0: 32, 0.5: "chosen"}, arms=arms,
+                                            budget_source="budgets.json"))
+    names = ["context-0.1", "context-0.01", "context-1", "rotation-0.1"]
+    monkeypatch.setattr(run_study, "done_arms", lambda p: {n: record_of(e, n, protocol)
+                                                           for e, n in zip(full_set(), names)})
+    monkeypatch.setattr(run_study.subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    ran: list[str] = []
+    run_study.run_arms(protocol, ordered(protocol), plan=False, commit=False, ran=ran)
+    assert ran == [] and "context-0.5: left, its budget is not chosen yet" in capsys.readouterr().out

@@ -132,7 +132,7 @@ def profile_budgets() -> str:
     fraction whose budget differs as an `epochs_by_fraction` entry."""
     protocol = load_protocol(PROTOCOL_FILE)
     default = protocol.budgets[protocol.primary.fraction]
-    others = [[f, e] for f, e in sorted(protocol.budgets.items()) if e != default]
+    others = [[f, e] for f, e in sorted(protocol.budgets.items()) if e != default and e is not None]
     return f"  epochs: {default}\n  epochs_by_fraction: {json.dumps(others)}\n"
 
 
