@@ -29,10 +29,14 @@ METRICS = list(LABELS.items())  # (key, label), the compared metric first
 
 def study_numerics(experiments: list[dict]) -> dict:
     """One numerics record for the fine-tunes and probes of every arm, and one per pretext for the pretrainings:
-    each pretext pretrains its own network, so `compile: auto` may rightly decide differently for each."""
+    each pretext pretrains its own network, so `compile: auto` may rightly decide differently for each. Where the
+    runs came from (the device) may differ between arms: a study's arms may run on several machines, each arm's
+    record names its own, and the report shows them; precision, processes, compile and libraries may not."""
     def only(exp: dict, kinds: tuple[str, ...]) -> dict:
         recorded = exp["compare"].get("numerics", {"finetune": [None]})  # none: made before runs recorded it
-        return {"name": exp["name"], "compare": {"numerics": {k: v for k, v in recorded.items() if k in kinds}}}
+        kept = {k: [None if r is None else {x: y for x, y in r.items() if x != "device"} for r in records]
+                for k, records in recorded.items() if k in kinds}
+        return {"name": exp["name"], "compare": {"numerics": kept}}
     pretexts = dict.fromkeys(e["params"]["pretext"]["task"] for e in experiments)
     pretrain = {p: check_numerics([only(e, ("pretrain",)) for e in experiments
                                    if e["params"]["pretext"]["task"] == p]).get("pretrain") for p in pretexts}

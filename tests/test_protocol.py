@@ -368,3 +368,15 @@ def test_each_pretext_may_compile_its_own_network_but_fine_tunes_share_one_recor
     compiled(exps[3], "finetune")  # the same classifier in every arm: one record
     with pytest.raises(UserError, match="has finetune runs whose numerics differ"):
         study_module.build_study(exps, protocol)
+
+
+def test_arms_from_other_machines_pool_but_not_other_numerics(protocol):
+    exps = full_set()
+    for kind in ("finetune", "pretrain"):  # rotation's arm ran on another CPU: pooled, each arm names its machine
+        exps[3]["compare"]["numerics"][kind] = [r | {"device": "cpu: Intel Xeon, 2 threads"}
+                                                for r in exps[3]["compare"]["numerics"][kind]]
+    study = study_module.build_study(exps, protocol)
+    assert "device" not in study["numerics"]["finetune"] and study["numerics"]["finetune"]["precision"] == "bf16"
+    exps[3]["compare"]["numerics"]["finetune"][0]["precision"] = "fp32"
+    with pytest.raises(UserError, match="has finetune runs whose numerics differ .*precision"):
+        study_module.build_study(exps, protocol)
