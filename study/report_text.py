@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from study.markdown import ci, epochs, minutes, num, p_value
+from selfsup.analysis.stats import mean_ci
+from study.markdown import ci, minutes, num, p_value
 from study.records import machine_label
 from study.results import INITS, METRICS
 
@@ -108,6 +109,12 @@ def probe_table(study: dict) -> list[str]:
                      f"{ci(r['probe_scratch'])} | {ci(r['probe_pretrained'])} | {ci(r['knn_scratch'])} | "
                      f"{ci(r['knn_pretrained'])} |")
     return lines
+
+
+def over_runs(runs: list[dict], key: str) -> str:
+    """Mean [95 % interval] of a per-run count over the runs that have it ('never' where none has)."""
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return "never" if not values else ci(mean_ci(values), 1)
 
 
 def cost_table(study: dict) -> list[str]:
@@ -282,11 +289,11 @@ def render(study: dict) -> str:
     lines += ["", "**Frozen features and fine-tuning, per pretext** (as the SSL libraries report: test accuracy of a "
               "linear probe and of a weighted kNN (k 20) on the frozen extractor, random -> pretrained; the "
               "fine-tuned macro-F1 gain with its interval):", ""] + ssl_table(study)
-    lines += ["", "**The four questions, per arm** (means over seeds; loss: epochs until validation loss first comes "
-              "within the plateau share of the lower mean minimum; metric: mean validation macro-F1 over epochs; "
-              "plateau: validation macro-F1 reaches the common threshold, epochs and seconds over the runs that "
-              "did, compute-fair adds the seed's pretraining shared over the fractions; final: test macro-F1 after "
-              "the last epoch):", "",
+    lines += ["", "**The four questions, per arm** (mean over seeds [95 % t interval]; loss: epochs until validation "
+              "loss first comes within the plateau share of the lower mean minimum, over the runs that got there; "
+              "metric: mean validation macro-F1 over epochs; plateau: validation macro-F1 reaches the common "
+              "threshold, epochs and seconds over the runs that did, compute-fair adds the seed's pretraining shared "
+              "over the fractions; final: test macro-F1 after the last epoch):", "",
               "| arm | init | loss fell: epochs | metric rose: val F1 area | plateau reached: runs, epochs | "
               "seconds | seconds incl. pretraining | final test F1 |",
               "|---|---|---|---|---|---|---|---|"]
@@ -294,10 +301,10 @@ def render(study: dict) -> str:
         for init in INITS:
             c = a["convergence"][init]
             fair = c["seconds_with_pretraining"] if init == "pretrained" else c["seconds"]
-            lines.append(f"| {arm_label(a)} | {init} | {epochs(c['epochs_to_loss'])} "
-                         f"({c['runs_reaching_loss']}/{c['runs']}) | {a['tests']['val_f1_auc'][init]['mean']:.4f} | "
-                         f"{c['runs_reaching']}/{c['runs']}, {epochs(c['epochs'])} | {num(c['seconds'], 0)} | "
-                         f"{num(fair, 0)} | {a['tests'][proto['metric']][init]['mean']:.4f} |")
+            lines.append(f"| {arm_label(a)} | {init} | {over_runs(a['runs'][init], 'epochs_to_loss_threshold')} "
+                         f"({c['runs_reaching_loss']}/{c['runs']}) | {ci(a['tests']['val_f1_auc'][init])} | "
+                         f"{c['runs_reaching']}/{c['runs']}, {over_runs(a['runs'][init], 'epochs_to_threshold')} | "
+                         f"{num(c['seconds'], 0)} | {num(fair, 0)} | {ci(a['tests'][proto['metric']][init])} |")
     lines += ["", f"**Every metric, described** (mean ± standard deviation over seeds; difference = paired mean with "
               f"its {conf} interval; not tested: the endpoints above are the tests):", "",
               "| arm | metric | scratch | pretrained | difference |", "|---|---|---|---|---|"]
