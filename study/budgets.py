@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.analysis.stats import mean_ci
+from selfsup.analysis.stats import mean_ci, seeds_needed
 from selfsup.core.dataset import load_dataset
 from selfsup.core.params import UserError, load_params, param
 from selfsup.core.stage import run_stage
@@ -44,6 +44,9 @@ from selfsup.finetune import FineTune
 from selfsup.loop.precision_choice import cpu_id
 from selfsup.loop.training_stage import TrainingStage, stage_precision
 from selfsup.training.distributed import Dist
+
+
+MARGIN = 0.01  # the studies' equivalence margin, for the seeds a spread asks for (protocol.yaml declares its own)
 
 
 def recipe_key(params: dict) -> str:
@@ -116,13 +119,23 @@ def choose(runs: list[dict], fraction: float, inits: list[str], seeds: list[int]
     return None
 
 
+def paired_differences(runs: list[dict], fraction: float, epochs: int, seeds: list[int]) -> list[float]:
+    """Per seed that has both, pretrained - scratch validation macro-F1 at this budget."""
+    score = {(r["init"], r["seed"]): r["val_f1_macro"] for r in runs if (r["fraction"], r["epochs"]) == (fraction, epochs)}
+    return [score[("pretrained", s)] - score[("scratch", s)] for s in seeds
+            if ("pretrained", s) in score and ("scratch", s) in score]
+
+
 def paired_gain(runs: list[dict], fraction: float, epochs: int, seeds: list[int]) -> str:
     """Mean ± standard deviation over seeds of pretrained - scratch validation macro-F1: the spread of a seed's
     paired gain, which sizes the study's seeds (docs/protocol.md)."""
-    score = {(r["init"], r["seed"]): r["val_f1_macro"] for r in runs if (r["fraction"], r["epochs"]) == (fraction, epochs)}
-    d = [score[("pretrained", s)] - score[("scratch", s)] for s in seeds
-         if ("pretrained", s) in score and ("scratch", s) in score]
+    d = paired_differences(runs, fraction, epochs, seeds)
     return "-" if len(d) < 2 else f"{np.mean(d):+.4f} ± {np.std(d, ddof=1):.4f}"
+
+
+def paired_sd(runs: list[dict], fraction: float, epochs: int, seeds: list[int]) -> float | None:
+    d = paired_differences(runs, fraction, epochs, seeds)
+    return float(np.std(d, ddof=1)) if len(d) >= 3 else None
 
 
 def table(result: dict) -> str:
@@ -152,6 +165,17 @@ def table(result: dict) -> str:
             if not result["chosen"].get(str(f))]
     lines += ["", f"Mean over seeds {', '.join(map(str, seeds))} (gain: over the half budget). Chosen (bold): "
               + (", ".join(done) or "none yet") + (f"; still doubling: {', '.join(left)}" if left else "") + "."]
+    needed = []
+    for f in fractions:
+        chosen = result["chosen"].get(str(f))
+        sd = paired_sd(runs, f, chosen, seeds) if chosen and paired else None
+        if sd is not None:
+            n = seeds_needed(sd, MARGIN, half_width=MARGIN if abs(f - 0.1) < 1e-9 else None)
+            needed.append(f"{f:.0%} {'more than 100' if n is None else n} (sd {sd:.4f})")
+    if needed:
+        lines[-1] += (f" Seeds the paired spread at the chosen budget asks for (at least 5; power 0.8 to show "
+                      f"equivalence within ±{MARGIN:g}, and at 10 % an expected half-width of at most {MARGIN:g}): "
+                      + ", ".join(needed) + ".")
     return "\n".join(lines)
 
 

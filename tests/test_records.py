@@ -186,3 +186,12 @@ def test_the_study_skips_arms_whose_budget_is_not_chosen(tmp_path, monkeypatch, 
     ran: list[str] = []
     run_study.run_arms(protocol, ordered(protocol), plan=False, commit=False, ran=ran)
     assert ran == [] and "context-0.5: left, its budget is not chosen yet" in capsys.readouterr().out
+
+
+def test_seeds_needed_grow_with_the_spread():
+    from selfsup.analysis.stats import power_equivalence, seeds_needed
+    assert seeds_needed(0.0035, 0.01) == 5  # the floor: the five seeds
+    n = seeds_needed(0.01, 0.01)
+    assert n > 5 and power_equivalence(n, 0.01, 0.01) >= 0.8 > power_equivalence(n - 1, 0.01, 0.01)
+    assert seeds_needed(0.05, 0.01) is None and seeds_needed(0.0, 0.01) == 5
+    assert seeds_needed(0.004, 0.01, power=0.0, half_width=0.003, least=2) == 10  # t(0.975, 9) 0.004 / sqrt 10

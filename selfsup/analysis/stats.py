@@ -100,3 +100,17 @@ def power_equivalence(n: int, sd: float, margin: float, alpha: float = 0.05) -> 
     crit = stats.t.ppf(1 - alpha, df)
     miss = stats.nct.cdf(crit, df, nc)  # one side fails to reject (by symmetry the same for both sides)
     return float(max(0.0, 1 - 2 * miss))
+
+
+def seeds_needed(sd: float, margin: float, alpha: float = 0.05, power: float = 0.8, half_width: float | None = None,
+                 least: int = 5, most: int = 100) -> int | None:
+    """The fewest seeds (at least `least`) whose paired gains, with standard deviation `sd`, give the equivalence
+    test `power` to show no gain within `margin` when there is none and, where `half_width` is given, an expected
+    95 % interval no wider than it each side; None past `most`."""
+    if sd == 0:
+        return max(least, 2)
+    for n in range(max(least, 2), most + 1):
+        half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
+        if power_equivalence(n, sd, margin, alpha) >= power and (half_width is None or half <= half_width):
+            return n
+    return None
