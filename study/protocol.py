@@ -302,6 +302,15 @@ def remaining_seconds(protocol: Protocol, left: list[Arm], finished: list[Arm], 
     return seconds
 
 
+def arm_estimates(protocol: Protocol, rate: dict[str, float]) -> dict[str, float]:
+    """What each arm adds to the study in running order when the arms before it have run, at `rate`."""
+    estimates, before = {}, []
+    for arm in ordered(protocol):
+        estimates[arm.name] = remaining_seconds(protocol, [arm], before, rate)
+        before.append(arm)
+    return estimates
+
+
 def protocol_file_at(rev: str, path: Path = PROTOCOL) -> bytes | None:
     """The protocol's bytes in a commit (None where it has none): an experiment must run under the protocol the
     report holds it to."""

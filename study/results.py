@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from selfsup.analysis.endpoints import LABELS
-from study.protocol import Protocol, check_experiment, ordered, protocol_file_at, remaining_seconds
+from study.protocol import Protocol, arm_estimates, check_experiment, ordered, protocol_file_at
 from selfsup.analysis.stats import holm, mean_ci, tost
 from selfsup.config import hardware_knobs
 from selfsup.core import paths
@@ -209,10 +209,7 @@ def build_study(experiments: list[dict], protocol: Protocol, mixed_numerics: boo
     rest = sum(a["stage_wall_seconds"] - a["pretrain_wall_seconds"] - a["scratch_wall_seconds"] for a in arms)
     first = newest[arms[0]["arm"]]
     params, data = first["params"], first["params"]["data"]
-    planned, before = {}, []
-    for arm in ordered(protocol):  # what each arm adds to the study in running order, at the protocol's estimate
-        planned[arm.name] = remaining_seconds(protocol, [arm], before, protocol.estimate)
-        before.append(arm)
+    planned = arm_estimates(protocol, protocol.estimate)
     recorded = {**newest, **probed}
     cost = [{"arm": a.name, "planned_seconds": round(planned[a.name], 1),
              "wall_seconds": recorded[a.name].get("wall_seconds") if a.name in recorded else None,

@@ -35,8 +35,8 @@ import sys
 import time
 from pathlib import Path
 
-from study.protocol import (PROTOCOL, Arm, Protocol, check_experiment, describe, load_protocol, ordered,
-                            power_table, remaining_seconds)
+from study.protocol import (PROTOCOL, Arm, Protocol, arm_estimates, check_experiment, describe, load_protocol,
+                            ordered, power_table, remaining_seconds)
 from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
@@ -96,9 +96,9 @@ def plan_table(protocol: Protocol, rate: dict[str, float]) -> str:
     lines = ["| arm | seeds | budget (epochs) | new pretrainings | new scratch fine-tunes | fine-tunes | estimate |",
              "|---|---|---|---|---|---|---|"]
     before: list[Arm] = []
-    total = 0.0
+    estimates = arm_estimates(protocol, rate)
     for arm in ordered(protocol):
-        seconds = remaining_seconds(protocol, [arm], before, rate)
+        seconds = estimates[arm.name]
         made = {(a.pretext, s) for a in before for s in a.seeds}
         shared = {(a.fraction, protocol.planned_budget(a), s) for a in before if not a.probe_only for s in a.seeds}
         pretrain = sum((arm.pretext, s) not in made for s in arm.seeds)
@@ -110,8 +110,7 @@ def plan_table(protocol: Protocol, rate: dict[str, float]) -> str:
         lines.append(f"| {arm.name} | {len(arm.seeds)} | {budget} | {pretrain} | {scratch} | {own} | "
                      f"{minutes(seconds)} |")
         before.append(arm)
-        total += seconds
-    lines.append(f"| all | | | | | | {minutes(total)} |")
+    lines.append(f"| all | | | | | | {minutes(sum(estimates.values()))} |")
     return "\n".join(lines)
 
 
