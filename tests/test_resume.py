@@ -204,8 +204,19 @@ def test_same_seed_gives_identical_metrics_on_cpu(workspace, precision):
         for _ in range(2):
             proc = subprocess.run(command(ws, args), cwd=ws, env=env(ws), check=True, capture_output=True, text=True)
             assert f"precision {precision}" in proc.stderr
-            runs.append((histories(ws / live), summary(ws / live)))
-    assert runs[0] == runs[1]
+            runs.append((histories(ws / live), summary(ws / live), (ws / outputs[0]).read_bytes()))
+    assert runs[0] == runs[1]  # the checkpoint too, byte for byte: its SHA-1 names the weights (study budgets)
+
+
+def test_the_same_weights_save_to_the_same_bytes(tmp_path):
+    """save_torch goes through a temporary file; its random name must not reach the archive, or a rerun with
+    identical weights would have another SHA-1 (and another DVC hash)."""
+    from selfsup.core.files import save_torch
+    weights = {"state_dict": torch.nn.Linear(3, 2).state_dict(), "arch": "a"}
+    save_torch(weights, tmp_path / "one.pt")
+    save_torch(weights, tmp_path / "two.pt")
+    assert (tmp_path / "one.pt").read_bytes() == (tmp_path / "two.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "one.pt")["state_dict"]["weight"], weights["state_dict"]["weight"])
 
 
 @pytest.mark.e2e

@@ -45,10 +45,13 @@ def save_npy(array: np.ndarray, path: Path | str) -> None:
 
 
 def save_torch(obj: Any, path: Path | str) -> None:
+    """torch.save through a file object: saved to a path, the archive's inner folder would take the temporary
+    file's random name, so the same weights would give other bytes each time (and another SHA-1 and DVC hash)."""
     with atomic_path(path) as tmp:
         import torch  # here: the download and split stages need no torch
 
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
 
 
 def remove_outputs(outputs: Iterable[Path | str]) -> None:
