@@ -1,11 +1,16 @@
 """Choosing the fine-tune budgets on validation: for each label fraction, double the budget until doubling it
 once more is shown to gain less than `--tol` validation macro-F1 (at each run's last epoch) for every init.
 
-`--rule bound` (the default): a doubling b -> 2b is worth nothing only when the one-sided 95 % upper confidence
+`--rule bound`: a doubling b -> 2b is worth nothing only when the one-sided 95 % upper confidence
 bound of its gain, paired by seed (each seed's 2b run minus its b run, the same split and initial weights), lies
 below `--tol`: a doubling whose gain is merely too noisy to tell does not stop it, so with a large seed spread it
-takes more seeds or more doublings. `--rule mean` is the earlier rule (the mean gain below `--tol`), which can stop
-inside the noise; metrics/budgets.json's choices were made with it.
+takes more seeds or more doublings. `--rule two` (the default): a budget b is taken when the doubling into it (b/2 -> b) and
+the one out of it (b -> 2b) both gained less than `--tol` on average over the seeds, for every init: two doublings
+in a row, so one noisy small gain does not stop the search, and the budget taken sits between them, not before
+them (it costs the runs at 2b). With a doubling's seed-to-seed spread near 0.006, five seeds let the bound rule stop
+only where more training hurts (a mean gain below about -0.001), which is why the next study declares `two`.
+`--rule mean` is the earliest rule (one doubling's mean gain below `--tol`), which can stop inside the noise;
+metrics/budgets.json's choices were made with it.
 
     python -m study budgets --fractions 0.01 0.1 --start 1 4 --seeds 0 1 2 --out metrics/budgets.json
 
@@ -103,17 +108,20 @@ def doubling_gain(runs: list[dict], fraction: float, init: str, budget: int, see
 def worthless(gains: np.ndarray, tol: float, rule: str, confidence: float = 0.95) -> bool:
     """Whether a doubling's per-seed gains say it is worth less than `tol`: their mean (`rule` mean), or the
     one-sided `confidence` upper bound of their mean (`rule` bound: t over the seeds)."""
-    if rule == "mean":
+    if rule in ("mean", "two"):
         return float(gains.mean()) < tol
     return mean_ci(gains, 2 * confidence - 1)["ci_high"] < tol  # the two-sided interval's upper end at 2c - 1
 
 
 def choose(runs: list[dict], fraction: float, inits: list[str], seeds: list[int], tol: float,
            rule: str = "bound") -> int | None:
-    """The smallest budget whose doubling is shown worth less than `tol` for every init (see `worthless`)."""
+    """The smallest budget whose doubling is shown worth less than `tol` for every init (see `worthless`); under
+    `rule` two, also the doubling into it."""
     budgets = sorted({r["epochs"] for r in runs if r["fraction"] == fraction})
     for b in budgets:
         gains = [doubling_gain(runs, fraction, i, b, seeds) for i in inits]
+        if rule == "two":
+            gains += [doubling_gain(runs, fraction, i, b // 2, seeds) for i in inits]
         if all(g is not None for g in gains) and all(worthless(g, tol, rule) for g in gains):
             return b
     return None
@@ -136,6 +144,19 @@ def paired_gain(runs: list[dict], fraction: float, epochs: int, seeds: list[int]
 def paired_sd(runs: list[dict], fraction: float, epochs: int, seeds: list[int]) -> float | None:
     d = paired_differences(runs, fraction, epochs, seeds)
     return float(np.std(d, ddof=1)) if len(d) >= 3 else None
+
+
+def seed_sizes(result: dict, margin: float, primary: float) -> dict[float, tuple[int, float]]:
+    """Per fraction with a chosen budget and at least three paired seeds there: the seeds its arms need and the
+    paired spread that asks for them (`seeds_needed`: at least 5, power 0.8 to show equivalence within `margin`,
+    and at the `primary` fraction an expected half-width of at most `margin`), None where more than 100."""
+    sizes = {}
+    for f, budget in result.get("chosen", {}).items():
+        sd = paired_sd(result["runs"], float(f), budget, result["seeds"]) if budget else None
+        if sd is not None:
+            sizes[float(f)] = (seeds_needed(sd, margin, half_width=margin if abs(float(f) - primary) < 1e-9 else None),
+                               sd)
+    return sizes
 
 
 def table(result: dict) -> str:
@@ -165,13 +186,8 @@ def table(result: dict) -> str:
             if not result["chosen"].get(str(f))]
     lines += ["", f"Mean over seeds {', '.join(map(str, seeds))} (gain: over the half budget). Chosen (bold): "
               + (", ".join(done) or "none yet") + (f"; still doubling: {', '.join(left)}" if left else "") + "."]
-    needed = []
-    for f in fractions:
-        chosen = result["chosen"].get(str(f))
-        sd = paired_sd(runs, f, chosen, seeds) if chosen and paired else None
-        if sd is not None:
-            n = seeds_needed(sd, MARGIN, half_width=MARGIN if abs(f - 0.1) < 1e-9 else None)
-            needed.append(f"{f:.0%} {'more than 100' if n is None else n} (sd {sd:.4f})")
+    needed = [f"{f:.0%} {'more than 100' if n is None else n} (sd {sd:.4f})"
+              for f, (n, sd) in sorted(seed_sizes(result, MARGIN, 0.1).items())] if paired else []
     if needed:
         lines[-1] += (f" Seeds the paired spread at the chosen budget asks for (at least 5; power 0.8 to show "
                       f"equivalence within ±{MARGIN:g}, and at 10 % an expected half-width of at most {MARGIN:g}): "
@@ -189,8 +205,9 @@ def main() -> None:
     p.add_argument("--init", nargs="+", choices=("scratch", "pretrained"), default=["scratch"])
     p.add_argument("--pretrained", type=Path, default=Path("models/pretrained"))
     p.add_argument("--tol", type=float, default=0.005, help="a doubling worth less than this is not taken")
-    p.add_argument("--rule", choices=("bound", "mean"), default="bound",
-                   help="bound: the doubling gain's 95 %% upper confidence bound below --tol; mean: its mean")
+    p.add_argument("--rule", choices=("bound", "two", "mean"), default="two",
+                   help="bound: the doubling gain's 95 %% upper confidence bound below --tol; two: the mean gains "
+                        "of the doublings into and out of the budget both below --tol; mean: the one's mean")
     p.add_argument("--out", type=Path, default=Path("metrics/budgets.json"))
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
     a = p.parse_args()

@@ -200,6 +200,26 @@ def test_a_doubling_too_noisy_to_tell_does_not_stop_the_search():
     assert choose(runs[:6], 0.01, ["scratch"], [0, 1, 2], 0.005) is None  # 4 -> 8 not run yet: keep doubling
 
 
+def test_the_two_doublings_rule_takes_the_budget_between_two_small_gains():
+    """Rule two: a budget is taken when the doublings into it and out of it both gain less than the tolerance
+    on average, for every init; one small gain followed by a large one does not stop it, and the budget taken
+    is the middle one (the runs at twice it are what confirms it)."""
+    from study.budgets import choose
+
+    def runs(init: str, means: dict[int, float]) -> list[dict]:
+        return [{"fraction": 0.1, "init": init, "seed": s, "epochs": e, "val_f1_macro": m + d, "labelled": 4500}
+                for e, m in means.items() for s, d in zip((0, 1, 2), (-0.01, 0.0, 0.01))]
+    scratch = runs("scratch", {4: 0.60, 8: 0.603, 16: 0.62, 32: 0.623, 64: 0.624})
+    assert choose(scratch, 0.1, ["scratch"], [0, 1, 2], 0.005, rule="mean") == 4  # 4 -> 8 gains 0.003: stops
+    assert choose(scratch, 0.1, ["scratch"], [0, 1, 2], 0.005, rule="two") == 32  # 8 -> 16 gained 0.017
+    assert choose(scratch[:-3], 0.1, ["scratch"], [0, 1, 2], 0.005, rule="two") is None  # 32 -> 64 not run yet
+    pretrained = runs("pretrained", {16: 0.63, 32: 0.64, 64: 0.641, 128: 0.642})  # gains into 32: 0.01
+    both = scratch + pretrained
+    assert choose(both, 0.1, ["scratch", "pretrained"], [0, 1, 2], 0.005, rule="two") is None
+    scratch_128 = runs("scratch", {128: 0.6245})
+    assert choose(both + scratch_128, 0.1, ["scratch", "pretrained"], [0, 1, 2], 0.005, rule="two") == 64
+
+
 def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
     """Pretrained runs added at the chosen budget (to measure the paired gain's spread) reuse the scratch runs,
     keep the earlier choice, and a fraction that never stopped doubling names the largest budget it ran."""
@@ -222,7 +242,7 @@ def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
     out = tmp_path / "budgets.json"
 
     def run(*args):
-        monkeypatch.setattr(sys, "argv", ["size_finetune", *args, "--out", str(out)])
+        monkeypatch.setattr(sys, "argv", ["size_finetune", *args, "--rule", "bound", "--out", str(out)])
         size_finetune.main()
         return json.loads(out.read_text())
     assert run("--fractions", "0.01", "--start", "1")["chosen"] == {"0.01": 2}
