@@ -152,7 +152,7 @@ def seed_sizes(result: dict, margin: float, primary: float) -> dict[float, tuple
     and at the `primary` fraction an expected half-width of at most `margin`), None where more than 100."""
     sizes = {}
     for f, budget in result.get("chosen", {}).items():
-        sd = paired_sd(result["runs"], float(f), budget, result["seeds"]) if budget else None
+        sd = paired_sd(result.get("runs", []), float(f), budget, result.get("seeds", [])) if budget else None
         if sd is not None:
             sizes[float(f)] = (seeds_needed(sd, margin, half_width=margin if abs(float(f) - primary) < 1e-9 else None),
                                sd)

@@ -48,6 +48,7 @@ class Arm(Cell):
     seeds: tuple[int, ...]
     budget_factor: int = 1
     probe_only: bool = False
+    seeds_open: bool = field(default=False, compare=False)  # seeds declared `chosen`, not sized yet: the plan's
 
     @property
     def name(self) -> str:
@@ -88,6 +89,10 @@ class Protocol:
     numerics: dict[str, Any] = field(default_factory=dict)  # hardware knobs pinned for every run (precision, compile)
     budget_source: str = ""  # the `study budgets` file whose `chosen` fixes each budget declared `chosen`
     chosen: tuple[float, ...] = ()  # the fractions whose budget the protocol leaves to that file
+    sized: tuple[float, ...] = ()  # the fractions whose seeds (and assumed sd) the protocol leaves to that file
+    unsized: tuple[float, ...] = ()  # of those, the ones the file does not size yet: their arms' seeds are the
+    # plan's assumption, and they do not run
+    budget_rule: dict[str, Any] = field(default_factory=dict)  # {rule, tol}: what `study budgets` must have used
 
     def check_final(self) -> None:
         if self.draft:
@@ -125,12 +130,24 @@ class Protocol:
         base = self.budgets[arm.fraction] or 2 * max(known, default=8)
         return base * arm.budget_factor
 
-    def power(self, endpoint: Endpoint) -> dict[str, float | int]:
+    def ready(self, arm: Arm) -> str:
+        """Why the arm cannot run yet (its budget or its seeds not chosen yet), or '' where it can."""
+        if not arm.probe_only and self.budgets[arm.fraction] is None:
+            return f"its budget is not chosen yet ({self.budget_source} has no choice at {arm.fraction:g})"
+        if arm.seeds_open:
+            return f"its seeds are not chosen yet ({self.budget_source} has no paired runs at {arm.fraction:g}'s budget)"
+        return ""
+
+    def power(self, endpoint: Endpoint) -> dict[str, float | int | None]:
         """What the endpoint's seeds can show at the assumed spread: the power of the paired test to detect a
-        gain of the margin, and of the equivalence test to show no gain (true difference 0)."""
+        gain of the margin, and of the equivalence test to show no gain (true difference 0); None where the
+        spread is not chosen yet."""
         arm = self.arm(endpoint.pretext, endpoint.fraction)
         n = len(arm.seeds) if arm else 0
         sd = self.assumed_sd[endpoint.fraction]
+        if sd is None:
+            return {"seeds": n, "assumed_sd": None, "expected_half_width": None, "detect_margin": None,
+                    "show_equivalence": None}
         half = float(stats.t.ppf(1 - self.alpha / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else None
         return {"seeds": n, "assumed_sd": sd, "expected_half_width": half,
                 "detect_margin": power_paired(n, sd, self.margin, self.alpha),
@@ -143,6 +160,9 @@ class Protocol:
                 "assumed_sd": {str(f): sd for f, sd in sorted(self.assumed_sd.items())}, "sd_source": self.sd_source,
                 "budgets": {str(f): e for f, e in sorted(self.budgets.items())}, "capped": list(self.capped),
                 "chosen_by": {"source": self.budget_source, "fractions": list(self.chosen)} if self.chosen else None,
+                "seeds_chosen_by": {"source": self.budget_source, "fractions": list(self.sized),
+                                    "not_yet": list(self.unsized)} if self.sized else None,
+                "budget_rule": self.budget_rule or None,
                 "arms": [{"pretext": a.pretext, "fraction": a.fraction, "seeds": list(a.seeds), "name": a.name,
                           "budget_factor": a.budget_factor, "probe_only": a.probe_only} for a in self.arms],
                 "numerics": self.numerics,
@@ -193,7 +213,15 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
     if chosen and not source:
         raise UserError(f"{path}: budgets declared `chosen` need `budget_source`, the `study budgets` file that "
                         f"fixes them")
-    picked = json.loads(Path(source).read_text()).get("chosen", {}) if chosen and Path(source).exists() else {}
+    search = json.loads(Path(source).read_text()) if source and Path(source).exists() else {}
+    rule = doc.get("budget_rule") or {}
+    if rule and (not isinstance(rule, dict) or set(rule) != {"rule", "tol"}):
+        raise UserError(f"{path}: `budget_rule` must be {{rule: <study budgets --rule>, tol: <its --tol>}}")
+    if rule and search and (search.get("rule"), search.get("tol")) != (rule["rule"], rule["tol"]):
+        raise UserError(f"{path}: `budget_rule` is {rule['rule']} with tol {rule['tol']}, but {source} was made "
+                        f"with {search.get('rule')} and tol {search.get('tol')}: rerun `python -m study budgets "
+                        f"--rule {rule['rule']} --tol {rule['tol']}` on it")
+    picked = search.get("chosen", {}) if chosen else {}
     budgets: dict[float, int | None] = {}
     for f, e in declared.items():
         if e == "chosen":
@@ -206,6 +234,20 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
     for f in capped:
         if f not in budgets:
             raise UserError(f"{path}: `capped` names fraction {f:g}, which has no entry in `budgets`")
+    margin = float(_need(doc, "margin", (int, float), path))
+    endpoints = _need(doc, "endpoints", dict, path)
+    primary = Endpoint(*_where(endpoints.get("primary"), "endpoints.primary", path), primary=True)
+    secondary = [Endpoint(*_where(e, "secondary endpoint", path), primary=False)
+                 for e in endpoints.get("secondary", [])]
+    sizes = {}
+    if search:
+        from study.budgets import seed_sizes  # the budget tool's own reading of its file
+        sizes = seed_sizes(search, margin, primary.fraction)
+    for f, (n, sd) in sizes.items():
+        if n is None:
+            raise UserError(f"{path}: {source}'s paired spread at {f:g} ({sd:.4f}) asks for more than 100 seeds")
+    planned = max((n for n, _ in sizes.values()), default=5)  # what an unsized fraction is planned with
+    sized, unsized = set(), set()
     arms = []
     for entry in _need(doc, "arms", list, path):
         if not isinstance(entry, dict) or not {"pretext", "fractions", "seeds"} <= set(entry) or \
@@ -220,15 +262,31 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
         for fraction in entry["fractions"]:
             fraction = float(fraction)
             s = seeds.get(fraction, seeds.get(str(fraction))) if isinstance(seeds, dict) else seeds
-            if not s or not all(isinstance(x, int) for x in s):
+            open_ = s == "chosen" and fraction not in sizes
+            if s == "chosen":
+                if not source:
+                    raise UserError(f"{path}: seeds declared `chosen` need `budget_source`, the `study budgets` "
+                                    f"file whose paired spread sizes them")
+                sized.add(fraction)
+                if fraction not in sizes:
+                    unsized.add(fraction)
+                s = list(range(sizes[fraction][0] if fraction in sizes else planned))
+            if not s or not isinstance(s, list) or not all(isinstance(x, int) for x in s):
                 raise UserError(f"{path}: arm {entry['pretext']} at {fraction:g} has no list of integer seeds")
             if fraction not in budgets and not probe_only:
                 raise UserError(f"{path}: fraction {fraction:g} has an arm but no entry in `budgets`")
-            arms.append(Arm(str(entry["pretext"]), fraction, tuple(s), factor, probe_only))
-    endpoints = _need(doc, "endpoints", dict, path)
-    primary = Endpoint(*_where(endpoints.get("primary"), "endpoints.primary", path), primary=True)
-    secondary = [Endpoint(*_where(e, "secondary endpoint", path), primary=False)
-                 for e in endpoints.get("secondary", [])]
+            arms.append(Arm(str(entry["pretext"]), fraction, tuple(s), factor, probe_only, open_))
+    assumed = {}
+    for f, sd in _need(doc, "assumed_sd", dict, path).items():
+        if sd == "chosen":
+            assumed[float(f)] = sizes[float(f)][1] if float(f) in sizes else None
+            sized.add(float(f))
+            if float(f) not in sizes:
+                unsized.add(float(f))
+        elif isinstance(sd, (int, float)) and not isinstance(sd, bool) and sd > 0:
+            assumed[float(f)] = float(sd)
+        else:
+            raise UserError(f"{path}: assumed_sd {sd!r} at {f}: give a standard deviation (> 0) or `chosen`")
     numerics = doc.get("numerics") or {}
     if not isinstance(numerics, dict) or set(numerics) - {"precision", "compile"} or \
             numerics.get("precision", "fp32") not in PRECISIONS or not isinstance(numerics.get("compile", False), bool):
@@ -239,11 +297,11 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
     protocol = Protocol(
         path=path, digest=hashlib.sha1(raw).hexdigest(), question=" ".join(str(doc.get("question", "")).split()),
         profile=_need(doc, "profile", str, path), metric=_need(doc, "metric", str, path),
-        alpha=float(_need(doc, "alpha", (int, float), path)), margin=float(_need(doc, "margin", (int, float), path)),
-        assumed_sd={float(f): float(sd) for f, sd in _need(doc, "assumed_sd", dict, path).items()},
+        alpha=float(_need(doc, "alpha", (int, float), path)), margin=margin, assumed_sd=assumed,
         sd_source=" ".join(str(doc.get("sd_source", "")).split()),
         budgets=budgets, capped=capped, arms=tuple(arms), endpoints=(primary, *secondary), estimate=_estimate(doc, path),
-        draft=" ".join(str(doc.get("draft", "")).split()), numerics=numerics, budget_source=source, chosen=chosen)
+        draft=" ".join(str(doc.get("draft", "")).split()), numerics=numerics, budget_source=source, chosen=chosen,
+        sized=tuple(sorted(sized)), unsized=tuple(sorted(unsized)), budget_rule=dict(rule))
     for e in protocol.endpoints:
         if protocol.arm(e.pretext, e.fraction) is None:
             raise UserError(f"{path}: endpoint {e.label} has no arm that runs it")
@@ -332,6 +390,10 @@ def power_table(protocol: Protocol) -> str:
              f"of {protocol.margin:g} | power to show equivalence (true gain 0) |", "|---|---|---|---|---|---|"]
     for e in protocol.endpoints:
         p = protocol.power(e)
+        if p["assumed_sd"] is None:
+            lines.append(f"| {e.label}{' (primary)' if e.primary else ''} | not chosen yet ({p['seeds']} planned) | "
+                         f"not chosen yet | | | |")
+            continue
         half = "n/a" if p["expected_half_width"] is None else f"{p['expected_half_width']:.4f}"
         lines.append(f"| {e.label}{' (primary)' if e.primary else ''} | {p['seeds']} | {p['assumed_sd']:.4f} | {half} | "
                      f"{p['detect_margin']:.2f} | {p['show_equivalence']:.2f} |")

@@ -275,6 +275,9 @@ def render(study: dict) -> str:
               "power to show equivalence (true gain 0) | observed sd |", "|---|---|---|---|---|---|"]
     for e in study["endpoints"]:
         observed = num(e["difference"]["std"]) if e["run"] else "not run"
+        if e["power"]["assumed_sd"] is None:  # seeds and spread left to the budget search, not made yet
+            lines.append(f"| {e['pretext']} at {pct(e['fraction'])} | not chosen yet | | | | {observed} |")
+            continue
         lines.append(f"| {e['pretext']} at {pct(e['fraction'])} | {e['power']['seeds']} | "
                      f"{e['power']['assumed_sd']:.4f} | {e['power']['detect_margin']:.2f} | "
                      f"{e['power']['show_equivalence']:.2f} | {observed} |")

@@ -107,7 +107,8 @@ def plan_table(protocol: Protocol, rate: dict[str, float]) -> str:
         own = 0 if arm.probe_only else len(arm.seeds)
         budget = "probe only" if arm.probe_only else str(protocol.planned_budget(arm)) + (
             " (not chosen yet: assumed)" if protocol.budgets[arm.fraction] is None else "")
-        lines.append(f"| {arm.name} | {len(arm.seeds)} | {budget} | {pretrain} | {scratch} | {own} | "
+        seeds = f"{len(arm.seeds)}" + (" (not chosen yet: assumed)" if arm.seeds_open else "")
+        lines.append(f"| {arm.name} | {seeds} | {budget} | {pretrain} | {scratch} | {own} | "
                      f"{minutes(seconds)} |")
         before.append(arm)
     lines.append(f"| all | | | | | | {minutes(sum(estimates.values()))} |")
@@ -225,9 +226,8 @@ def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran:
         if arm.name in done:
             print(f"[{k}/{len(arms)}] {arm.name}: recorded ({record_path(arm.name)})", flush=True)
             continue
-        if not arm.probe_only and protocol.budgets[arm.fraction] is None:
-            print(f"[{k}/{len(arms)}] {arm.name}: left, its budget is not chosen yet ({protocol.budget_source} has "
-                  f"no choice at {arm.fraction:g}: `python -m study budgets` first)", flush=True)
+        if why := protocol.ready(arm):
+            print(f"[{k}/{len(arms)}] {arm.name}: left, {why}: `python -m study budgets` first", flush=True)
             continue
         finished = [a for a in protocol.arms if a.name in done]
         eta = remaining_seconds(protocol, [a for a in arms if a.name not in done], finished, rate)

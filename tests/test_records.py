@@ -195,3 +195,61 @@ def test_seeds_needed_grow_with_the_spread():
     assert n > 5 and power_equivalence(n, 0.01, 0.01) >= 0.8 > power_equivalence(n - 1, 0.01, 0.01)
     assert seeds_needed(0.05, 0.01) is None and seeds_needed(0.0, 0.01) == 5
     assert seeds_needed(0.004, 0.01, power=0.0, half_width=0.003, least=2) == 10  # t(0.975, 9) 0.004 / sqrt 10
+
+
+def search_file(chosen: dict, gains: dict[float, list[float]], rule: str = "two", tol: float = 0.005) -> dict:
+    """A `study budgets` file: at each chosen share, scratch and pretrained validation runs at its budget for
+    seeds 0-4, the pretrained ones `gains` above scratch."""
+    runs = [{"fraction": f, "init": init, "seed": s, "epochs": chosen[str(f)], "labelled": int(45000 * f),
+             "val_f1_macro": 0.6 + 0.01 * s + (g[s] if init == "pretrained" else 0.0)}
+            for f, g in gains.items() for init in ("scratch", "pretrained") for s in range(5)]
+    return {"seeds": [0, 1, 2, 3, 4], "rule": rule, "tol": tol, "runs": runs, "chosen": chosen}
+
+
+def test_seeds_and_spread_left_to_the_search_file_are_sized_by_its_paired_runs(tmp_path, monkeypatch, capsys):
+    """`seeds: chosen` and `assumed_sd: chosen`: each share's seeds are the fewest its paired validation spread
+    asks for (at the primary's share, an expected half-width within the margin too); a share the file has not
+    sized yet is planned with the largest sized count, and its arms wait; the file must be made by the declared
+    rule."""
+    from selfsup.analysis.stats import seeds_needed
+    from study import run as run_study
+    from study.protocol import power_table
+    monkeypatch.chdir(tmp_path)
+    spread = [0.0, 0.01, -0.01, 0.005, -0.005]  # sd 0.0079: 7 seeds at the primary's share
+    (tmp_path / "budgets.json").write_text(json.dumps(search_file({"0.1": 16}, {0.1: spread})))
+    arms = [{"pretext": "context", "fractions": [0.1, 0.01], "seeds": "chosen"},
+            {"pretext": "rotation", "fractions": [1.0], "seeds": [0, 1, 2], "probe_only": True}]
+    path = write_protocol(tmp_path, budgets={0.1: "chosen", 0.01: "chosen"}, arms=arms, assumed_sd={0.1: "chosen",
+                          0.01: "chosen"}, budget_source="budgets.json", budget_rule={"rule": "two", "tol": 0.005},
+                          endpoints={"primary": {"pretext": "context", "fraction": 0.1},
+                                     "secondary": [{"pretext": "context", "fraction": 0.01}]})
+    protocol = load_protocol(path)
+    primary, one = protocol.arm("context", 0.1), protocol.arm("context", 0.01)
+    sd = float(__import__("numpy").std(spread, ddof=1))
+    assert primary.seeds == tuple(range(seeds_needed(sd, 0.01, half_width=0.01))) == tuple(range(7))
+    assert protocol.assumed_sd == {0.1: pytest.approx(sd), 0.01: None} and protocol.unsized == (0.01,)
+    assert one.seeds == tuple(range(7)) and one.seeds_open and not primary.seeds_open  # planned as the largest
+    assert protocol.ready(primary) == "" and "budget is not chosen yet" in protocol.ready(one)
+    assert protocol.power(protocol.secondary[0])["detect_margin"] is None
+    assert "| context at 1% | not chosen yet (7 planned) | not chosen yet |" in power_table(protocol)
+    assert protocol.power(protocol.primary)["expected_half_width"] <= 0.01
+    monkeypatch.setattr(run_study, "done_arms", lambda p: {})
+    ran: list[str] = []
+    monkeypatch.setattr(run_study.subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    run_study.run_arms(protocol, [one], plan=False, commit=False, ran=ran)
+    assert ran == [] and "context-0.01: left, its budget is not chosen yet" in capsys.readouterr().out
+    # the share chosen but its pretrained runs not made: the budget is fixed, the seeds still wait
+    (tmp_path / "budgets.json").write_text(json.dumps(search_file({"0.1": 16, "0.01": 8}, {0.1: spread})))
+    waiting = load_protocol(path)
+    assert "seeds are not chosen yet" in waiting.ready(waiting.arm("context", 0.01))
+    # a wider spread at 1 % asks for more seeds there, not at 10 %; the protocol's bytes never changed
+    (tmp_path / "budgets.json").write_text(json.dumps(search_file({"0.1": 16, "0.01": 8},
+                                                                  {0.1: spread, 0.01: [2 * g for g in spread]})))
+    sized = load_protocol(path)
+    assert len(sized.arm("context", 0.01).seeds) == seeds_needed(2 * sd, 0.01) > 7 and sized.unsized == ()
+    assert sized.digest == protocol.digest and sized.summary()["seeds_chosen_by"]["not_yet"] == []
+    (tmp_path / "budgets.json").write_text(json.dumps(search_file({"0.1": 16}, {0.1: spread}, rule="bound")))
+    with pytest.raises(UserError, match="`budget_rule` is two with tol 0.005, but budgets.json was made with bound"):
+        load_protocol(path)
+    with pytest.raises(UserError, match="assumed_sd 'later' at 0.1"):
+        load_protocol(write_protocol(tmp_path, assumed_sd={0.1: "later", 0.01: 0.02, 1.0: 0.01}))
