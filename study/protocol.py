@@ -333,9 +333,9 @@ def check_experiment(protocol: Protocol, exp: dict, budget: int) -> Arm:
 
 
 def ordered(protocol: Protocol) -> list[Arm]:
-    """The arms in running order: the endpoints' (primary first, then the secondaries as declared), then the rest."""
-    order = [protocol.arm(e.pretext, e.fraction) for e in protocol.endpoints]
-    return list(dict.fromkeys([*order, *protocol.arms]))
+    """The arms in running order: the primary's first, then the rest as protocol.yaml lists them (its order
+    decides what an interrupted study has answered)."""
+    return list(dict.fromkeys([protocol.arm(protocol.primary.pretext, protocol.primary.fraction), *protocol.arms]))
 
 
 def remaining_seconds(protocol: Protocol, left: list[Arm], finished: list[Arm], rate: dict[str, float]) -> float:

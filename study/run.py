@@ -41,7 +41,7 @@ from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
 from selfsup.loop.budget import finetune_epochs
-from study.experiments import experiment_refs, read_compare, read_experiment, read_output
+from study.experiments import experiment_refs, git, read_compare, read_experiment, read_output
 from study.markdown import minutes
 from study.records import RECORDS, machine, read_records, record_path, write_record
 from study.report_text import RUN_LOG
@@ -115,13 +115,6 @@ def plan_table(protocol: Protocol, rate: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def git(*args: str) -> str:
-    proc = subprocess.run(["git", *args], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UserError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
 def newest_experiment(arm: Arm) -> dict:
     """The newest experiment named after the arm on this commit (the one `dvc exp run -n <arm>` just made)."""
     refs = [r for r in experiment_refs(None, None) if r.rsplit("/", 1)[1] == arm.name]
@@ -149,7 +142,7 @@ def record_arm(protocol: Protocol, arm: Arm, commit: bool, wall_seconds: float) 
         git("add", "-f", path.as_posix())
         git("commit", "-q", "-m", f"study record: arm {arm.name} (experiment {exp['name']} of {exp['baseline'][:7]}, "
                                   f"protocol sha1 {protocol.digest[:12]})", "--", path.as_posix())
-        print(f"recorded {arm.name}: {path}, committed {git('rev-parse', '--short', 'HEAD')}", flush=True)
+        print(f"recorded {arm.name}: {path}, committed {git('rev-parse', '--short', 'HEAD').strip()}", flush=True)
     else:
         print(f"recorded {arm.name}: {path} (not committed: --no-commit)", flush=True)
     return path
@@ -214,7 +207,8 @@ def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran:
                                 [a for a in protocol.arms if a.name in done], rate)
         for a in arms:
             where = f"done on {done[a.name]['machine']['cpu']}" if a.name in done else "left"
-            print(f"  {where}  {' '.join(command(protocol, a))}")
+            why = protocol.ready(a)
+            print(f"  {where}  {a.name}: {why}" if why else f"  {where}  {' '.join(command(protocol, a))}")
         print(f"study: {sum(a.name in done for a in arms)}/{len(arms)} arms recorded, about {minutes(eta)} left "
               f"({source}: {rate['pretrain_seconds']:.0f} s a pretraining, {rate['finetune_epoch_seconds']:.1f} s a "
               f"fine-tune epoch, {rate['arm_other_seconds']:.0f} s an arm's other stages)")
@@ -264,10 +258,11 @@ def main(argv: list[str] | None = None) -> None:
     ran: list[str] = []
     if not args.plan:
         protocol.check_final()
+    if args.plan:  # prints, runs and writes nothing
+        run_arms(protocol, arms, True, False, ran)
+        return
     try:
-        run_arms(protocol, arms, args.plan, not args.no_commit, ran)
-        if args.plan:
-            return
+        run_arms(protocol, arms, False, not args.no_commit, ran)
     except BaseException:  # an arm failed, or Ctrl-C: this invocation's wall clock still counts
         wall = log_session(started, time.time() - started, ran)
         print(f"study: stopped after {minutes(time.time() - started)} (the study's wall clock so far "

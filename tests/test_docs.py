@@ -4,6 +4,8 @@ naming the file and the param, until `python -m tools.params_doc` writes them ag
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from selfsup import config
@@ -47,4 +49,8 @@ def test_the_budgets_are_written_once_in_protocol_yaml():
 
     profile = params_doc.PROFILES / f"{load_protocol(params_doc.PROTOCOL_FILE).profile}.yaml"
     assert params_doc.BUDGETS_BEGIN in profile.read_text() and profile in params_doc.generated()
-    assert params_doc.profile_budgets() == "  epochs: 8\n  epochs_by_fraction: [[0.01, 2]]\n"
+    protocol = load_protocol(params_doc.PROTOCOL_FILE)
+    chosen = {f: e for f, e in protocol.budgets.items() if e is not None}
+    default = protocol.planned_budget(protocol.arm("context", 0.1))
+    assert params_doc.profile_budgets() == (f"  epochs: {default}\n  epochs_by_fraction: "
+                                            f"{json.dumps([[f, e] for f, e in sorted(chosen.items()) if e != default])}\n")

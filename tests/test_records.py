@@ -35,7 +35,7 @@ def record_of(exp: dict, arm: str, protocol) -> dict:
 
 def test_described_and_probe_only_arms_have_their_own_names_budgets_and_commands(protocol):
     names = [a.name for a in ordered(protocol)]
-    assert names == ["context-0.1", "context-0.01", "rotation-0.1", "context-1", "context-0.01-x2", "rotation-0.5-probe"]
+    assert names == ["context-0.1", "context-0.01", "context-1", "rotation-0.1", "context-0.01-x2", "rotation-0.5-probe"]
     double = protocol.arms[-2]
     assert protocol.budget(double) == 8 and protocol.arm("context", 0.01).budget_factor == 1  # endpoints: own budget
     assert command(protocol, double)[-4:] == ["-S", "hardware.yaml:compile=false",

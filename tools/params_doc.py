@@ -131,7 +131,8 @@ def profile_budgets() -> str:
     """The protocol's budgets as its profile's `finetune` params: the primary fraction's as `epochs`, every other
     fraction whose budget differs as an `epochs_by_fraction` entry."""
     protocol = load_protocol(PROTOCOL_FILE)
-    default = protocol.budgets[protocol.primary.fraction]
+    primary = protocol.arm(protocol.primary.pretext, protocol.primary.fraction)
+    default = protocol.planned_budget(primary)  # the plan's assumption until the search file chooses it
     others = [[f, e] for f, e in sorted(protocol.budgets.items()) if e != default and e is not None]
     return f"  epochs: {default}\n  epochs_by_fraction: {json.dumps(others)}\n"
 
