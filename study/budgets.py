@@ -204,7 +204,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--init", nargs="+", choices=("scratch", "pretrained"), default=["scratch"])
     p.add_argument("--pretrained", type=Path, default=Path("models/pretrained"))
-    p.add_argument("--tol", type=float, default=0.005, help="a doubling worth less than this is not taken")
+    p.add_argument("--tol", type=float, default=0.01,
+                   help="a doubling worth less than this is not taken (default: protocol.yaml's, the margin)")
     p.add_argument("--rule", choices=("bound", "two", "mean"), default="two",
                    help="bound: the doubling gain's 95 %% upper confidence bound below --tol; two: the mean gains "
                         "of the doublings into and out of the budget both below --tol; mean: the one's mean")
