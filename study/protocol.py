@@ -48,7 +48,7 @@ class Arm(Cell):
     seeds: tuple[int, ...]
     budget_factor: int = 1
     probe_only: bool = False
-    seeds_open: bool = field(default=False, compare=False)  # seeds declared `chosen`, not sized yet: the plan's
+    seeds_open: bool = field(default=False, compare=False)  # seeds `chosen` but not sized yet: a plan's guess
 
     @property
     def name(self) -> str:
