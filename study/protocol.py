@@ -262,15 +262,16 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
         for fraction in entry["fractions"]:
             fraction = float(fraction)
             s = seeds.get(fraction, seeds.get(str(fraction))) if isinstance(seeds, dict) else seeds
-            open_ = s == "chosen" and fraction not in sizes
+            open_ = False
             if s == "chosen":
                 if not source:
                     raise UserError(f"{path}: seeds declared `chosen` need `budget_source`, the `study budgets` "
                                     f"file whose paired spread sizes them")
+                open_ = fraction not in sizes
                 sized.add(fraction)
-                if fraction not in sizes:
+                if open_:
                     unsized.add(fraction)
-                s = list(range(sizes[fraction][0] if fraction in sizes else planned))
+                s = list(range(planned if open_ else sizes[fraction][0]))
             if not s or not isinstance(s, list) or not all(isinstance(x, int) for x in s):
                 raise UserError(f"{path}: arm {entry['pretext']} at {fraction:g} has no list of integer seeds")
             if fraction not in budgets and not probe_only:
