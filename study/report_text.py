@@ -197,7 +197,9 @@ def replicate_text(study: dict) -> str:
     """The primary in fp32 beside the study's numerics, in one sentence."""
     rep = study.get("fp32_replicate", {"status": "not run"})
     if rep["status"] == "the study ran in fp32":
-        return "The study ran in fp32 (this CPU has no bf16), so the primary is its own fp32 replicate."
+        why = ("protocol.yaml pins it, so any of our CPUs can carry the study on"
+               if study["protocol"].get("numerics", {}).get("precision") == "fp32" else "this CPU has no bf16")
+        return f"The study ran in fp32 ({why}), so the primary is its own fp32 replicate."
     if rep["status"] == "not run":
         return "The fp32 replicate of the primary has not run."
     words = "agrees with" if rep["agree"] else "falls outside the interval of"

@@ -5,6 +5,7 @@ pretrainings and scratch fine-tunes (DVC's run-cache), each finished arm recorde
     python -m study run --arms context-0.01 ...  # only these arms (two machines can share one study)
     python -m study plan                         # what is recorded, what is left, the estimate; runs nothing
     python -m study record                       # the primary arm's params.yaml, dvc.lock and figures, the report
+    python -m study record --partial             # the same once the primary is recorded, the others not yet
 
 Each arm is one `dvc exp run -n <arm> -S profile=<profile> -S pretext=<pretext> -S fraction=<fraction>
 -S seeds=[...]` in the workspace (with the protocol's numerics as hardware.yaml overrides, a budget other than
@@ -148,30 +149,34 @@ def record_arm(protocol: Protocol, arm: Arm, commit: bool, wall_seconds: float) 
     return path
 
 
-def record(protocol: Protocol) -> None:
+def record(protocol: Protocol, partial: bool = False) -> None:
     """The finished study's last commit: the primary arm's params.yaml, dvc.lock, summary and figures (applied with
     `dvc exp apply`: run it on the machine whose experiments hold the primary), so the branch's params.yaml,
-    dvc.lock and `dvc metrics show` are the primary arm's; then the report and its documents."""
+    dvc.lock and `dvc metrics show` are the primary arm's; then the report and its documents. `partial`: once the
+    primary arm is recorded, the same with the report of the arms recorded so far (a study that spans sessions)."""
     protocol.check_final()
     done = done_arms(protocol)
+    primary = protocol.arm(protocol.primary.pretext, protocol.primary.fraction)
     missing = [a.name for a in ordered(protocol) if a.name not in done]
-    if missing:
-        raise UserError(f"arms {', '.join(missing)} have no record: `python -m study run` first")
+    if primary.name not in done or (missing and not partial):
+        raise UserError(f"arms {', '.join(missing)} have no record: `python -m study run` first"
+                        + ("" if primary.name not in done else " (or `--record --partial`: the arms recorded so far)"))
     if git("status", "--porcelain", "--untracked-files=no"):
         raise UserError("the working tree has uncommitted changes to tracked files: commit or stash them first")
-    primary = protocol.arm(protocol.primary.pretext, protocol.primary.fraction)
     exp = done[primary.name]["experiment"]
     if subprocess.run(["dvc", "exp", "apply", exp]).returncode != 0:
         raise UserError(f"`dvc exp apply {exp}` failed: run `python -m study record` where the primary arm ran")
     git("add", "-f", *[f for f in ARM_FILES if Path(f).exists()])
+    git("add", "-u", "--", "*.gitignore")  # the outputs' ignore lists DVC keeps (one line a seed's checkpoint)
     git("commit", "-q", "-m", f"study: the primary arm {primary.name}'s params, lock and figures (experiment {exp}, "
                               f"protocol sha1 {protocol.digest[:12]})")
-    report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(protocol.path)])
+    report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(protocol.path),
+                             *(["--partial"] if missing else [])])
     if report.returncode != 0:
         raise UserError("the report failed (its error is above)")
     git("add", "-f", *[f for f in REPORT_FILES if Path(f).exists()])
     git("commit", "-q", "-m", f"study: the report of {len(done)} recorded arms under protocol sha1 "
-                              f"{protocol.digest[:12]}")
+                              f"{protocol.digest[:12]}" + (f" ({len(missing)} not yet run)" if missing else ""))
     print("recorded the primary arm and the report", flush=True)
 
 
@@ -244,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", metavar="ARM", help="only these arms (names as `plan` lists them)")
     parser.add_argument("--plan", action="store_true", help="print what is recorded and left, with the estimate")
     parser.add_argument("--no-report", action="store_true", help="run the arms, not the report")
+    parser.add_argument("--partial", action="store_true",
+                        help="with --record: once the primary arm is recorded, the report of the arms recorded so far")
     parser.add_argument("--no-commit", action="store_true", help="write each arm's record, do not commit it")
     parser.add_argument("--record", action="store_true",
                         help="commit the primary arm's params, lock and figures, then the report")
@@ -251,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     protocol = load_protocol(args.protocol)
     print(describe(protocol), flush=True)
     if args.record:
-        record(protocol)
+        record(protocol, args.partial)
         return
     arms = chosen_arms(protocol, args.arms)
     started = time.time()

@@ -253,3 +253,29 @@ def test_seeds_and_spread_left_to_the_search_file_are_sized_by_its_paired_runs(t
         load_protocol(path)
     with pytest.raises(UserError, match="assumed_sd 'later' at 0.1"):
         load_protocol(write_protocol(tmp_path, assumed_sd={0.1: "later", 0.01: 0.02, 1.0: 0.01}))
+
+
+def test_a_partial_record_commits_the_primary_arm_and_reports_what_has_run(protocol, monkeypatch):
+    """`python -m study record --partial` (a study that spans sessions): once the primary arm is recorded, its
+    params, lock and figures are applied and committed, and the report says the other arms have not run."""
+    from types import SimpleNamespace
+
+    from study import run as run_study
+    primary = record_of(full_set()[0], "context-0.1", protocol)
+    calls: list[tuple] = []
+    monkeypatch.setattr(run_study, "git", lambda *a: calls.append(("git", *a)) or "")
+    monkeypatch.setattr(run_study.subprocess, "run",
+                        lambda cmd, **k: calls.append(tuple(cmd)) or SimpleNamespace(returncode=0))
+    monkeypatch.setattr(run_study, "done_arms", lambda p: {})
+    with pytest.raises(UserError, match="have no record: `python -m study run` first$"):
+        run_study.record(protocol, partial=True)  # no primary yet: nothing to commit
+    monkeypatch.setattr(run_study, "done_arms", lambda p: {"context-0.1": primary})
+    with pytest.raises(UserError, match=r"or `--record --partial`"):
+        run_study.record(protocol)  # the finished study's record needs every arm
+    assert calls == []
+    run_study.record(protocol, partial=True)
+    assert ("dvc", "exp", "apply", primary["experiment"]) in calls
+    report = next(c for c in calls if c[1:4] == ("-m", "study", "report"))
+    assert report[-1] == "--partial"
+    subjects = [c[-1] for c in calls if c[:2] == ("git", "commit")]
+    assert subjects[0].startswith("study: the primary arm context-0.1's params") and "not yet run" in subjects[1]
