@@ -170,6 +170,7 @@ def record(protocol: Protocol, partial: bool = False) -> None:
     git("add", "-u", "--", "*.gitignore")  # the outputs' ignore lists DVC keeps (one line a seed's checkpoint)
     git("commit", "-q", "-m", f"study: the primary arm {primary.name}'s params, lock and figures (experiment {exp}, "
                               f"protocol sha1 {protocol.digest[:12]})")
+    git("checkout", "--", ".")  # the rest of the experiment's tree (its code, its hardware.yaml) back to this commit's
     report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(protocol.path),
                              *(["--partial"] if missing else [])])
     if report.returncode != 0:

@@ -275,6 +275,7 @@ def test_a_partial_record_commits_the_primary_arm_and_reports_what_has_run(proto
     assert calls == []
     run_study.record(protocol, partial=True)
     assert ("dvc", "exp", "apply", primary["experiment"]) in calls
+    assert calls.index(("git", "checkout", "--", ".")) < calls.index(next(c for c in calls if "report" in c))
     report = next(c for c in calls if c[1:4] == ("-m", "study", "report"))
     assert report[-1] == "--partial"
     subjects = [c[-1] for c in calls if c[:2] == ("git", "commit")]

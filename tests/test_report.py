@@ -172,9 +172,10 @@ def test_rejudging_the_committed_study_reproduces_its_record(tmp_path, monkeypat
     expected = {name: (tmp_path / name).read_text() for name in ("metrics/study.json", *docs)}
     study = json.loads((tmp_path / "metrics" / "study.json").read_text())
     for e in study["endpoints"]:
-        if not e["primary"]:
+        if not e["primary"]:  # an endpoint not run yet (a partial study) counts in the family with p = 1
             e["p_holm"] = 0.0
-            e["equivalence"] = e["equivalence"] | {"p_holm": 0.0, "equivalent": True}
+            if e["run"]:
+                e["equivalence"] = e["equivalence"] | {"p_holm": 0.0, "equivalent": True}
     (tmp_path / "metrics" / "study.json").write_text(json.dumps(study))
     monkeypatch.chdir(tmp_path)
     report.main(["--rejudge"])
