@@ -1,4 +1,7 @@
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,6 +10,7 @@ from torch import nn
 from selfsup.training.models import TESTED, Classifier, build_extractor, load_extractor, save_extractor
 from selfsup.core.params import UserError
 
+ROOT = Path(__file__).resolve().parents[1]
 FEATURES = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "mobilenet_v3_large": 1280,
             "mobilenet_v3_small": 1024, "efficientnet_b0": 1280}
 
@@ -116,3 +120,23 @@ def test_crafted_checkpoint_is_refused(tmp_path):
     torch.save({"state_dict": _Exploit()}, path, pickle_protocol=pickle.DEFAULT_PROTOCOL)
     with pytest.raises(UserError, match="could not be loaded safely"):
         load_extractor(path, "resnet18", "cifar")
+
+
+def test_a_stage_on_a_network_of_nets_never_imports_torchvision():
+    # importing torchvision loads its models and ops (and torch._dynamo): about 1 s of every stage process's
+    # start, for the cpu profile's network, which is not torchvision's
+    code = ("import sys, torch, stages.finetune, stages.pretrain, stages.linear_probe, stages.compare\n"
+            "from selfsup.training.models import build_extractor\n"
+            "from selfsup.training.devices import numerics\n"
+            "build_extractor('nets.fast_cnn:half', 'cifar')\n"
+            "assert numerics(torch.device('cpu'), 'fp32', 1, False)['torchvision']\n"
+            "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_the_recorded_torchvision_version_is_its_own(monkeypatch):
+    import torchvision
+
+    from selfsup.training.devices import torchvision_version
+    monkeypatch.delitem(sys.modules, "torchvision")  # read from its version.py, as a stage does
+    assert torchvision_version() == torchvision.__version__

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,11 +50,23 @@ def numerics(device: torch.device, precision: str, processes: int, compiled: boo
     """What can change a run's numbers without being a param that re-runs it: the resolved precision, the device
     and its name, the process count, compile, and the torch and torchvision versions. Every training run and
     probe records it; the report refuses to pool runs whose records differ (study/report.py)."""
-    import torchvision
-
     return {"precision": precision, "device": describe_device(device), "device_type": device.type,
             "processes": processes, "compile": bool(compiled), "torch": torch.__version__,
-            "torchvision": torchvision.__version__}
+            "torchvision": torchvision_version()}
+
+
+def torchvision_version() -> str:
+    """torchvision's `__version__` (with its local tag, e.g. 0.29.2+cu132, as the records hold it), read from its
+    version.py: importing torchvision loads its models and ops (about 1 s of a stage's start) for one string."""
+    if "torchvision" not in sys.modules:
+        spec = importlib.util.find_spec("torchvision")
+        version = Path(spec.origin).with_name("version.py") if spec and spec.origin else None
+        found = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", version.read_text(), re.M) \
+            if version and version.is_file() else None
+        if found:
+            return found.group(1)
+    import torchvision
+    return torchvision.__version__
 
 
 def describe_device(device: torch.device) -> str:

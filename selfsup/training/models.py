@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models as tvm
 
 from selfsup.core import paths
 from selfsup.core.files import save_torch
@@ -33,6 +32,8 @@ CUSTOM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 def classification_models() -> list[str]:
+    from torchvision import models as tvm  # on use: importing torchvision costs a stage process about 1 s, and a
+    # network of nets/ (the cpu profile's) never needs it
     return sorted(tvm.list_models(module=tvm))
 
 
@@ -60,6 +61,7 @@ def _construct(arch: str) -> nn.Module:
         return model
     if arch not in classification_models():
         raise UserError(f"param 'model.arch' is {arch!r}: not a torchvision classification model; {_supported()}")
+    from torchvision import models as tvm
     return tvm.get_model(arch, weights=None)
 
 
