@@ -160,7 +160,8 @@ def record(protocol: Protocol, partial: bool = False) -> None:
     missing = [a.name for a in ordered(protocol) if a.name not in done]
     if primary.name not in done or (missing and not partial):
         raise UserError(f"arms {', '.join(missing)} have no record: `python -m study run` first"
-                        + ("" if primary.name not in done else " (or `--record --partial`: the arms recorded so far)"))
+                        + ("" if primary.name not in done
+                           else " (or `python -m study record --partial`: the arms recorded so far)"))
     if git("status", "--porcelain", "--untracked-files=no"):
         raise UserError("the working tree has uncommitted changes to tracked files: commit or stash them first")
     exp = done[primary.name]["experiment"]

@@ -270,7 +270,7 @@ def test_a_partial_record_commits_the_primary_arm_and_reports_what_has_run(proto
     with pytest.raises(UserError, match="have no record: `python -m study run` first$"):
         run_study.record(protocol, partial=True)  # no primary yet: nothing to commit
     monkeypatch.setattr(run_study, "done_arms", lambda p: {"context-0.1": primary})
-    with pytest.raises(UserError, match=r"or `--record --partial`"):
+    with pytest.raises(UserError, match=r"or `python -m study record --partial`"):
         run_study.record(protocol)  # the finished study's record needs every arm
     assert calls == []
     run_study.record(protocol, partial=True)
