@@ -159,10 +159,16 @@ def seed_sizes(result: dict, margin: float, primary: float) -> dict[float, tuple
     return sizes
 
 
+def gain_text(gain: float, tol: float | None) -> str:
+    """A doubling's gain to 4 digits, or 5 where 4 would hide which side of the tolerance it falls (+0.01004 is
+    not under 0.01, though it prints +0.0100)."""
+    return f"{gain:+.5f}" if tol is not None and abs(abs(gain) - tol) < 5e-5 else f"{gain:+.4f}"
+
+
 def table(result: dict) -> str:
     """The doubling table (Markdown): per fraction and budget, each init's mean validation macro-F1 over the seeds
     and its gain over the half budget; the chosen budget in bold."""
-    runs, seeds = result["runs"], result["seeds"]
+    runs, seeds, tol = result["runs"], result["seeds"], result.get("tol")
     inits = [i for i in ("scratch", "pretrained") if any(r["init"] == i for r in runs)]  # every invocation's
     paired = len(inits) == 2
     lines = ["| fraction | labelled | epochs | " + " | ".join(f"{i} val macro-F1 (gain)" for i in inits)
@@ -175,7 +181,7 @@ def table(result: dict) -> str:
             cells = []
             for i in inits:
                 m, half = mean_f1(runs, f, i, b, seeds), mean_f1(runs, f, i, b // 2, seeds)
-                cells.append("-" if m is None else f"{m:.4f}" + ("" if half is None else f" ({m - half:+.4f})"))
+                cells.append("-" if m is None else f"{m:.4f}" + ("" if half is None else f" ({gain_text(m - half, tol)})"))
             if paired:
                 cells.append(paired_gain(runs, f, b, seeds))
             epochs = f"**{b}**" if b == chosen else str(b)
@@ -184,7 +190,9 @@ def table(result: dict) -> str:
     done = [f"{result['chosen'][str(f)]} epochs at {f:.0%}" for f in fractions if result["chosen"].get(str(f))]
     left = [f"{f:.0%} (ran to {max(r['epochs'] for r in runs if r['fraction'] == f)})" for f in fractions
             if not result["chosen"].get(str(f))]
-    lines += ["", f"Mean over seeds {', '.join(map(str, seeds))} (gain: over the half budget). Chosen (bold): "
+    measure = "gain's 95 % upper bound" if result.get("rule") == "bound" else "mean gain"  # files before --rule: mean
+    worth = f"; a doubling whose {measure} is under {tol:g} is worthless" if tol is not None else ""
+    lines += ["", f"Mean over seeds {', '.join(map(str, seeds))} (gain: over the half budget{worth}). Chosen (bold): "
               + (", ".join(done) or "none yet") + (f"; still doubling: {', '.join(left)}" if left else "") + "."]
     needed = [f"{f:.0%} {'more than 100' if n is None else n} (sd {sd:.4f})"
               for f, (n, sd) in sorted(seed_sizes(result, MARGIN, 0.1).items())] if paired else []

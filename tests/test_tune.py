@@ -269,6 +269,13 @@ def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
     assert size_finetune.table(result).endswith("Chosen (bold): 2 epochs at 1%; still doubling: 50% (ran to 16).")
 
 
+def test_a_gain_that_rounds_to_the_tolerance_shows_which_side_it_falls():
+    from study.budgets import gain_text
+    assert gain_text(0.010040593852618362, 0.01) == "+0.01004"  # not under 0.01: the doubling is not worthless
+    assert gain_text(0.00996, 0.01) == "+0.00996" and gain_text(-0.01003, 0.01) == "-0.01003"
+    assert gain_text(0.0114, 0.01) == "+0.0114" and gain_text(0.01004, None) == "+0.0100"
+
+
 @pytest.mark.parametrize("name,marker", [("budgets.json", "budgets"), ("budgets-next.json", "budgets-next")])
 def test_the_committed_budget_table_is_what_its_file_holds(name, marker):
     from study.budgets import table
