@@ -26,7 +26,10 @@ later one counts; a pretrained run is reused only from the same extractor (its f
 design or seed is another run; runs from an earlier extractor stay in the file as `superseded`); a fraction's
 choice stands until an invocation makes one, so pretrained runs at a chosen budget
 (`--init scratch pretrained --start B --max B`) add the paired gain's spread without unchoosing it. `--table`
-prints the doubling table docs/results.md shows from such a file. Not a stage and not a test.
+prints the doubling table docs/results.md shows from such a file. `--cap B`: the largest budget a share may take
+(what the study's time affords, declared in its protocol's `budget_rule`): a share whose rule has chosen nothing
+below B once every seed and init has run B takes B, recorded in the file's `capped` (its gain is then the gain at
+B, short of the validation plateau, and the report says so). Not a stage and not a test.
 """
 
 from __future__ import annotations
@@ -127,6 +130,12 @@ def choose(runs: list[dict], fraction: float, inits: list[str], seeds: list[int]
     return None
 
 
+def ran_all(runs: list[dict], fraction: float, inits: list[str], seeds: list[int], epochs: int) -> bool:
+    """Whether every init and seed has a run of `epochs` at `fraction`."""
+    done = {(r["init"], r["seed"]) for r in runs if (r["fraction"], r["epochs"]) == (fraction, epochs)}
+    return all((i, s) in done for i in inits for s in seeds)
+
+
 def paired_differences(runs: list[dict], fraction: float, epochs: int, seeds: list[int]) -> list[float]:
     """Per seed that has both, pretrained - scratch validation macro-F1 at this budget."""
     score = {(r["init"], r["seed"]): r["val_f1_macro"] for r in runs if (r["fraction"], r["epochs"]) == (fraction, epochs)}
@@ -187,7 +196,10 @@ def table(result: dict) -> str:
             epochs = f"**{b}**" if b == chosen else str(b)
             lines.append(f"| {f:g} | {labelled:,} | {epochs} | " + " | ".join(cells) + " |")
     fractions = sorted({r["fraction"] for r in runs})
-    done = [f"{result['chosen'][str(f)]} epochs at {f:.0%}" for f in fractions if result["chosen"].get(str(f))]
+    capped = result.get("capped", {})
+    done = [f"{result['chosen'][str(f)]} epochs at {f:.0%}"
+            + (" (capped: the rule chose nothing below it)" if str(f) in capped else "")
+            for f in fractions if result["chosen"].get(str(f))]
     left = [f"{f:.0%} (ran to {max(r['epochs'] for r in runs if r['fraction'] == f)})" for f in fractions
             if not result["chosen"].get(str(f))]
     measure = "gain's 95 % upper bound" if result.get("rule") == "bound" else "mean gain"  # files before --rule: mean
@@ -209,6 +221,8 @@ def main() -> None:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1])
     p.add_argument("--start", type=int, nargs="+", default=[1], help="first budget per fraction (or one for all)")
     p.add_argument("--max", type=int, default=128, help="stop doubling here, unchosen")
+    p.add_argument("--cap", type=int, help="the largest budget a share may take: where the rule chose nothing below "
+                                           "it once every seed and init ran it, the share takes it, capped")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--init", nargs="+", choices=("scratch", "pretrained"), default=["scratch"])
     p.add_argument("--pretrained", type=Path, default=Path("models/pretrained"))
@@ -236,13 +250,15 @@ def main() -> None:
     # a pretrained run counts only from the extractor it started from (another pretext design: another run)
     runs = [r for r in kept if r["init"] == "scratch" or (extractors and r.get("extractor") == extractors.get(r["seed"]))]
     chosen = old.get("chosen", {}) if old.get("recipe") == key else {}  # earlier invocations' other fractions
+    capped = old.get("capped", {}) if old.get("recipe") == key else {}
     result = {"recipe": key, "profile": params.get("profile_name"), "seeds": a.seeds, "inits": a.init,
-              "tol": a.tol, "rule": a.rule, "runs": runs, "chosen": chosen,
+              "tol": a.tol, "rule": a.rule, "runs": runs, "chosen": chosen, "capped": capped,
               "superseded": [r for r in kept if r not in runs]}
     dataset, meta = load_dataset(a.dataset)
     here = cpu_id()
     for fraction, budget in zip(a.fractions, starts):
-        while choose(runs, fraction, a.init, a.seeds, a.tol, a.rule) is None and budget <= a.max:
+        limit = a.max if a.cap is None else min(a.max, a.cap)
+        while choose(runs, fraction, a.init, a.seeds, a.tol, a.rule) is None and budget <= limit:
             for init in a.init:
                 for seed in a.seeds:
                     if any((r["fraction"], r["init"], r["seed"], r["epochs"]) == (fraction, init, seed, budget)
@@ -259,9 +275,16 @@ def main() -> None:
                     a.out.write_text(json.dumps(result, indent=1))
             budget *= 2
         now = choose(runs, fraction, a.init, a.seeds, a.tol, a.rule)
+        if now is not None and a.cap is not None and now > a.cap:
+            now = None  # chosen above the cap (runs from an uncapped search): the cap decides below
+        if now is None and a.cap is not None and ran_all(runs, fraction, a.init, a.seeds, a.cap):
+            now, result["capped"][str(fraction)] = a.cap, a.cap  # nothing chosen below the cap: it holds the budget
+        elif now is not None:
+            result["capped"].pop(str(fraction), None)
         if now is not None or str(fraction) not in result["chosen"]:  # a choice stands until one is made
             result["chosen"][str(fraction)] = now                       # (pretrained runs at a chosen budget)
-        print(f"fraction {fraction:g}: budget {result['chosen'][str(fraction)]} epochs", flush=True)
+        print(f"fraction {fraction:g}: budget {result['chosen'][str(fraction)]} epochs"
+              + (" (capped)" if str(fraction) in result["capped"] else ""), flush=True)
     a.out.write_text(json.dumps(result, indent=1))
     print(table(result))
 

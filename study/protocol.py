@@ -92,7 +92,8 @@ class Protocol:
     sized: tuple[float, ...] = ()  # the fractions whose seeds (and assumed sd) the protocol leaves to that file
     unsized: tuple[float, ...] = ()  # of those, the ones the file does not size yet: their arms' seeds are the
     # plan's assumption, and they do not run
-    budget_rule: dict[str, Any] = field(default_factory=dict)  # {rule, tol}: what `study budgets` must have used
+    budget_rule: dict[str, Any] = field(default_factory=dict)  # {rule, tol[, cap]}: what `study budgets` must have
+    # used (cap: per share, the largest budget it may take; a share that reached it unchosen is `capped`)
 
     def check_final(self) -> None:
         if self.draft:
@@ -215,13 +216,26 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
                         f"fixes them")
     search = json.loads(Path(source).read_text()) if source and Path(source).exists() else {}
     rule = doc.get("budget_rule") or {}
-    if rule and (not isinstance(rule, dict) or set(rule) != {"rule", "tol"}):
-        raise UserError(f"{path}: `budget_rule` must be {{rule: <study budgets --rule>, tol: <its --tol>}}")
+    if rule and (not isinstance(rule, dict) or not {"rule", "tol"} <= set(rule) <= {"rule", "tol", "cap"}
+                 or not isinstance(rule.get("cap", {}), dict)):
+        raise UserError(f"{path}: `budget_rule` must be {{rule: <study budgets --rule>, tol: <its --tol>}}, "
+                        f"optionally with cap: {{<share>: <its --cap>}}")
+    caps = {float(f): e for f, e in (rule.get("cap") or {}).items()}
     if rule and search and (search.get("rule"), search.get("tol")) != (rule["rule"], rule["tol"]):
         raise UserError(f"{path}: `budget_rule` is {rule['rule']} with tol {rule['tol']}, but {source} was made "
                         f"with {search.get('rule')} and tol {search.get('tol')}: rerun `python -m study budgets "
                         f"--rule {rule['rule']} --tol {rule['tol']}` on it")
     picked = search.get("chosen", {}) if chosen else {}
+    for f, e in search.get("capped", {}).items():  # the file took a cap: the one the protocol declares there
+        if float(f) in chosen and caps.get(float(f)) != e:
+            raise UserError(f"{path}: {source} caps the {float(f):.0%} budget at {e} epochs, but `budget_rule` "
+                            + (f"caps it at {caps[float(f)]}" if float(f) in caps else "declares no cap there")
+                            + f": rerun `python -m study budgets --fractions {float(f):g} --cap "
+                              f"{caps.get(float(f), '<cap>')}` on it")
+    for f, cap in caps.items():
+        if (picked.get(str(f)) or 0) > cap:
+            raise UserError(f"{path}: {source} chose {picked[str(f)]} epochs at {f:.0%}, above the cap `budget_rule` "
+                            f"declares there ({cap}): rerun `python -m study budgets --fractions {f:g} --cap {cap}` on it")
     budgets: dict[float, int | None] = {}
     for f, e in declared.items():
         if e == "chosen":
@@ -230,7 +244,8 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
             budgets[float(f)] = e
         else:
             raise UserError(f"{path}: budget {e!r} at {f}: give epochs (an integer >= 1) or `chosen`")
-    capped = tuple(float(f) for f in doc.get("capped", []) or [])
+    capped = tuple(float(f) for f in doc.get("capped", []) or []) + tuple(  # declared, or the file took the cap
+        sorted(float(f) for f in search.get("capped", {}) if float(f) in chosen))
     for f in capped:
         if f not in budgets:
             raise UserError(f"{path}: `capped` names fraction {f:g}, which has no entry in `budgets`")

@@ -206,6 +206,35 @@ def search_file(chosen: dict, gains: dict[float, list[float]], rule: str = "two"
     return {"seeds": [0, 1, 2, 3, 4], "rule": rule, "tol": tol, "runs": runs, "chosen": chosen}
 
 
+def test_a_share_the_search_capped_answers_at_its_cap_and_says_so(tmp_path, monkeypatch):
+    """`budget_rule: {..., cap: {share: B}}`: a search file that took the cap (`study budgets --cap B`, the rule
+    having chosen nothing below it) fixes the budget at B and the share is `capped`; a file capped elsewhere or at
+    another budget, or one that chose above the cap, is refused."""
+    monkeypatch.chdir(tmp_path)
+    spread = [0.0, 0.01, -0.01, 0.005, -0.005]
+    arms = [{"pretext": "context", "fractions": [0.1, 0.01], "seeds": "chosen"}]
+    declared = dict(budgets={0.1: "chosen", 0.01: "chosen"}, arms=arms, assumed_sd={0.1: "chosen", 0.01: "chosen"},
+                    budget_source="budgets.json", endpoints={"primary": {"pretext": "context", "fraction": 0.1},
+                                                             "secondary": [{"pretext": "context", "fraction": 0.01}]})
+    search = {**search_file({"0.1": 16, "0.01": 32}, {0.1: spread, 0.01: spread}), "capped": {"0.01": 32}}
+    (tmp_path / "budgets.json").write_text(json.dumps(search))
+    protocol = load_protocol(write_protocol(tmp_path, budget_rule={"rule": "two", "tol": 0.005, "cap": {0.01: 32}},
+                                            **declared))
+    assert protocol.budget(protocol.arm("context", 0.01)) == 32 and protocol.capped == (0.01,)
+    assert protocol.summary()["capped"] == [0.01]
+    with pytest.raises(UserError, match=r"caps the 1% budget at 32 epochs, but `budget_rule` declares no cap there"):
+        load_protocol(write_protocol(tmp_path, budget_rule={"rule": "two", "tol": 0.005}, **declared))
+    with pytest.raises(UserError, match=r"caps the 1% budget at 32 epochs, but `budget_rule` caps it at 16"):
+        load_protocol(write_protocol(tmp_path, budget_rule={"rule": "two", "tol": 0.005, "cap": {0.01: 16}},
+                                     **declared))
+    (tmp_path / "budgets.json").write_text(json.dumps({**search, "capped": {}}))
+    with pytest.raises(UserError, match=r"chose 32 epochs at 1%, above the cap `budget_rule` declares there \(16\)"):
+        load_protocol(write_protocol(tmp_path, budget_rule={"rule": "two", "tol": 0.005, "cap": {0.01: 16}},
+                                     **declared))
+    with pytest.raises(UserError, match=r"`budget_rule` must be .* optionally with cap"):
+        load_protocol(write_protocol(tmp_path, budget_rule={"rule": "two", "tol": 0.005, "max": 16}, **declared))
+
+
 def test_seeds_and_spread_left_to_the_search_file_are_sized_by_its_paired_runs(tmp_path, monkeypatch, capsys):
     """`seeds: chosen` and `assumed_sd: chosen`: each share's seeds are the fewest its paired validation spread
     asks for (at the primary's share, an expected half-width within the margin too); a share the file has not

@@ -267,6 +267,16 @@ def test_paired_runs_at_a_chosen_budget_keep_the_choice(tmp_path, monkeypatch):
     result = run("--fractions", "0.5", "--start", "8", "--max", "16")  # 0.5 + 0.01 e: every doubling gains
     assert result["chosen"] == {"0.01": 2, "0.5": None}
     assert size_finetune.table(result).endswith("Chosen (bold): 2 epochs at 1%; still doubling: 50% (ran to 16).")
+    # a cap: the share runs to it and, the rule having chosen nothing below it, takes it, capped; a cap below a
+    # budget the file had run stops there too, and a rerun runs nothing
+    calls.clear()
+    capped = run("--fractions", "0.5", "--start", "8", "--cap", "16")
+    assert calls == [] and capped["chosen"] == {"0.01": 2, "0.5": 16} and capped["capped"] == {"0.5": 16}
+    assert size_finetune.table(capped).endswith(
+        "Chosen (bold): 2 epochs at 1%, 16 epochs at 50% (capped: the rule chose nothing below it).")
+    assert "| 0.5 | 22,500 | **16** |" in size_finetune.table({**capped, "runs": [
+        {**r, "labelled": 22500} if r["fraction"] == 0.5 else r for r in capped["runs"]]})
+    assert run("--fractions", "0.5", "--start", "8", "--cap", "8")["chosen"]["0.5"] == 8 and calls == []
 
 
 def test_a_gain_that_rounds_to_the_tolerance_shows_which_side_it_falls():
