@@ -109,7 +109,8 @@ def test_the_committed_protocol_declares_a_runnable_study():
     assert {a.fraction for a in p.arms if not a.probe_only} == set(p.budgets) == shares | {0.1, 0.5, 1.0}
     assert {a.name for a in p.arms if a.probe_only or a.budget_factor != 1} == {
         "context-1-probe", "rotation-1-probe", "context-0.01-x2"}
-    assert p.numerics == {"precision": "fp32", "compile": False} and p.budget_rule == {"rule": "two", "tol": 0.01}
+    assert p.numerics == {"precision": "fp32", "compile": False}
+    assert p.budget_rule == {"rule": "two", "tol": 0.01, "cap": {0.01: 32, 0.02: 32, 0.05: 32}}  # not 50 or 100 %
     assert p.profile in {f.stem for f in (ROOT / "conf" / "profile").glob("*.yaml")}
     # the profile holds the budgets chosen so far, so `dvc exp run -S profile=cpu -S fraction=F` trains them too
     from selfsup.loop.budget import finetune_epochs
