@@ -125,10 +125,11 @@ class Protocol:
         return budget * arm.budget_factor
 
     def planned_budget(self, arm: Arm) -> int:
-        """The arm's budget, or for a share whose budget is not chosen yet twice the largest chosen one (what the
-        plan assumes)."""
+        """The arm's budget, or for a share whose budget is not chosen yet its cap or else twice the largest chosen
+        one (what the plan assumes)."""
         known = [b for b in self.budgets.values() if b is not None]
-        base = self.budgets[arm.fraction] or 2 * max(known, default=8)
+        cap = {float(f): e for f, e in (self.budget_rule.get("cap") or {}).items()}.get(arm.fraction)
+        base = self.budgets[arm.fraction] or cap or 2 * max(known, default=8)
         return base * arm.budget_factor
 
     def ready(self, arm: Arm) -> str:

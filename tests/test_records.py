@@ -222,6 +222,11 @@ def test_a_share_the_search_capped_answers_at_its_cap_and_says_so(tmp_path, monk
                                             **declared))
     assert protocol.budget(protocol.arm("context", 0.01)) == 32 and protocol.capped == (0.01,)
     assert protocol.summary()["capped"] == [0.01]
+    (tmp_path / "budgets.json").write_text(json.dumps({**search, "chosen": {"0.1": 16}, "capped": {}}))
+    waiting = load_protocol(write_protocol(tmp_path, budget_rule={"rule": "two", "tol": 0.005, "cap": {0.01: 8}},
+                                           **declared))
+    assert waiting.budgets[0.01] is None and waiting.planned_budget(waiting.arm("context", 0.01)) == 8  # not 32
+    (tmp_path / "budgets.json").write_text(json.dumps(search))
     with pytest.raises(UserError, match=r"caps the 1% budget at 32 epochs, but `budget_rule` declares no cap there"):
         load_protocol(write_protocol(tmp_path, budget_rule={"rule": "two", "tol": 0.005}, **declared))
     with pytest.raises(UserError, match=r"caps the 1% budget at 32 epochs, but `budget_rule` caps it at 16"):
