@@ -128,7 +128,7 @@ class Protocol:
         """The arm's budget, or for a share whose budget is not chosen yet its cap or else twice the largest chosen
         one (what the plan assumes)."""
         known = [b for b in self.budgets.values() if b is not None]
-        cap = {float(f): e for f, e in (self.budget_rule.get("cap") or {}).items()}.get(arm.fraction)
+        cap = self.budget_rule.get("cap", {}).get(arm.fraction)  # float shares: load_protocol's
         base = self.budgets[arm.fraction] or cap or 2 * max(known, default=8)
         return base * arm.budget_factor
 
@@ -318,7 +318,8 @@ def load_protocol(path: Path = PROTOCOL) -> Protocol:
         sd_source=" ".join(str(doc.get("sd_source", "")).split()),
         budgets=budgets, capped=capped, arms=tuple(arms), endpoints=(primary, *secondary), estimate=_estimate(doc, path),
         draft=" ".join(str(doc.get("draft", "")).split()), numerics=numerics, budget_source=source, chosen=chosen,
-        sized=tuple(sorted(sized)), unsized=tuple(sorted(unsized)), budget_rule=dict(rule))
+        sized=tuple(sorted(sized)), unsized=tuple(sorted(unsized)),
+        budget_rule=dict(rule, **({"cap": caps} if caps else {})))  # caps keyed by float share, as `budgets`
     for e in protocol.endpoints:
         if protocol.arm(e.pretext, e.fraction) is None:
             raise UserError(f"{path}: endpoint {e.label} has no arm that runs it")
