@@ -43,6 +43,12 @@ def experiment_refs(baseline: str | None, names: list[str] | None) -> list[str]:
     return chosen
 
 
+def experiment_ref(baseline: str, name: str) -> str:
+    """The full Git ref of experiment `name` made on commit `baseline` (DVC's refs/exps/ab/cdef.../<name>). DVC
+    takes a bare name only while one baseline holds it: a study renewed re-runs its arms under the same names."""
+    return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+
+
 def read_experiment(ref: str, compare: bool = True) -> dict:
     """An experiment's params (in its Git commit) and metrics/compare.json (a DVC output: its commit's
     dvc.lock names it, DVC's cache holds it; `dvc exp pull` fetches both). `compare=False` reads the params

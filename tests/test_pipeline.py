@@ -410,6 +410,10 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     copy = repo.parent / "recorded"
     shutil.copytree(repo, copy, symlinks=True)
     run(["git", "checkout", "-q", "--", "."], copy)  # the report's documents: the record writes them again
+    # an experiment of the primary's name on another baseline (a renewed study's re-run arm): a bare name is
+    # ambiguous to DVC, the record names the full ref
+    root = run(["git", "rev-list", "--max-parents=0", "HEAD"], copy).stdout.strip()  # no experiment ran there
+    run(["git", "update-ref", f"refs/exps/{root[:2]}/{root[2:]}/context-0.1", "HEAD"], copy)
     run([sys.executable, "-m", "study", "record"], copy)
     subjects = run(["git", "log", "--format=%s", "-2"], copy).stdout.splitlines()
     assert subjects[0].startswith("study: the report of 6 recorded arms") and subjects[1].startswith(
