@@ -216,7 +216,7 @@ def table(result: dict) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--dataset", type=Path, default=Path("data/dataset"))
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1])
     p.add_argument("--start", type=int, nargs="+", default=[1], help="first budget per fraction (or one for all)")

@@ -91,7 +91,7 @@ def render(methods: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--exp", nargs="+", required=True, help="experiment names, one row each, in this order")
     parser.add_argument("--doc", type=Path, default=PRETEXTS_DOC)
     args = parser.parse_args(argv)

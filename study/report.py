@@ -61,7 +61,7 @@ def draw_figures(study: dict, protocol: Protocol, paths: dict[str, Path] = FIGUR
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--records", type=Path, default=RECORDS, help="the arms' records (default %(default)s)")
     parser.add_argument("--mixed-numerics", action="store_true",
                         help="pool runs whose precision, device, process count or library versions differ")

@@ -150,13 +150,20 @@ def render(tuning: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--exp", nargs="+", help="the sweep's experiment names (default: those of --baseline)")
     parser.add_argument("--baseline", help="commit whose experiments form the sweep (default HEAD)")
     parser.add_argument("--earlier", type=Path, help="an earlier metrics/tuning.json whose trials to keep")
     parser.add_argument("--results-doc", type=Path, default=RESULTS_DOC)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    tune(parse(argv))
+
+
+def tune(args: argparse.Namespace) -> None:
     earlier = json.loads(args.earlier.read_text()) if args.earlier else None
     tuning = build([read_experiment(r) for r in experiment_refs(args.baseline, args.exp)], earlier)
     table = render(tuning)
@@ -168,5 +175,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def cli() -> None:
     """`python -m study <command>` (study/__main__.py): not a stage, so its one-line errors without the params
-    check."""
-    run_stage(main, outputs=[TUNING_JSON])
+    check. `-h` and a usage error exit in `parse`, before `run_stage`, which takes any exit for a failure and
+    removes metrics/tuning.json."""
+    args = parse()
+    run_stage(lambda: tune(args), outputs=[TUNING_JSON])

@@ -4,7 +4,9 @@ naming the file and the param, until `python -m tools.params_doc` writes them ag
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 
 import pytest
 
@@ -54,3 +56,19 @@ def test_the_budgets_are_written_once_in_protocol_yaml():
     default = protocol.planned_budget(protocol.arm("context", 0.1))
     assert params_doc.profile_budgets() == (f"  epochs: {default}\n  epochs_by_fraction: "
                                             f"{json.dumps([[f, e] for f, e in sorted(chosen.items()) if e != default])}\n")
+
+
+COMMANDS = ["study.run", "study.report", "study.budgets", "study.tune", "study.pretext_table", "tools.params_doc",
+            "tools.bench", "tools.precision_check"]
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_a_command_help_opens_with_its_docstring_first_paragraph_whole(module, monkeypatch, capsys):
+    # `-h` printed the docstring's first line, cut mid-sentence where the paragraph ran on
+    command = importlib.import_module(module)
+    monkeypatch.setattr(sys, "argv", [module, "-h"])
+    with pytest.raises(SystemExit) as exited:
+        command.main()
+    assert exited.value.code == 0
+    first_paragraph = " ".join(command.__doc__.split("\n\n")[0].split())
+    assert first_paragraph in " ".join(capsys.readouterr().out.split())

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from selfsup.core.params import UserError
 from study.markdown import readme_section, splice
+from study import tune
 from study.tune import BEGIN, END, TUNING_JSON, build, render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,18 @@ def experiment(name: str, lr: float, val: dict[str, list[float]], test: dict[str
             for init in ("scratch", "pretrained")}
     return {"name": name, "params": {"fraction": fraction, "seeds": [0, 1], "device": "cpu",
                                      "finetune": {"lr": lr, "epochs": 6}}, "compare": {"runs": runs}}
+
+
+def test_the_tune_command_help_leaves_the_sweep_file(tmp_path, monkeypatch, capsys):
+    # `-h` exits; the runner that removes a failed command's outputs took that exit for a failure
+    monkeypatch.chdir(tmp_path)
+    TUNING_JSON.parent.mkdir()
+    TUNING_JSON.write_text("{}")
+    monkeypatch.setattr(sys, "argv", ["python -m study tune", "-h"])
+    with pytest.raises(SystemExit) as exited:
+        tune.cli()
+    assert exited.value.code == 0 and "--earlier" in capsys.readouterr().out
+    assert TUNING_JSON.read_text() == "{}"
 
 
 def test_each_init_gets_its_best_validation_setting_and_test_is_never_used():

@@ -297,7 +297,7 @@ def table(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--stem", default="cifar", choices=list(STEMS))
     parser.add_argument("--batch-size", type=int, default=256)

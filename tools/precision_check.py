@@ -47,7 +47,7 @@ def run(args: argparse.Namespace, precision: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--dataset", default="data/dataset")
     parser.add_argument("--fraction", type=float, default=0.1, help="label fraction whose split is fine-tuned on")
     parser.add_argument("--epochs", type=int, default=3, help="budget, in passes over the 100 %% labelled pool")
