@@ -52,6 +52,7 @@ from selfsup.finetune import FineTune
 from selfsup.loop.precision_choice import cpu_id
 from selfsup.loop.training_stage import TrainingStage, stage_precision
 from selfsup.training.distributed import Dist
+from study.markdown import first_paragraph
 
 
 MARGIN = 0.01  # the studies' equivalence margin, for the seeds a spread asks for (protocol.yaml declares its own)
@@ -216,7 +217,7 @@ def table(result: dict) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    p = argparse.ArgumentParser(description=first_paragraph(__doc__))
     p.add_argument("--dataset", type=Path, default=Path("data/dataset"))
     p.add_argument("--fractions", type=float, nargs="+", default=[0.1])
     p.add_argument("--start", type=int, nargs="+", default=[1], help="first budget per fraction (or one for all)")

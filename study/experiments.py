@@ -36,7 +36,7 @@ def experiment_refs(baseline: str | None, names: list[str] | None) -> list[str]:
             raise UserError(f"no experiment named {', '.join(sorted(missing))}: see `dvc exp list --all-commits`")
         return chosen
     sha = git("rev-parse", baseline or "HEAD").strip()
-    chosen = [r for r in refs if r.startswith(f"refs/exps/{sha[:2]}/{sha[2:]}/")]
+    chosen = [r for r in refs if r.startswith(experiment_ref(sha, ""))]
     if not chosen:
         raise UserError(f"no experiments on baseline {sha[:7]}: queue them first (README, 'Label efficiency'), "
                         f"or pass --baseline REV / --exp NAME ...")

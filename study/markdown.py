@@ -8,6 +8,11 @@ from pathlib import Path
 from selfsup.core.params import UserError
 
 
+def first_paragraph(doc: str) -> str:
+    """A docstring's first paragraph on one line: what a command's `-h` prints as its description."""
+    return " ".join(doc.split("\n\n")[0].split())
+
+
 def num(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
 

@@ -20,7 +20,7 @@ from selfsup.loop.budget import finetune_epochs
 from selfsup.core.stage import run_stage
 from selfsup.config import hardware_knobs
 from study.experiments import check_same_study, dataset_name, experiment_refs, read_experiment
-from study.markdown import ci, p_value, readme_section, splice
+from study.markdown import ci, first_paragraph, p_value, readme_section, splice
 
 METHODS_JSON = Path("metrics/methods.json")
 PRETEXTS_DOC = Path("docs/pretexts.md")
@@ -91,7 +91,7 @@ def render(methods: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--exp", nargs="+", required=True, help="experiment names, one row each, in this order")
     parser.add_argument("--doc", type=Path, default=PRETEXTS_DOC)
     args = parser.parse_args(argv)

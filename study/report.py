@@ -32,7 +32,7 @@ from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
 from study.records import RECORDS, as_experiment, read_records
-from study.markdown import splice
+from study.markdown import first_paragraph, splice
 from study.report_text import FIGURES, RESULTS_DOC, render, render_answer
 from study.results import build_study, judge
 
@@ -61,7 +61,7 @@ def draw_figures(study: dict, protocol: Protocol, paths: dict[str, Path] = FIGUR
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--records", type=Path, default=RECORDS, help="the arms' records (default %(default)s)")
     parser.add_argument("--mixed-numerics", action="store_true",
                         help="pool runs whose precision, device, process count or library versions differ")

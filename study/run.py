@@ -43,7 +43,7 @@ from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
 from selfsup.loop.budget import finetune_epochs
 from study.experiments import experiment_ref, experiment_refs, git, read_compare, read_experiment, read_output
-from study.markdown import minutes
+from study.markdown import first_paragraph, minutes
 from study.records import RECORDS, machine, read_records, record_path, write_record
 from study.report_text import RUN_LOG
 
@@ -164,13 +164,14 @@ def record(protocol: Protocol, partial: bool = False) -> None:
                            else " (or `python -m study record --partial`: the arms recorded so far)"))
     if git("status", "--porcelain", "--untracked-files=no"):
         raise UserError("the working tree has uncommitted changes to tracked files: commit or stash them first")
-    exp = experiment_ref(done[primary.name]["baseline"], done[primary.name]["experiment"])
+    made = done[primary.name]
+    exp = experiment_ref(made["baseline"], made["experiment"])
     if subprocess.run(["dvc", "exp", "apply", exp]).returncode != 0:
         raise UserError(f"`dvc exp apply {exp}` failed: run `python -m study record` where the primary arm ran")
     git("add", "-f", *[f for f in ARM_FILES if Path(f).exists()])
     git("add", "-u", "--", "*.gitignore")  # the outputs' ignore lists DVC keeps (one line a seed's checkpoint)
     git("commit", "-q", "-m", f"study: the primary arm {primary.name}'s params, lock and figures (experiment "
-                              f"{done[primary.name]['experiment']} of {done[primary.name]['baseline'][:7]}, "
+                              f"{made['experiment']} of {made['baseline'][:7]}, "
                               f"protocol sha1 {protocol.digest[:12]})")
     git("checkout", "--", ".")  # the rest of the experiment's tree (its code, its hardware.yaml) back to this commit's
     report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(protocol.path),
@@ -247,7 +248,7 @@ def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--protocol", type=Path, default=PROTOCOL)
     parser.add_argument("--arms", nargs="+", metavar="ARM", help="only these arms (names as `plan` lists them)")
     parser.add_argument("--plan", action="store_true", help="print what is recorded and left, with the estimate")

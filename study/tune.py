@@ -32,7 +32,7 @@ from selfsup.core.paths import INITS
 from selfsup.core.stage import run_stage
 from selfsup.config import hardware_knobs
 from study.experiments import check_same_study, experiment_refs, flatten, read_experiment
-from study.markdown import splice
+from study.markdown import first_paragraph, splice
 from study.report_text import RESULTS_DOC
 
 TUNING_JSON = Path("metrics/tuning.json")
@@ -151,7 +151,7 @@ def render(tuning: dict) -> str:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--exp", nargs="+", help="the sweep's experiment names (default: those of --baseline)")
     parser.add_argument("--baseline", help="commit whose experiments form the sweep (default HEAD)")
     parser.add_argument("--earlier", type=Path, help="an earlier metrics/tuning.json whose trials to keep")

@@ -64,6 +64,7 @@ from selfsup.pretexts import TASKS, build_task
 from selfsup.pretexts.base import pretext_batches
 from selfsup.core.stage import run_stage
 from tools import roofline
+from study.markdown import first_paragraph
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ("selfsup", "tools/bench.py", "tools/roofline.py", "nets", "params.yaml")  # what a benchmark run executes or reads
@@ -297,7 +298,7 @@ def table(report: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--stem", default="cifar", choices=list(STEMS))
     parser.add_argument("--batch-size", type=int, default=256)

@@ -28,7 +28,7 @@ import yaml
 from selfsup.config import TASK_PARAMS, declared_default, defaults, fields, hardware_knobs, rule
 from selfsup.core.stage import run_stage
 from study.experiments import flatten
-from study.markdown import splice
+from study.markdown import first_paragraph, splice
 from study.protocol import load_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def first_difference(path: Path, want: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a file is out of date")
     args = parser.parse_args(argv)
     if args.check:

@@ -24,6 +24,7 @@ from selfsup.loop.training_stage import TrainingStage, stage_precision
 from selfsup.subsets import split_indices
 from selfsup.training.devices import configure_device, resolve_device
 from selfsup.training.distributed import Dist
+from study.markdown import first_paragraph
 
 
 def run(args: argparse.Namespace, precision: str) -> dict:
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace, precision: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
+    parser = argparse.ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--dataset", default="data/dataset")
     parser.add_argument("--fraction", type=float, default=0.1, help="label fraction whose split is fine-tuned on")
     parser.add_argument("--epochs", type=int, default=3, help="budget, in passes over the 100 %% labelled pool")
