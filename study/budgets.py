@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from selfsup.analysis.stats import mean_ci, seeds_needed
 from selfsup.core.dataset import load_dataset
@@ -53,9 +54,23 @@ from selfsup.loop.precision_choice import cpu_id
 from selfsup.loop.training_stage import TrainingStage, stage_precision
 from selfsup.training.distributed import Dist
 from study.markdown import first_paragraph
+from study.protocol import PROTOCOL
 
 
-MARGIN = 0.01  # the studies' equivalence margin, for the seeds a spread asks for (protocol.yaml declares its own)
+MARGIN = 0.01  # the equivalence margin and the primary share a spread's seeds are sized for, and the tolerance,
+PRIMARY = 0.1  # where no protocol.yaml names the search file as its budget source (`declared`)
+
+
+def declared(out: Path, protocol: Path = PROTOCOL) -> dict:
+    """What the study's protocol declares for the search file `out`: its margin, its primary share and its budget
+    rule's tolerance, where protocol.yaml names `out` as its `budget_source`; else the defaults (MARGIN, PRIMARY,
+    tolerance MARGIN). Read from the YAML alone: load_protocol reads the search file, so cannot check it first."""
+    doc = yaml.safe_load(protocol.read_text()) if protocol.exists() else None
+    if not isinstance(doc, dict) or Path(str(doc.get("budget_source", ""))) != out:
+        return {"margin": MARGIN, "primary": PRIMARY, "tol": MARGIN}
+    margin = float(doc.get("margin", MARGIN))
+    primary = ((doc.get("endpoints") or {}).get("primary") or {}).get("fraction", PRIMARY)
+    return {"margin": margin, "primary": float(primary), "tol": float((doc.get("budget_rule") or {}).get("tol", margin))}
 
 
 def recipe_key(params: dict) -> str:
@@ -175,9 +190,10 @@ def gain_text(gain: float, tol: float | None) -> str:
     return f"{gain:+.5f}" if tol is not None and abs(abs(gain) - tol) < 5e-5 else f"{gain:+.4f}"
 
 
-def table(result: dict) -> str:
+def table(result: dict, margin: float = MARGIN, primary: float = PRIMARY) -> str:
     """The doubling table (Markdown): per fraction and budget, each init's mean validation macro-F1 over the seeds
-    and its gain over the half budget; the chosen budget in bold."""
+    and its gain over the half budget; the chosen budget in bold; then the seeds each chosen share's paired spread
+    asks for, sized for equivalence within `margin` (and the half-width at the `primary` share)."""
     runs, seeds, tol = result["runs"], result["seeds"], result.get("tol")
     inits = [i for i in ("scratch", "pretrained") if any(r["init"] == i for r in runs)]  # every invocation's
     paired = len(inits) == 2
@@ -208,10 +224,11 @@ def table(result: dict) -> str:
     lines += ["", f"Mean over seeds {', '.join(map(str, seeds))} (gain: over the half budget{worth}). Chosen (bold): "
               + (", ".join(done) or "none yet") + (f"; still doubling: {', '.join(left)}" if left else "") + "."]
     needed = [f"{f:.0%} {'more than 100' if n is None else n} (sd {sd:.4f})"
-              for f, (n, sd) in sorted(seed_sizes(result, MARGIN, 0.1).items())] if paired else []
+              for f, (n, sd) in sorted(seed_sizes(result, margin, primary).items())] if paired else []
     if needed:
         lines[-1] += (f" Seeds the paired spread at the chosen budget asks for (at least 5; power 0.8 to show "
-                      f"equivalence within ±{MARGIN:g}, and at 10 % an expected half-width of at most {MARGIN:g}): "
+                      f"equivalence within ±{margin:g}, and at {primary * 100:g} % an expected half-width of at most "
+                      f"{margin:g}): "
                       + ", ".join(needed) + ".")
     return "\n".join(lines)
 
@@ -227,16 +244,19 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--init", nargs="+", choices=("scratch", "pretrained"), default=["scratch"])
     p.add_argument("--pretrained", type=Path, default=Path("models/pretrained"))
-    p.add_argument("--tol", type=float, default=0.01,
-                   help="a doubling worth less than this is not taken (default: protocol.yaml's, the margin)")
+    p.add_argument("--tol", type=float,
+                   help="a doubling worth less than this is not taken (default: protocol.yaml's budget_rule tol where "
+                        "it names --out as its budget_source, else 0.01)")
     p.add_argument("--rule", choices=("bound", "two", "mean"), default="two",
                    help="bound: the doubling gain's 95 %% upper confidence bound below --tol; two: the mean gains "
                         "of the doublings into and out of the budget both below --tol; mean: the one's mean")
     p.add_argument("--out", type=Path, default=Path("metrics/budgets.json"))
     p.add_argument("--table", action="store_true", help="print the table of --out and stop")
     a = p.parse_args()
+    terms = declared(a.out)
+    a.tol = terms["tol"] if a.tol is None else a.tol
     if a.table:
-        print(table(json.loads(a.out.read_text())))
+        print(table(json.loads(a.out.read_text()), terms["margin"], terms["primary"]))
         return
     if len(a.seeds) < 3:
         raise UserError(f"--seeds: {len(a.seeds)} given; a budget is chosen over at least three seeds")
@@ -287,7 +307,7 @@ def main() -> None:
         print(f"fraction {fraction:g}: budget {result['chosen'][str(fraction)]} epochs"
               + (" (capped)" if str(fraction) in result["capped"] else ""), flush=True)
     a.out.write_text(json.dumps(result, indent=1))
-    print(table(result))
+    print(table(result, terms["margin"], terms["primary"]))
 
 
 def cli() -> None:

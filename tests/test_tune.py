@@ -302,14 +302,31 @@ def test_a_gain_that_rounds_to_the_tolerance_shows_which_side_it_falls():
 
 @pytest.mark.parametrize("name,marker", [("budgets.json", "budgets"), ("budgets-next.json", "budgets-next")])
 def test_the_committed_budget_table_is_what_its_file_holds(name, marker):
-    from study.budgets import table
+    from study.budgets import declared, table
     path = ROOT / "metrics" / name
     if not path.exists():
         pytest.skip(f"no metrics/{name} committed")
     section = readme_section((ROOT / "docs" / "results.md").read_text(),
                              f"<!-- {marker}:begin (python -m study budgets --table --out metrics/{name}) -->",
                              f"<!-- {marker}:end -->")
-    assert section == table(json.loads(path.read_text())) + "\n", f"run python -m study budgets --table --out {path}"
+    terms = declared(Path("metrics") / name, ROOT / "protocol.yaml")  # as `--table --out metrics/<name>` reads them
+    assert section == table(json.loads(path.read_text()), terms["margin"], terms["primary"]) + "\n", \
+        f"run python -m study budgets --table --out {path}"
+
+
+def test_the_search_takes_the_protocols_margin_primary_and_tolerance_for_its_own_file(tmp_path):
+    from study.budgets import MARGIN, PRIMARY, declared, table
+    protocol = tmp_path / "protocol.yaml"
+    assert declared(Path("s.json"), protocol) == {"margin": MARGIN, "primary": PRIMARY, "tol": MARGIN}  # none
+    protocol.write_text("margin: 0.02\nbudget_source: s.json\nbudget_rule: {rule: two, tol: 0.005}\n"
+                        "endpoints: {primary: {pretext: context, fraction: 0.5}}\n")
+    assert declared(Path("s.json"), protocol) == {"margin": 0.02, "primary": 0.5, "tol": 0.005}
+    assert declared(Path("other.json"), protocol)["margin"] == MARGIN  # another file: not the protocol's search
+    runs = [{"fraction": f, "init": i, "seed": s, "epochs": 4, "labelled": 10, "val_f1_macro": 0.5 + d * (i == "pretrained")}
+            for f in (0.1, 0.5) for i in ("scratch", "pretrained") for s, d in enumerate((0.0, 0.01, 0.02))]
+    result = {"runs": runs, "seeds": [0, 1, 2], "chosen": {"0.1": 4, "0.5": 4}}
+    assert "within ±0.02, and at 50 % an expected half-width of at most 0.02" in table(result, 0.02, 0.5)
+    assert "within ±0.01, and at 10 % an expected half-width of at most 0.01" in table(result)
 
 
 @pytest.mark.e2e
