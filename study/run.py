@@ -170,27 +170,34 @@ def record(protocol: Protocol, partial: bool = False) -> None:
         raise UserError(f"`dvc exp apply {exp}` failed: run `python -m study record` where the primary arm ran")
     git("add", "-f", *[f for f in ARM_FILES if Path(f).exists()])
     git("add", "-u", "--", "*.gitignore")  # the outputs' ignore lists DVC keeps (one line a seed's checkpoint)
-    git("commit", "-q", "-m", f"study: the primary arm {primary.name}'s params, lock and figures (experiment "
-                              f"{made['experiment']} of {made['baseline'][:7]}, "
-                              f"protocol sha1 {protocol.digest[:12]})")
+    if git("diff", "--cached", "--name-only").strip():  # a later --partial: the primary is committed already
+        git("commit", "-q", "-m", f"study: the primary arm {primary.name}'s params, lock and figures (experiment "
+                                  f"{made['experiment']} of {made['baseline'][:7]}, "
+                                  f"protocol sha1 {protocol.digest[:12]})")
     git("checkout", "--", ".")  # the rest of the experiment's tree (its code, its hardware.yaml) back to this commit's
     report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(protocol.path),
                              *(["--partial"] if missing else [])])
     if report.returncode != 0:
         raise UserError("the report failed (its error is above)")
     git("add", "-f", *[f for f in REPORT_FILES if Path(f).exists()])
-    git("commit", "-q", "-m", f"study: the report of {len(done)} recorded arms under protocol sha1 "
-                              f"{protocol.digest[:12]}" + (f" ({len(missing)} not yet run)" if missing else ""))
+    if git("diff", "--cached", "--name-only").strip():  # nothing new since the last report: nothing to commit
+        git("commit", "-q", "-m", f"study: the report of {len(done)} recorded arms under protocol sha1 "
+                                  f"{protocol.digest[:12]}" + (f" ({len(missing)} not yet run)" if missing else ""))
     print("recorded the primary arm and the report", flush=True)
 
 
-def log_session(started: float, seconds: float, arms: list[str]) -> float:
-    """Add this invocation to metrics/study_run.json; the study's wall clock so far, over every invocation."""
+def log_session(started: float, seconds: float, arms: list[str], commit: bool) -> float:
+    """Add this invocation to metrics/study_run.json, committed (that file alone) unless told not, so the tree is
+    clean for `record`; the study's wall clock so far, over every invocation."""
     record = json.loads(RUN_LOG.read_text()) if RUN_LOG.exists() else {"sessions": []}
     record["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
                                "seconds": round(seconds, 1), "arms_run": arms})
     record["wall_seconds"] = sum(s["seconds"] for s in record["sessions"])
     save_json(record, RUN_LOG)
+    if commit:
+        git("add", "-f", RUN_LOG.as_posix())
+        git("commit", "-q", "-m", f"study run log: {minutes(seconds)} running {', '.join(arms) or 'no arm to its end'}",
+            "--", RUN_LOG.as_posix())
     return record["wall_seconds"]
 
 
@@ -275,11 +282,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run_arms(protocol, arms, False, not args.no_commit, ran)
     except BaseException:  # an arm failed, or Ctrl-C: this invocation's wall clock still counts
-        wall = log_session(started, time.time() - started, ran)
+        wall = log_session(started, time.time() - started, ran, not args.no_commit)
         print(f"study: stopped after {minutes(time.time() - started)} (the study's wall clock so far "
               f"{minutes(wall)}, {RUN_LOG}); run it again to resume", file=sys.stderr, flush=True)
         raise
-    wall = log_session(started, time.time() - started, ran)
+    wall = log_session(started, time.time() - started, ran, not args.no_commit)
     print(f"study: {len(arms)} arms recorded; this run {minutes(time.time() - started)}, the study's "
           f"wall clock {minutes(wall)} over every invocation here ({RUN_LOG})", flush=True)
     if not args.no_report:

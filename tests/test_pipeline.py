@@ -357,8 +357,9 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
         " -S fraction=1.0 -S seeds=[0,1] -S hardware.yaml:precision=fp32 -S hardware.yaml:compile=false" in plan, plan
     one = run([sys.executable, "-m", "study", "run", "--arms", "rotation-1", "--no-report"], repo).stdout
     assert "[1/1] rotation-1: 0 arms recorded" in one and "recorded rotation-1: metrics/arms/rotation-1.json" in one
-    assert run(["git", "log", "-1", "--format=%s"], repo).stdout.startswith("study record: arm rotation-1 (")
-    assert run(["git", "status", "--porcelain", "metrics/arms"], repo).stdout == ""  # committed
+    last, arm = run(["git", "log", "-2", "--format=%s"], repo).stdout.splitlines()
+    assert arm.startswith("study record: arm rotation-1 (") and last.startswith("study run log: "), (last, arm)
+    assert run(["git", "status", "--porcelain", "metrics/arms", "metrics/study_run.json"], repo).stdout == ""  # committed
     out = run([sys.executable, "-m", "study", "run"], repo).stdout
     assert "[4/6] rotation-1: recorded (metrics/arms/rotation-1.json)" in out, out
     assert "Running stage 'finetune_pretrained@0'" in out and "report: 5 arms" in out, out  # 1 probe-only

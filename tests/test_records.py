@@ -297,7 +297,8 @@ def test_a_partial_record_commits_the_primary_arm_and_reports_what_has_run(proto
     from study import run as run_study
     primary = record_of(full_set()[0], "context-0.1", protocol)
     calls: list[tuple] = []
-    monkeypatch.setattr(run_study, "git", lambda *a: calls.append(("git", *a)) or "")
+    staged = {"now": "params.yaml\n"}  # what `git diff --cached --name-only` says was staged
+    monkeypatch.setattr(run_study, "git", lambda *a: calls.append(("git", *a)) or (staged["now"] if a[0] == "diff" else ""))
     monkeypatch.setattr(run_study.subprocess, "run",
                         lambda cmd, **k: calls.append(tuple(cmd)) or SimpleNamespace(returncode=0))
     monkeypatch.setattr(run_study, "done_arms", lambda p: {})
@@ -316,3 +317,7 @@ def test_a_partial_record_commits_the_primary_arm_and_reports_what_has_run(proto
     assert report[-1] == "--partial"
     subjects = [c[-1] for c in calls if c[:2] == ("git", "commit")]
     assert subjects[0].startswith("study: the primary arm context-0.1's params") and "not yet run" in subjects[1]
+    calls.clear()
+    staged["now"] = ""  # a later --partial with nothing new (the primary committed, no arm since): no empty commits
+    run_study.record(protocol, partial=True)
+    assert not [c for c in calls if c[:2] == ("git", "commit")] and any("report" in c for c in calls)
