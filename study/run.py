@@ -24,7 +24,8 @@ restores every finished stage from its run-cache (on the same machine) and the i
 resumes from its last finished epoch (selfsup/loop/resume.py). Before each arm it prints its progress and the
 time left, estimated from the recorded arms (seconds a pretraining, a fine-tune epoch, an arm's other stages),
 or from the protocol's `estimate` before any has finished. Each invocation's wall clock is added to
-metrics/study_run.json, however it ends (an arm failed, Ctrl-C) but for a hard kill.
+metrics/study_run.json, however it ends (an arm failed, Ctrl-C) but for a hard kill, and committed (that file
+alone, unless --no-commit), so the tracked tree is clean for `record` once the workspace is checked out.
 """
 
 from __future__ import annotations
@@ -195,9 +196,13 @@ def log_session(started: float, seconds: float, arms: list[str], commit: bool) -
     record["wall_seconds"] = sum(s["seconds"] for s in record["sessions"])
     save_json(record, RUN_LOG)
     if commit:
-        git("add", "-f", RUN_LOG.as_posix())
-        git("commit", "-q", "-m", f"study run log: {minutes(seconds)} running {', '.join(arms) or 'no arm to its end'}",
-            "--", RUN_LOG.as_posix())
+        try:
+            git("add", "-f", RUN_LOG.as_posix())
+            git("commit", "-q", "-m", f"study run log: {minutes(seconds)} running "
+                                      f"{', '.join(arms) or 'no arm to its end'}", "--", RUN_LOG.as_posix())
+        except UserError as e:  # the log is written and the arms recorded: say so, and let the run's own end stand
+            print(f"study: {RUN_LOG} written, not committed ({e}): commit it before `record`", file=sys.stderr,
+                  flush=True)
     return record["wall_seconds"]
 
 

@@ -301,10 +301,18 @@ def test_the_study_logs_its_wall_clock_however_an_invocation_ends(protocol, tmp_
             raise KeyboardInterrupt
         return SimpleNamespace(returncode=1)
     monkeypatch.setattr(run_study, "subprocess", SimpleNamespace(run=arm))
-    with pytest.raises(KeyboardInterrupt if outcome == "interrupted" else UserError):
+    calls = []
+
+    def git(*args):  # the log's commit fails (as outside a repository): the run's own end still stands
+        calls.append(args)
+        raise UserError("git commit failed: not a repository")
+    monkeypatch.setattr(run_study, "git", git)
+    with pytest.raises(KeyboardInterrupt if outcome == "interrupted" else UserError, match=None if outcome ==
+                       "interrupted" else "^(?!git)"):
         run_study.main(["--protocol", str(protocol.path)])
     sessions = json.loads(log.read_text())["sessions"]
     assert len(sessions) == 1 and sessions[0]["arms_run"] == [] and sessions[0]["seconds"] >= 0
+    assert calls == [("add", "-f", log.as_posix())]  # committed as its own file (the add failed here)
 
 
 def test_the_plan_runs_and_writes_nothing(protocol, tmp_path, monkeypatch, capsys):
