@@ -150,6 +150,12 @@ def record_arm(protocol: Protocol, arm: Arm, commit: bool, wall_seconds: float) 
     return path
 
 
+def commit_staged(message: str) -> None:
+    """Commit what is staged, if anything is (record run again with nothing new must not fail on an empty commit)."""
+    if git("diff", "--cached", "--name-only").strip():
+        git("commit", "-q", "-m", message)
+
+
 def record(protocol: Protocol, partial: bool = False) -> None:
     """The finished study's last commit: the primary arm's params.yaml, dvc.lock, summary and figures (applied with
     `dvc exp apply`: run it on the machine whose experiments hold the primary), so the branch's params.yaml,
@@ -171,19 +177,17 @@ def record(protocol: Protocol, partial: bool = False) -> None:
         raise UserError(f"`dvc exp apply {exp}` failed: run `python -m study record` where the primary arm ran")
     git("add", "-f", *[f for f in ARM_FILES if Path(f).exists()])
     git("add", "-u", "--", "*.gitignore")  # the outputs' ignore lists DVC keeps (one line a seed's checkpoint)
-    if git("diff", "--cached", "--name-only").strip():  # a later --partial: the primary is committed already
-        git("commit", "-q", "-m", f"study: the primary arm {primary.name}'s params, lock and figures (experiment "
-                                  f"{made['experiment']} of {made['baseline'][:7]}, "
-                                  f"protocol sha1 {protocol.digest[:12]})")
+    # nothing staged on a later --partial: the primary's files were committed by the first
+    commit_staged(f"study: the primary arm {primary.name}'s params, lock and figures (experiment "
+                  f"{made['experiment']} of {made['baseline'][:7]}, protocol sha1 {protocol.digest[:12]})")
     git("checkout", "--", ".")  # the rest of the experiment's tree (its code, its hardware.yaml) back to this commit's
     report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(protocol.path),
                              *(["--partial"] if missing else [])])
     if report.returncode != 0:
         raise UserError("the report failed (its error is above)")
     git("add", "-f", *[f for f in REPORT_FILES if Path(f).exists()])
-    if git("diff", "--cached", "--name-only").strip():  # nothing new since the last report: nothing to commit
-        git("commit", "-q", "-m", f"study: the report of {len(done)} recorded arms under protocol sha1 "
-                                  f"{protocol.digest[:12]}" + (f" ({len(missing)} not yet run)" if missing else ""))
+    commit_staged(f"study: the report of {len(done)} recorded arms under protocol sha1 {protocol.digest[:12]}"
+                  + (f" ({len(missing)} not yet run)" if missing else ""))
     print("recorded the primary arm and the report", flush=True)
 
 
