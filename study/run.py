@@ -19,8 +19,9 @@ The record: when an arm's experiment finishes, its figures (metrics/compare.json
 and that file is committed at once (`--no-commit` leaves it uncommitted). An arm is done when the working tree
 has its record under this protocol, wherever it ran: `run` on a new machine (a fresh clone, no DVC cache, no
 experiment refs) runs only what the record lacks, and two machines that each took some arms (`--arms`) merge
-their commits. Killed at any point and started again, it skips the recorded arms; in the interrupted one DVC
-restores every finished stage from its run-cache (on the same machine) and the interrupted training stage
+their commits. Stopped with Ctrl-C it lets the running `dvc exp run` clean up (HEAD back on the branch; it
+refuses to start on a detached HEAD). Killed at any point and started again, it skips the recorded arms; in the
+interrupted one DVC restores every finished stage from its run-cache (on the same machine) and the interrupted training stage
 resumes from its last finished epoch (selfsup/loop/resume.py). Before each arm it prints its progress and the
 time left, estimated from the recorded arms (seconds a pretraining, a fine-tune epoch, an arm's other stages),
 or from the protocol's `estimate` before any has finished. Each invocation's wall clock is added to
@@ -222,9 +223,46 @@ def chosen_arms(protocol: Protocol, names: list[str] | None) -> list[Arm]:
     return arms
 
 
-def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran: list[str]) -> None:
+def current_branch() -> str:
+    """The branch HEAD is on, where each arm's record is committed. A detached HEAD (a `dvc exp run` stopped
+    before its cleanup leaves one) is refused: records committed there would be on no branch."""
+    proc = subprocess.run(["git", "symbolic-ref", "-q", "--short", "HEAD"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        head = git("rev-parse", "--short", "HEAD").strip()
+        raise UserError(f"HEAD is detached at {head} (a `dvc exp run` stopped before its cleanup leaves it so): "
+                        f"`git checkout main` first (after `git branch -f main {head}` if {head} holds commits "
+                        "main lacks)")
+    return proc.stdout.strip()
+
+
+def reattach(branch: str) -> None:
+    """HEAD back on `branch` if a `dvc exp run` stopped hard left it detached at that branch's commit."""
+    detached = subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], capture_output=True).returncode != 0
+    if detached and git("rev-parse", "HEAD") == git("rev-parse", f"refs/heads/{branch}"):
+        git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
+
+
+def run_child(cmd: list[str], grace_seconds: float = 120) -> int:
+    """Run `cmd` and return its exit code. On Ctrl-C, which the child in this process group gets too, wait up to
+    `grace_seconds` for it to finish its own cleanup (DVC restores HEAD and its stage locks) instead of killing it
+    a quarter of a second later as `subprocess.run` does; then Ctrl-C goes on."""
+    child = subprocess.Popen(cmd)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        try:
+            child.wait(timeout=grace_seconds)
+        except BaseException:  # it would not stop, or a second Ctrl-C
+            child.kill()
+            child.wait()
+        raise
+
+
+def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran: list[str],
+             branch: str | None = None) -> None:
     """Each of `arms` the record lacks, in running order, with its progress and the time left; `plan` prints
-    them instead. `ran` collects the arms this invocation finished and recorded."""
+    them instead. `ran` collects the arms this invocation finished and recorded; `branch`, where HEAD is put
+    back should an arm's `dvc exp run` be stopped before it can do so itself."""
     done = done_arms(protocol)
     rate, source = rates(protocol, done)
     if plan:
@@ -253,9 +291,13 @@ def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran:
         print(f"[{k}/{len(arms)}] {arm.name}: {len(finished)} arms recorded, about {minutes(eta)} left for these "
               f"({source})\n  {' '.join(command(protocol, arm))}", flush=True)
         began = time.time()
-        proc = subprocess.run(command(protocol, arm))
-        if proc.returncode != 0:
-            raise UserError(f"arm {arm.name} failed (exit {proc.returncode}); fix the cause and run "
+        try:
+            code = run_child(command(protocol, arm))
+        finally:
+            if branch:
+                reattach(branch)
+        if code != 0:
+            raise UserError(f"arm {arm.name} failed (exit {code}); fix the cause and run "
                             f"`python -m study run` again: it resumes")
         record_arm(protocol, arm, commit, time.time() - began)
         ran.append(arm.name)
@@ -278,6 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     protocol = load_protocol(args.protocol)
     print(describe(protocol), flush=True)
     if args.record:
+        current_branch()
         record(protocol, args.partial)
         return
     arms = chosen_arms(protocol, args.arms)
@@ -285,11 +328,12 @@ def main(argv: list[str] | None = None) -> None:
     ran: list[str] = []
     if not args.plan:
         protocol.check_final()
+        branch = current_branch()
     if args.plan:  # prints, runs and writes nothing
         run_arms(protocol, arms, True, False, ran)
         return
     try:
-        run_arms(protocol, arms, False, not args.no_commit, ran)
+        run_arms(protocol, arms, False, not args.no_commit, ran, branch)
     except BaseException:  # an arm failed, or Ctrl-C: this invocation's wall clock still counts
         wall = log_session(started, time.time() - started, ran, not args.no_commit)
         print(f"study: stopped after {minutes(time.time() - started)} (the study's wall clock so far "

@@ -289,8 +289,6 @@ def test_the_study_runs_the_primary_first_and_estimates_each_piece_of_work_once(
 def test_the_study_logs_its_wall_clock_however_an_invocation_ends(protocol, tmp_path, monkeypatch, outcome):
     """Ctrl-C or a failed arm: the invocation's seconds still go into metrics/study_run.json, so the study's
     wall clock over its interruptions is on record."""
-    from types import SimpleNamespace
-
     from study import run as run_study
     log = tmp_path / "study_run.json"
     monkeypatch.setattr(run_study, "RUN_LOG", log)
@@ -299,8 +297,10 @@ def test_the_study_logs_its_wall_clock_however_an_invocation_ends(protocol, tmp_
     def arm(cmd):
         if outcome == "interrupted":
             raise KeyboardInterrupt
-        return SimpleNamespace(returncode=1)
-    monkeypatch.setattr(run_study, "subprocess", SimpleNamespace(run=arm))
+        return 1
+    monkeypatch.setattr(run_study, "run_child", arm)
+    monkeypatch.setattr(run_study, "current_branch", lambda: "main")
+    monkeypatch.setattr(run_study, "reattach", lambda branch: None)
     calls = []
 
     def git(*args):  # the log's commit fails (as outside a repository): the run's own end still stands
@@ -321,6 +321,7 @@ def test_the_plan_runs_and_writes_nothing(protocol, tmp_path, monkeypatch, capsy
     monkeypatch.setattr(run_study, "RUN_LOG", log)
     monkeypatch.setattr(run_study, "done_arms", lambda p: {})
     monkeypatch.setattr(run_study.subprocess, "run", lambda *a, **k: pytest.fail("the plan ran something"))
+    monkeypatch.setattr(run_study.subprocess, "Popen", lambda *a, **k: pytest.fail("the plan ran something"))
     run_study.main(["--protocol", str(protocol.path), "--plan"])
     assert not log.exists() and "| all |" in capsys.readouterr().out
 

@@ -183,6 +183,7 @@ def test_the_study_skips_arms_whose_budget_is_not_chosen(tmp_path, monkeypatch, 
     monkeypatch.setattr(run_study, "done_arms", lambda p: {n: record_of(e, n, protocol)
                                                            for e, n in zip(full_set(), names)})
     monkeypatch.setattr(run_study.subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    monkeypatch.setattr(run_study.subprocess, "Popen", lambda *a, **k: pytest.fail("nothing may run"))
     ran: list[str] = []
     run_study.run_arms(protocol, ordered(protocol), plan=False, commit=False, ran=ran)
     assert ran == [] and "context-0.5: left, its budget is not chosen yet" in capsys.readouterr().out
@@ -270,6 +271,7 @@ def test_seeds_and_spread_left_to_the_search_file_are_sized_by_its_paired_runs(t
     monkeypatch.setattr(run_study, "done_arms", lambda p: {})
     ran: list[str] = []
     monkeypatch.setattr(run_study.subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    monkeypatch.setattr(run_study.subprocess, "Popen", lambda *a, **k: pytest.fail("nothing may run"))
     run_study.run_arms(protocol, [one], plan=False, commit=False, ran=ran)
     assert ran == [] and "context-0.01: left, its budget is not chosen yet" in capsys.readouterr().out
     # the share chosen but its pretrained runs not made: the budget is fixed, the seeds still wait
@@ -321,3 +323,64 @@ def test_a_partial_record_commits_the_primary_arm_and_reports_what_has_run(proto
     staged["now"] = ""  # a later --partial with nothing new (the primary committed, no arm since): no empty commits
     run_study.record(protocol, partial=True)
     assert not [c for c in calls if c[:2] == ("git", "commit")] and any("report" in c for c in calls)
+
+
+def test_the_study_refuses_a_detached_head_and_puts_head_back_on_its_branch(tmp_path, monkeypatch):
+    """A `dvc exp run` stopped before its cleanup leaves HEAD detached; records committed there would be on no
+    branch, so `study run` refuses to start there, and after each arm puts HEAD back on the branch it began on."""
+    import subprocess
+
+    from study.run import current_branch, reattach
+    monkeypatch.chdir(tmp_path)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    for n in (1, 2):
+        git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", f"c{n}")
+    assert current_branch() == "main"
+    git("checkout", "-q", "--detach")
+    with pytest.raises(UserError, match=r"^HEAD is detached at [0-9a-f]+ .*`git checkout main` first"):
+        current_branch()
+    reattach("main")
+    assert current_branch() == "main" and git("status", "--porcelain") == ""
+    git("checkout", "-q", "--detach", "HEAD~1")  # detached elsewhere: not this function's to move
+    reattach("main")
+    with pytest.raises(UserError, match="HEAD is detached"):
+        current_branch()
+
+
+CHILD = """
+import pathlib, signal, sys, time
+def stop(*_):
+    time.sleep(1)  # a cleanup that takes a while, as DVC's does
+    pathlib.Path("cleaned").write_text("yes")
+    sys.exit(1)
+signal.signal(signal.SIGINT, stop)
+pathlib.Path("started").write_text("")
+time.sleep(60)
+"""
+
+
+def test_ctrl_c_lets_the_running_arm_clean_up_before_the_study_stops(tmp_path):
+    """Ctrl-C reaches the whole process group: `study run` waits for the arm's `dvc exp run` to finish its cleanup
+    (which `subprocess.run` cuts off a quarter of a second in), then stops itself."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    driver = ("import sys\nfrom study.run import run_child\ntry:\n    run_child([sys.executable, '-c', sys.argv[1]])\n"
+              "except KeyboardInterrupt:\n    sys.exit(130)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", driver, CHILD], cwd=tmp_path, env=env, start_new_session=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "started").exists():
+        assert time.time() < deadline and proc.poll() is None, "the child never started"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=30) == 130
+    assert (tmp_path / "cleaned").read_text() == "yes"
