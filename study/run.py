@@ -21,10 +21,10 @@ has its record under this protocol, wherever it ran: `run` on a new machine (a f
 experiment refs) runs only what the record lacks, and two machines that each took some arms (`--arms`) merge
 their commits. Stopped with Ctrl-C it lets the running `dvc exp run` clean up (HEAD back on the branch; it
 refuses to start on a detached HEAD). Killed at any point and started again, it skips the recorded arms; in the
-interrupted one DVC restores every finished stage from its run-cache (on the same machine) and the interrupted training stage
-resumes from its last finished epoch (selfsup/loop/resume.py). Before each arm it prints its progress and the
-time left, estimated from the recorded arms (seconds a pretraining, a fine-tune epoch, an arm's other stages),
-or from the protocol's `estimate` before any has finished. Each invocation's wall clock is added to
+interrupted one DVC restores every finished stage from its run-cache (on the same machine) and the interrupted
+training stage resumes from its last finished epoch (selfsup/loop/resume.py). Before each arm it prints its
+progress and the time left, estimated from the recorded arms (seconds a pretraining, a fine-tune epoch, an arm's
+other stages), or from the protocol's `estimate` before any has finished. Each invocation's wall clock is added to
 metrics/study_run.json, however it ends (an arm failed, Ctrl-C) but for a hard kill, and committed (that file
 alone, unless --no-commit), so the tracked tree is clean for `record` once the workspace is checked out.
 """
@@ -223,22 +223,26 @@ def chosen_arms(protocol: Protocol, names: list[str] | None) -> list[Arm]:
     return arms
 
 
+def head_branch() -> str | None:
+    """The branch HEAD is on; None when HEAD is detached (`git symbolic-ref` fails, which `git` would raise on)."""
+    proc = subprocess.run(["git", "symbolic-ref", "-q", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def current_branch() -> str:
     """The branch HEAD is on, where each arm's record is committed. A detached HEAD (a `dvc exp run` stopped
     before its cleanup leaves one) is refused: records committed there would be on no branch."""
-    proc = subprocess.run(["git", "symbolic-ref", "-q", "--short", "HEAD"], capture_output=True, text=True)
-    if proc.returncode != 0:
+    if (branch := head_branch()) is None:
         head = git("rev-parse", "--short", "HEAD").strip()
         raise UserError(f"HEAD is detached at {head} (a `dvc exp run` stopped before its cleanup leaves it so): "
                         f"`git checkout main` first (after `git branch -f main {head}` if {head} holds commits "
                         "main lacks)")
-    return proc.stdout.strip()
+    return branch
 
 
 def reattach(branch: str) -> None:
     """HEAD back on `branch` if a `dvc exp run` stopped hard left it detached at that branch's commit."""
-    detached = subprocess.run(["git", "symbolic-ref", "-q", "HEAD"], capture_output=True).returncode != 0
-    if detached and git("rev-parse", "HEAD") == git("rev-parse", f"refs/heads/{branch}"):
+    if head_branch() is None and git("rev-parse", "HEAD") == git("rev-parse", f"refs/heads/{branch}"):
         git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
 
 
@@ -326,12 +330,11 @@ def main(argv: list[str] | None = None) -> None:
     arms = chosen_arms(protocol, args.arms)
     started = time.time()
     ran: list[str] = []
-    if not args.plan:
-        protocol.check_final()
-        branch = current_branch()
     if args.plan:  # prints, runs and writes nothing
         run_arms(protocol, arms, True, False, ran)
         return
+    protocol.check_final()
+    branch = current_branch()
     try:
         run_arms(protocol, arms, False, not args.no_commit, ran, branch)
     except BaseException:  # an arm failed, or Ctrl-C: this invocation's wall clock still counts
