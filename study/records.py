@@ -40,9 +40,16 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__}
 
 
-def machine_label(m: dict) -> str:
-    """One line for the documents: 'AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), 2 cores'."""
-    return f"{m['cpu']} ({m.get('cpu_id', '?')}), {m['cores']} cores" + (f", {m['gpu']}" if m.get("gpu") else "")
+def machines(m: dict | list[dict]) -> list[dict]:
+    """The machines of a record: one, or several for an arm run in parts on different machines (study/parts.py)."""
+    return m if isinstance(m, list) else [m]
+
+
+def machine_label(m: dict | list[dict]) -> str:
+    """One line for the documents: 'AMD EPYC (AuthenticAMD family 25 model 17 stepping 1), 2 cores'; an arm run
+    in parts on several machines names each, joined by ' + '."""
+    return " + ".join(f"{x['cpu']} ({x.get('cpu_id', '?')}), {x['cores']} cores" + (f", {x['gpu']}" if x.get("gpu")
+                                                                                    else "") for x in machines(m))
 
 
 def record_path(arm: str, root: Path = RECORDS) -> Path:
@@ -58,17 +65,24 @@ def write_record(record: dict, root: Path = RECORDS) -> Path:
     return path
 
 
+def read_record_file(path: Path, fields: tuple[str, ...], kind: str) -> dict:
+    """One record file (an arm's, or a part's: study/parts.py) with `fields`; anything else refused in one line."""
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): restore it with `git checkout "
+                        f"{path}`") from e
+    if not isinstance(record, dict) or any(f not in record for f in fields):
+        lacks = [f for f in fields if f not in record] if isinstance(record, dict) else ["every field"]
+        raise UserError(f"{path} is no {kind} (it lacks {', '.join(lacks)})")
+    return record
+
+
 def read_records(root: Path = RECORDS) -> dict[str, dict]:
     """Every arm record under `root`, by arm name; a file that is no record is refused in one line."""
     records = {}
     for path in sorted(root.glob("*.json")) if root.is_dir() else []:
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): restore it with `git checkout "
-                            f"{path}`") from e
-        if not isinstance(record, dict) or any(f not in record for f in FIELDS):
-            raise UserError(f"{path} is no arm record (it lacks {', '.join(f for f in FIELDS if f not in record)})")
+        record = read_record_file(path, FIELDS, "arm record")
         if record["arm"] != path.stem:
             raise UserError(f"{path} holds arm {record['arm']!r}: an arm's record is named after it")
         records[record["arm"]] = record

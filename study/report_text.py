@@ -8,7 +8,7 @@ from pathlib import Path
 
 from selfsup.analysis.stats import mean_ci
 from study.markdown import ci, minutes, num, p_value
-from study.records import machine_label
+from study.records import machine_label, machines
 from study.results import INITS, METRICS
 
 FIGURES = {"label_efficiency": Path("plots/label_efficiency.png"), "curves": Path("plots/fraction_curves.png")}
@@ -117,6 +117,11 @@ def over_runs(runs: list[dict], key: str) -> str:
     return "never" if not values else ci(mean_ci(values), 1)
 
 
+def machine_count(ran: list[dict]) -> int:
+    """How many kinds of machine the recorded arms ran on (an arm run in parts may name several)."""
+    return len({machine_label(m) for c in ran for m in machines(c["machine"])})
+
+
 def cost_table(study: dict) -> list[str]:
     """Each arm's machine, planned and measured minutes, and the totals."""
     lines = ["| arm | machine | planned | measured |", "|---|---|---|---|"]
@@ -126,7 +131,7 @@ def cost_table(study: dict) -> list[str]:
         measured = "-" if c["wall_seconds"] is None else minutes(c["wall_seconds"])
         lines.append(f"| {c['arm']} | {where} | {minutes(c['planned_seconds'])} | {measured} |")
     ran = [c for c in study.get("cost", []) if c["wall_seconds"] is not None]
-    lines.append(f"| all | {len({str(c['machine']) for c in ran})} machine(s) | "
+    lines.append(f"| all | {machine_count(ran)} machine(s) | "
                  f"{minutes(sum(c['planned_seconds'] for c in study.get('cost', [])))} | "
                  f"{minutes(sum(c['wall_seconds'] for c in ran))} ({len(ran)} arms) |")
     return lines
@@ -185,7 +190,7 @@ def questions(study: dict) -> list[str]:
                  f"of `python -m study run`, {RUN_LOG.as_posix()}), {minutes(study['wall_seconds'])} of it in stages")
     elif ran:
         clock = (f"the recorded arms {minutes(sum(c['wall_seconds'] for c in ran))} of wall clock ({len(ran)} arms, "
-                 f"{len({machine_label(c['machine']) for c in ran})} kind(s) of machine: docs/results.md)")
+                 f"{machine_count(ran)} kind(s) of machine: docs/results.md)")
     else:
         clock = f"the whole study {minutes(study['wall_seconds'])} of stage time"
     lines.append(f"- **What does it cost?** {cost}; {clock}, on {study['device']}.")

@@ -16,7 +16,10 @@ interrupted study has answered the most important questions.
 
 The record: when an arm's experiment finishes, its figures (metrics/compare.json, or each seed's probe) go into
 `metrics/arms/<arm>.json` with the commit its code ran at, the protocol's sha1 and the machine (study/records.py),
-and that file is committed at once (`--no-commit` leaves it uncommitted). An arm is done when the working tree
+and that file is committed at once (`--no-commit` leaves it uncommitted). An arm estimated longer than
+`--part-minutes` (60) runs in parts, each a DVC experiment over a few of its seeds without the arm's comparison,
+each seed's logs committed as its part ends, and the arm assembled once all its seeds are (study/parts.py): an
+ended session, or a machine given back, loses one part at most. An arm is done when the working tree
 has its record under this protocol, wherever it ran: `run` on a new machine (a fresh clone, no DVC cache, no
 experiment refs) runs only what the record lacks, and two machines that each took some arms (`--arms`) merge
 their commits. Stopped with Ctrl-C it lets the running `dvc exp run` clean up (HEAD back on the branch; it
@@ -36,6 +39,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from study.protocol import (PROTOCOL, Arm, Protocol, arm_estimates, check_experiment, describe, load_protocol,
@@ -44,25 +48,38 @@ from selfsup.core.files import save_json
 from selfsup.core.params import UserError
 from selfsup.core.stage import run_stage
 from selfsup.loop.budget import finetune_epochs
-from study.experiments import experiment_ref, experiment_refs, git, read_compare, read_experiment, read_output
+from study.experiments import (check_same_code, check_same_study, experiment_ref, experiment_refs, git, read_compare,
+                               read_experiment, read_output)
 from study.markdown import first_paragraph, minutes
-from study.records import RECORDS, machine, read_records, record_path, write_record
+from study.parts import assemble, experiments_of, part_path, read_parts, write_parts
+from study.records import RECORDS, machine, machine_label, read_records, record_path, write_record
 from study.report_text import RUN_LOG
 
 ARM_FILES = ["params.yaml", "dvc.lock", "metrics/summary.json", "plots/curves.png", "plots/pretext.png",
              "plots/examples.png", "plots/confusion.png"]  # what Git holds of one experiment (dvc.yaml: cache false)
+PART_TARGETS = ["finetune_scratch", "finetune_pretrained", "linear_probe"]  # a part's stages: all but compare
+PART_MINUTES = 60  # `run --part-minutes`: an arm estimated longer runs in parts of about this long
 REPORT_FILES = ["metrics/study.json", "metrics/study_run.json", "README.md", "docs/results.md",
                 "plots/label_efficiency.png", "plots/fraction_curves.png"]
 
 
-def command(protocol: Protocol, arm: Arm) -> list[str]:
-    cmd = ["dvc", "exp", "run", "-n", arm.name, "-S", f"profile={protocol.profile}", "-S", f"pretext={arm.pretext}",
-           "-S", f"fraction={float(arm.fraction)}", "-S", f"seeds=[{','.join(map(str, arm.seeds))}]"]
+def part_name(arm: Arm, seeds: list[int] | tuple[int, ...]) -> str:
+    """The experiment of a part of an arm (study/parts.py): `context-0.01-s0-2` runs seeds 0 to 2 of it."""
+    return f"{arm.name}-s{seeds[0]}" + (f"-{seeds[-1]}" if len(seeds) > 1 else "")
+
+
+def command(protocol: Protocol, arm: Arm, part: list[int] | None = None) -> list[str]:
+    """The arm's `dvc exp run`; with `part` (some of its seeds), that part's: those seeds' runs (their splits,
+    pretrainings, fine-tunes and probes), named after them, without the arm's comparison (study/parts.py)."""
+    seeds = arm.seeds if part is None else part
+    cmd = ["dvc", "exp", "run", "-n", arm.name if part is None else part_name(arm, part), "-S",
+           f"profile={protocol.profile}", "-S", f"pretext={arm.pretext}", "-S", f"fraction={float(arm.fraction)}",
+           "-S", f"seeds=[{','.join(map(str, seeds))}]"]
     for knob, value in protocol.numerics.items():  # the pinned numerics: hardware knobs, no stage's params
         cmd += ["-S", f"hardware.yaml:{knob}={str(value).lower()}"]
     if not arm.probe_only and (arm.budget_factor != 1 or arm.fraction in protocol.chosen):  # not the profile's
         cmd += ["-S", f"finetune.epochs_by_fraction=[[{float(arm.fraction)},{protocol.budget(arm)}]]"]
-    return cmd + (["linear_probe"] if arm.probe_only else [])
+    return cmd + (["linear_probe"] if arm.probe_only else PART_TARGETS if part is not None else [])
 
 
 def done_arms(protocol: Protocol) -> dict[str, dict]:
@@ -118,18 +135,29 @@ def plan_table(protocol: Protocol, rate: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def newest_experiment(arm: Arm) -> dict:
-    """The newest experiment named after the arm on this commit (the one `dvc exp run -n <arm>` just made)."""
-    refs = [r for r in experiment_refs(None, None) if r.rsplit("/", 1)[1] == arm.name]
+def newest_experiment(name: str) -> dict:
+    """The newest experiment of that name on this commit (the one `dvc exp run -n <name>` just made)."""
+    refs = [r for r in experiment_refs(None, None) if r.rsplit("/", 1)[1] == name]
     if not refs:
-        raise UserError(f"arm {arm.name} finished but no experiment of that name is on this commit")
+        raise UserError(f"experiment {name} finished but none of that name is on this commit")
     return max((read_experiment(r, compare=False) for r in refs), key=lambda e: e["finished"])
+
+
+def commit_record(files: list[Path], message: str, what: str, commit: bool) -> None:
+    """Commit the record files just written (those alone), unless told not; say so either way."""
+    if commit:
+        names = [f.as_posix() for f in files]
+        git("add", "-f", *names)
+        git("commit", "-q", "-m", message, "--", *names)
+        print(f"recorded {what}, committed {git('rev-parse', '--short', 'HEAD').strip()}", flush=True)
+    else:
+        print(f"recorded {what} (not committed: --no-commit)", flush=True)
 
 
 def record_arm(protocol: Protocol, arm: Arm, commit: bool, wall_seconds: float) -> Path:
     """The finished arm's record (study/records.py), checked against the protocol, with the wall clock its
     `dvc exp run` took here; committed unless told not."""
-    exp = newest_experiment(arm)
+    exp = newest_experiment(arm.name)
     if arm.probe_only:
         exp["probes"] = {str(s): json.loads(read_output(exp["ref"], f"metrics/runs/linear_probe/seed{s}.json"))
                          for s in arm.seeds}
@@ -141,13 +169,65 @@ def record_arm(protocol: Protocol, arm: Arm, commit: bool, wall_seconds: float) 
               "protocol_sha1": protocol.digest, "machine": machine(), "wall_seconds": round(wall_seconds, 1),
               "params": exp["params"]}
     path = write_record(record | ({"probes": exp["probes"]} if arm.probe_only else {"compare": exp["compare"]}))
-    if commit:
-        git("add", "-f", path.as_posix())
-        git("commit", "-q", "-m", f"study record: arm {arm.name} (experiment {exp['name']} of {exp['baseline'][:7]}, "
-                                  f"protocol sha1 {protocol.digest[:12]})", "--", path.as_posix())
-        print(f"recorded {arm.name}: {path}, committed {git('rev-parse', '--short', 'HEAD').strip()}", flush=True)
-    else:
-        print(f"recorded {arm.name}: {path} (not committed: --no-commit)", flush=True)
+    commit_record([path], f"study record: arm {arm.name} (experiment {exp['name']} of {exp['baseline'][:7]}, "
+                          f"protocol sha1 {protocol.digest[:12]})", f"{arm.name}: {path}", commit)
+    return path
+
+
+def done_parts(protocol: Protocol, arm: Arm) -> dict[int, dict]:
+    """The seeds of `arm` the record holds in parts (study/parts.py) under this protocol."""
+    parts = read_parts(arm.name)
+    for seed, part in parts.items():
+        if part["protocol_sha1"] != protocol.digest:
+            raise UserError(f"{part_path(arm.name, seed)} was made under protocol sha1 {part['protocol_sha1'][:12]}, "
+                            f"not {protocol.path}'s ({protocol.digest[:12]}): a new protocol is a new study; move the "
+                            f"old records away (git rm -r {RECORDS})")
+    return {s: p for s, p in parts.items() if s in arm.seeds}
+
+
+def as_arm(protocol: Protocol, arm: Arm, exp: dict) -> dict:
+    """`exp` (a part's experiment, or the parts assembled) with the arm's seeds, checked to run `arm` as the
+    protocol declares it."""
+    whole = exp | {"params": exp["params"] | {"seeds": list(arm.seeds)}}
+    if check_experiment(protocol, whole, finetune_epochs(whole["params"])) != arm:
+        raise UserError(f"experiment {exp['name']} does not run arm {arm.name} as {protocol.path} declares it")
+    return whole
+
+
+def record_part(protocol: Protocol, arm: Arm, seeds: list[int], commit: bool, wall_seconds: float) -> None:
+    """The part that just ran `seeds` of `arm` in the workspace: a part file per seed, committed unless told not."""
+    exp = newest_experiment(part_name(arm, seeds))
+    if list(exp["params"]["seeds"]) != list(seeds):
+        raise UserError(f"experiment {exp['name']} ran seeds {exp['params']['seeds']}, not {seeds}")
+    as_arm(protocol, arm, exp)
+    files = write_parts(arm.name, seeds, exp, protocol.digest, machine(), wall_seconds)
+    commit_record(files, f"study record: arm {arm.name}, seeds {', '.join(map(str, seeds))} (experiment {exp['name']} "
+                         f"of {exp['baseline'][:7]}, protocol sha1 {protocol.digest[:12]})",
+                  f"{arm.name} seeds {', '.join(map(str, seeds))}: {files[0].parent}", commit)
+
+
+def record_assembled(protocol: Protocol, arm: Arm, commit: bool) -> Path:
+    """The arm whose every seed has its part: its comparison made over the recorded logs (study/parts.py), its
+    record written as a whole arm's, with the parts' experiments, machines and summed wall clock."""
+    parts = done_parts(protocol, arm)
+    if missing := [s for s in arm.seeds if s not in parts]:
+        raise UserError(f"arm {arm.name} lacks the parts of seeds {missing}: `python -m study run` runs them")
+    experiments = experiments_of(list(parts.values()))
+    check_same_code([{"name": e["experiment"], "baseline": e["baseline"]} for e in experiments])
+    check_same_study([{"name": p["experiment"], "params": p["params"]} for p in parts.values()], {"seeds"},
+                     f"the parts of arm {arm.name} must share every param but their seeds")
+    first = parts[arm.seeds[0]]
+    compare = assemble(parts, list(arm.seeds))
+    exp = as_arm(protocol, arm, {"name": arm.name, "params": first["params"], "compare": compare})
+    machines = list({json.dumps(e["machine"], sort_keys=True): e["machine"] for e in experiments}.values())
+    record = {"arm": arm.name, "experiment": " + ".join(e["experiment"] for e in experiments),
+              "baseline": experiments[0]["baseline"], "finished": max(e["finished"] for e in experiments),
+              "protocol_sha1": protocol.digest, "machine": machines[0] if len(machines) == 1 else machines,
+              "wall_seconds": round(sum(e["wall_seconds"] for e in experiments), 1), "params": exp["params"],
+              "parts": experiments, "compare": compare}
+    path = write_record(record)
+    commit_record([path], f"study record: arm {arm.name}, assembled from {len(experiments)} parts (protocol sha1 "
+                          f"{protocol.digest[:12]})", f"{arm.name}: {path}", commit)
     return path
 
 
@@ -170,9 +250,13 @@ def record(protocol: Protocol, partial: bool = False) -> None:
         raise UserError(f"arms {', '.join(missing)} have no record: `python -m study run` first"
                         + ("" if primary.name not in done
                            else " (or `python -m study record --partial`: the arms recorded so far)"))
+    made = done[primary.name]
+    if "parts" in made:
+        raise UserError(f"the primary arm {primary.name} ran in parts: no one experiment holds its params.yaml, "
+                        f"dvc.lock and figures; run it whole (`python -m study run --arms {primary.name} "
+                        f"--part-minutes` above its estimate, after `git rm -r {record_path(primary.name)}`)")
     if git("status", "--porcelain", "--untracked-files=no"):
         raise UserError("the working tree has uncommitted changes to tracked files: commit or stash them first")
-    made = done[primary.name]
     exp = experiment_ref(made["baseline"], made["experiment"])
     if subprocess.run(["dvc", "exp", "apply", exp]).returncode != 0:
         raise UserError(f"`dvc exp apply {exp}` failed: run `python -m study record` where the primary arm ran")
@@ -262,20 +346,61 @@ def run_child(cmd: list[str], grace_seconds: float = 120) -> int:
         raise
 
 
+def seeds_per_part(protocol: Protocol, arm: Arm, rate: dict[str, float], minutes: float) -> int:
+    """How many of the arm's seeds a part of about `minutes` runs: at least one; all of them (the arm whole) where
+    they fit, and always for a probe-only arm."""
+    if arm.probe_only:
+        return len(arm.seeds)
+    seed = rate["pretrain_seconds"] + 2 * protocol.budget(arm) * rate["finetune_epoch_seconds"]
+    return max(1, int(minutes * 60 // seed))
+
+
+def run_parts(protocol: Protocol, arm: Arm, size: int, commit: bool, branch: str | None) -> None:
+    """The seeds of `arm` the record lacks, `size` a part, each part recorded as it ends; then the arm assembled."""
+    left = [s for s in arm.seeds if s not in done_parts(protocol, arm)]
+    while left:
+        part = left[:size]
+        print(f"  part {part_name(arm, part)}: {len(arm.seeds) - len(left)}/{len(arm.seeds)} seeds recorded\n  "
+              f"{' '.join(command(protocol, arm, part))}", flush=True)
+        began = time.time()
+        try:
+            code = run_child(command(protocol, arm, part))
+        finally:
+            if branch:
+                reattach(branch)
+        if code != 0:
+            raise UserError(f"part {part_name(arm, part)} failed (exit {code}); fix the cause and run "
+                            f"`python -m study run` again: it resumes")
+        record_part(protocol, arm, part, commit, time.time() - began)
+        left = left[size:]
+    record_assembled(protocol, arm, commit)
+
+
+def left_of(protocol: Protocol, arm: Arm) -> Arm:
+    """The arm with only the seeds its parts have not recorded (what is left of it to run)."""
+    parts = done_parts(protocol, arm)
+    return replace(arm, seeds=tuple(s for s in arm.seeds if s not in parts)) if parts else arm
+
+
 def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran: list[str],
-             branch: str | None = None) -> None:
+             branch: str | None = None, part_minutes: float = PART_MINUTES) -> None:
     """Each of `arms` the record lacks, in running order, with its progress and the time left; `plan` prints
-    them instead. `ran` collects the arms this invocation finished and recorded; `branch`, where HEAD is put
-    back should an arm's `dvc exp run` be stopped before it can do so itself."""
+    them instead. An arm estimated to take longer than `part_minutes` runs in parts (study/parts.py). `ran`
+    collects the arms this invocation finished and recorded; `branch`, where HEAD is put back should an arm's
+    `dvc exp run` be stopped before it can do so itself."""
     done = done_arms(protocol)
     rate, source = rates(protocol, done)
     if plan:
-        eta = remaining_seconds(protocol, [a for a in arms if a.name not in done],
-                                [a for a in protocol.arms if a.name in done], rate)
+        left = [left_of(protocol, a) for a in arms if a.name not in done]
+        eta = remaining_seconds(protocol, left, [a for a in protocol.arms if a.name in done], rate)
         for a in arms:
-            where = f"done on {done[a.name]['machine']['cpu']}" if a.name in done else "left"
+            parts = {} if a.name in done else done_parts(protocol, a)
+            where = (f"done on {machine_label(done[a.name]['machine'])}" if a.name in done else
+                     f"left ({len(parts)}/{len(a.seeds)} seeds recorded in parts)" if parts else "left")
             why = protocol.ready(a)
-            print(f"  {where}  {a.name}: {why}" if why else f"  {where}  {' '.join(command(protocol, a))}")
+            size = seeds_per_part(protocol, a, rate, part_minutes) if not why else len(a.seeds)
+            how = f" (in parts of {size} seeds)" if size < len(a.seeds) and a.name not in done else ""
+            print(f"  {where}  {a.name}: {why}" if why else f"  {where}  {' '.join(command(protocol, a))}{how}")
         print(f"study: {sum(a.name in done for a in arms)}/{len(arms)} arms recorded, about {minutes(eta)} left "
               f"({source}: {rate['pretrain_seconds']:.0f} s a pretraining, {rate['finetune_epoch_seconds']:.1f} s a "
               f"fine-tune epoch, {rate['arm_other_seconds']:.0f} s an arm's other stages)")
@@ -291,19 +416,25 @@ def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran:
             print(f"[{k}/{len(arms)}] {arm.name}: left, {why}: `python -m study budgets` first", flush=True)
             continue
         finished = [a for a in protocol.arms if a.name in done]
-        eta = remaining_seconds(protocol, [a for a in arms if a.name not in done], finished, rate)
+        left = [left_of(protocol, a) for a in arms if a.name not in done]
+        eta = remaining_seconds(protocol, left, finished, rate)
+        size = seeds_per_part(protocol, arm, rate, part_minutes)
         print(f"[{k}/{len(arms)}] {arm.name}: {len(finished)} arms recorded, about {minutes(eta)} left for these "
-              f"({source})\n  {' '.join(command(protocol, arm))}", flush=True)
-        began = time.time()
-        try:
-            code = run_child(command(protocol, arm))
-        finally:
-            if branch:
-                reattach(branch)
-        if code != 0:
-            raise UserError(f"arm {arm.name} failed (exit {code}); fix the cause and run "
-                            f"`python -m study run` again: it resumes")
-        record_arm(protocol, arm, commit, time.time() - began)
+              f"({source})" + (f"; in parts of {size} seeds" if size < len(arm.seeds) else ""), flush=True)
+        if size < len(arm.seeds) or done_parts(protocol, arm):
+            run_parts(protocol, arm, size, commit, branch)
+        else:
+            print(f"  {' '.join(command(protocol, arm))}", flush=True)
+            began = time.time()
+            try:
+                code = run_child(command(protocol, arm))
+            finally:
+                if branch:
+                    reattach(branch)
+            if code != 0:
+                raise UserError(f"arm {arm.name} failed (exit {code}); fix the cause and run "
+                                f"`python -m study run` again: it resumes")
+            record_arm(protocol, arm, commit, time.time() - began)
         ran.append(arm.name)
         done = done_arms(protocol)
         rate, source = rates(protocol, done)
@@ -315,6 +446,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--arms", nargs="+", metavar="ARM", help="only these arms (names as `plan` lists them)")
     parser.add_argument("--plan", action="store_true", help="print what is recorded and left, with the estimate")
     parser.add_argument("--no-report", action="store_true", help="run the arms, not the report")
+    parser.add_argument("--part-minutes", type=float, default=PART_MINUTES, metavar="M",
+                        help=f"run an arm estimated longer than M minutes in parts of about M, each recorded as it "
+                             f"ends (default {PART_MINUTES})")
     parser.add_argument("--partial", action="store_true",
                         help="with --record: once the primary arm is recorded, the report of the arms recorded so far")
     parser.add_argument("--no-commit", action="store_true", help="write each arm's record, do not commit it")
@@ -331,12 +465,12 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     ran: list[str] = []
     if args.plan:  # prints, runs and writes nothing
-        run_arms(protocol, arms, True, False, ran)
+        run_arms(protocol, arms, True, False, ran, part_minutes=args.part_minutes)
         return
     protocol.check_final()
     branch = current_branch()
     try:
-        run_arms(protocol, arms, False, not args.no_commit, ran, branch)
+        run_arms(protocol, arms, False, not args.no_commit, ran, branch, args.part_minutes)
     except BaseException:  # an arm failed, or Ctrl-C: this invocation's wall clock still counts
         wall = log_session(started, time.time() - started, ran, not args.no_commit)
         print(f"study: stopped after {minutes(time.time() - started)} (the study's wall clock so far "

@@ -356,10 +356,17 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     plan = run([sys.executable, "-m", "study", "run", "--plan"], repo).stdout
     assert "study: 0/6 arms recorded" in plan and "left  dvc exp run -n rotation-1 -S profile=tiny -S pretext=rotation" \
         " -S fraction=1.0 -S seeds=[0,1] -S hardware.yaml:precision=fp32 -S hardware.yaml:compile=false" in plan, plan
-    one = run([sys.executable, "-m", "study", "run", "--arms", "rotation-1", "--no-report"], repo).stdout
-    assert "[1/1] rotation-1: 0 arms recorded" in one and "recorded rotation-1: metrics/arms/rotation-1.json" in one
-    last, arm = run(["git", "log", "-2", "--format=%s"], repo).stdout.splitlines()
-    assert arm.startswith("study record: arm rotation-1 (") and last.startswith("study run log: "), (last, arm)
+    # ... in parts of one seed (about 22 s a seed here): each part's seeds recorded as it ends, then the arm
+    one = run([sys.executable, "-m", "study", "run", "--arms", "rotation-1", "--no-report", "--part-minutes", "0.3"],
+              repo).stdout
+    assert "[1/1] rotation-1: 0 arms recorded" in one and "in parts of 1 seeds" in one, one
+    assert "part rotation-1-s0: 0/2 seeds recorded" in one and "part rotation-1-s1: 1/2 seeds recorded" in one, one
+    assert "recorded rotation-1: metrics/arms/rotation-1.json" in one, one
+    last, arm, *parts = run(["git", "log", "-4", "--format=%s"], repo).stdout.splitlines()
+    assert arm.startswith("study record: arm rotation-1, assembled from 2 parts") and last.startswith(
+        "study run log: "), (last, arm)
+    assert [p_.split(" (")[0] for p_ in parts] == ["study record: arm rotation-1, seeds 1",
+                                                   "study record: arm rotation-1, seeds 0"], parts
     assert run(["git", "status", "--porcelain", "metrics/arms", "metrics/study_run.json"], repo).stdout == ""  # committed
     out = run([sys.executable, "-m", "study", "run"], repo).stdout
     assert "[4/6] rotation-1: recorded (metrics/arms/rotation-1.json)" in out, out
@@ -376,6 +383,9 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     assert records["context-0.1-x2"]["params"]["finetune"]["epochs_by_fraction"] == [[0.1, 6]]
     assert sorted(records["rotation-0.5-probe"]["probes"]) == ["0", "1"] and "compare" not in records["rotation-0.5-probe"]
     assert records["context-0.1"]["machine"]["cores"] >= 1 and records["context-0.1"]["wall_seconds"] > 0
+    assert [(p_["experiment"], p_["seeds"]) for p_ in records["rotation-1"]["parts"]] == [("rotation-1-s0", [0]),
+                                                                                       ("rotation-1-s1", [1])]
+    assert records["rotation-1"]["wall_seconds"] == sum(p_["wall_seconds"] for p_ in records["rotation-1"]["parts"])
 
     study_json = json.loads((repo / "metrics" / "study.json").read_text())
     assert [a["arm"] for a in study_json["arms"]] == ["context-1", "context-0.1", "rotation-0.1", "rotation-1",
@@ -425,6 +435,13 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     assert committed["fraction"] == 0.1 and lock["stages"]["split@0"]["params"]["params.yaml"]["fraction"] == 0.1
     assert readme_section((copy / "README.md").read_text(), BEGIN, END) == render_answer(
         json.loads((copy / "metrics" / "study.json").read_text()))
+    # the arm run in parts, run whole: DVC restores every run from its run-cache and the compare stage gives the
+    # very comparison the parts were assembled into
+    whole = run(["dvc", "exp", "run", "-n", "rotation-1-whole", "-S", "profile=tiny", "-S", "pretext=rotation", "-S",
+                 "fraction=1.0", "-S", "seeds=[0,1]", "-S", "hardware.yaml:precision=fp32", "-S",
+                 "hardware.yaml:compile=false"], copy).stdout
+    assert "Running stage 'compare'" in whole and "Running stage 'finetune" not in whole, whole
+    assert json.loads((copy / "metrics" / "compare.json").read_text()) == records["rotation-1"]["compare"]
     # the pretext comparison of the study's own arms at 10 %, context vs rotation, sharing the scratch runs
     full, tenth = study_json["experiments"][:2]  # context at 100 % and 10 %
     refused = run([sys.executable, "-m", "study", "pretexts", "--exp", full, "rotation-0.1"], repo, check=False)

@@ -323,6 +323,11 @@ def test_a_partial_record_commits_the_primary_arm_and_reports_what_has_run(proto
     staged["now"] = ""  # a later --partial with nothing new (the primary committed, no arm since): no empty commits
     run_study.record(protocol, partial=True)
     assert not [c for c in calls if c[:2] == ("git", "commit")] and any("report" in c for c in calls)
+    calls.clear()  # a primary assembled from parts (study/parts.py) is no one experiment to apply: refused
+    monkeypatch.setattr(run_study, "done_arms", lambda p: {"context-0.1": primary | {"parts": [{}, {}]}})
+    with pytest.raises(UserError, match="the primary arm context-0.1 ran in parts: no one experiment holds"):
+        run_study.record(protocol, partial=True)
+    assert calls == []
 
 
 def test_the_study_refuses_a_detached_head_and_puts_head_back_on_its_branch(tmp_path, monkeypatch):
