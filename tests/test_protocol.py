@@ -293,6 +293,7 @@ def test_the_study_logs_its_wall_clock_however_an_invocation_ends(protocol, tmp_
     log = tmp_path / "study_run.json"
     monkeypatch.setattr(run_study, "RUN_LOG", log)
     monkeypatch.setattr(run_study, "done_arms", lambda p: {})
+    monkeypatch.setattr(run_study, "done_parts", lambda p, a: {})  # nor in parts (the repository's are another study's)
 
     def arm(cmd):
         if outcome == "interrupted":
@@ -320,6 +321,7 @@ def test_the_plan_runs_and_writes_nothing(protocol, tmp_path, monkeypatch, capsy
     log = tmp_path / "study_run.json"
     monkeypatch.setattr(run_study, "RUN_LOG", log)
     monkeypatch.setattr(run_study, "done_arms", lambda p: {})
+    monkeypatch.setattr(run_study, "done_parts", lambda p, a: {})  # nor in parts (the repository's are another study's)
     monkeypatch.setattr(run_study.subprocess, "run", lambda *a, **k: pytest.fail("the plan ran something"))
     monkeypatch.setattr(run_study.subprocess, "Popen", lambda *a, **k: pytest.fail("the plan ran something"))
     run_study.main(["--protocol", str(protocol.path), "--plan"])
