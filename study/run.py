@@ -355,6 +355,20 @@ def seeds_per_part(protocol: Protocol, arm: Arm, rate: dict[str, float], minutes
     return max(1, int(minutes * 60 // seed))
 
 
+def run_experiment(cmd: list[str], what: str, branch: str | None) -> float:
+    """Run one `dvc exp run` (an arm's or a part's), HEAD put back on `branch` however it ends; its wall clock, or
+    a one-line error where it failed."""
+    began = time.time()
+    try:
+        code = run_child(cmd)
+    finally:
+        if branch:
+            reattach(branch)
+    if code != 0:
+        raise UserError(f"{what} failed (exit {code}); fix the cause and run `python -m study run` again: it resumes")
+    return time.time() - began
+
+
 def run_parts(protocol: Protocol, arm: Arm, size: int, commit: bool, branch: str | None) -> None:
     """The seeds of `arm` the record lacks, `size` a part, each part recorded as it ends; then the arm assembled."""
     left = [s for s in arm.seeds if s not in done_parts(protocol, arm)]
@@ -362,16 +376,8 @@ def run_parts(protocol: Protocol, arm: Arm, size: int, commit: bool, branch: str
         part = left[:size]
         print(f"  part {part_name(arm, part)}: {len(arm.seeds) - len(left)}/{len(arm.seeds)} seeds recorded\n  "
               f"{' '.join(command(protocol, arm, part))}", flush=True)
-        began = time.time()
-        try:
-            code = run_child(command(protocol, arm, part))
-        finally:
-            if branch:
-                reattach(branch)
-        if code != 0:
-            raise UserError(f"part {part_name(arm, part)} failed (exit {code}); fix the cause and run "
-                            f"`python -m study run` again: it resumes")
-        record_part(protocol, arm, part, commit, time.time() - began)
+        record_part(protocol, arm, part, commit,
+                    run_experiment(command(protocol, arm, part), f"part {part_name(arm, part)}", branch))
         left = left[size:]
     record_assembled(protocol, arm, commit)
 
@@ -425,16 +431,7 @@ def run_arms(protocol: Protocol, arms: list[Arm], plan: bool, commit: bool, ran:
             run_parts(protocol, arm, size, commit, branch)
         else:
             print(f"  {' '.join(command(protocol, arm))}", flush=True)
-            began = time.time()
-            try:
-                code = run_child(command(protocol, arm))
-            finally:
-                if branch:
-                    reattach(branch)
-            if code != 0:
-                raise UserError(f"arm {arm.name} failed (exit {code}); fix the cause and run "
-                                f"`python -m study run` again: it resumes")
-            record_arm(protocol, arm, commit, time.time() - began)
+            record_arm(protocol, arm, commit, run_experiment(command(protocol, arm), f"arm {arm.name}", branch))
         ran.append(arm.name)
         done = done_arms(protocol)
         rate, source = rates(protocol, done)
