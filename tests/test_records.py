@@ -378,7 +378,10 @@ def test_ctrl_c_lets_the_running_arm_clean_up_before_the_study_stops(tmp_path):
     import time
     from pathlib import Path
 
-    driver = ("import sys\nfrom study.run import run_child\ntry:\n    run_child([sys.executable, '-c', sys.argv[1]])\n"
+    # the driver takes Ctrl-C as a command started from a terminal does: a process inherits an ignored SIGINT,
+    # and a test worker's may be ignored (one run of the suite saw the driver ignore it and exit 0)
+    driver = ("import signal, sys\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              "from study.run import run_child\ntry:\n    run_child([sys.executable, '-c', sys.argv[1]])\n"
               "except KeyboardInterrupt:\n    sys.exit(130)\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen([sys.executable, "-c", driver, CHILD], cwd=tmp_path, env=env, start_new_session=True)
@@ -387,5 +390,5 @@ def test_ctrl_c_lets_the_running_arm_clean_up_before_the_study_stops(tmp_path):
         assert time.time() < deadline and proc.poll() is None, "the child never started"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=30) == 130
+    assert proc.wait(timeout=30) == 130, f"this worker's SIGINT handler: {signal.getsignal(signal.SIGINT)}"
     assert (tmp_path / "cleaned").read_text() == "yes"
