@@ -277,21 +277,6 @@ def test_exp_show_is_a_table_people_can_read(study, tmp_path):
     assert set(deps) <= {"data/splits/seed0", "data/splits/seed1", "metrics/runs"}, deps  # what a fraction changes
 
 
-def test_another_pretext_task_keeps_scratch(study):
-    repo, _ = study
-    out = run(["dvc", "exp", "run", "-n", "tiny-rotation", "-S", "profile=tiny", "-S", "fraction=0.1", "-S",
-               "pretext=rotation"], repo).stdout
-    assert "Running stage 'pretrain@0'" in out and "Running stage 'finetune_pretrained@0'" in out
-    assert "Running stage 'finetune_scratch@" not in out and "Running stage 'split@" not in out
-    compare = json.loads((repo / "metrics" / "compare.json").read_text())
-    assert compare["pretext"]["task"] == "rotation" and compare["pretext"]["chance"] == 0.25
-    assert 0 <= compare["pretext"]["final_heldout"] <= 1
-    summary = json.loads((repo / "metrics" / "runs" / "pretrain" / "seed1" / "metrics.json").read_text())
-    assert summary["pretext"] == {"task": "rotation", "metric": "accuracy", "chance": 0.25, "images": 270,
-                                  "heldout_images": 30, "streamed": False}
-    assert set(compare["pretext"]["controls"]) == {"shuffled"}
-
-
 UPSIDE = """\"\"\"Pretext `upside`: was the image turned upside down? (The end-to-end test's added task.)\"\"\"
 
 import torch
@@ -368,10 +353,19 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     assert [p_.split(" (")[0] for p_ in parts] == ["study record: arm rotation-1, seeds 1",
                                                    "study record: arm rotation-1, seeds 0"], parts
     assert run(["git", "status", "--porcelain", "metrics/arms", "metrics/study_run.json"], repo).stdout == ""  # committed
+    summary = json.loads((repo / "metrics" / "runs" / "pretrain" / "seed1" / "metrics.json").read_text())
+    assert summary["pretext"] == {"task": "rotation", "metric": "accuracy", "chance": 0.25, "images": 270,
+                                  "heldout_images": 30, "streamed": False}  # the last part's pretraining
     out = run([sys.executable, "-m", "study", "run"], repo).stdout
     assert "[4/6] rotation-1: recorded (metrics/arms/rotation-1.json)" in out, out
     assert "Running stage 'finetune_pretrained@0'" in out and "report: 5 arms" in out, out  # 1 probe-only
     assert "dvc exp run -n rotation-0.5-probe" in out and "dvc exp run -n context-0.1-x2" in out, out
+    # another pretext at a fraction already run: only its pretrained runs run; the scratch runs (context-0.1's, the
+    # arm before) and the pretrainings (rotation-1's parts: a pretraining does not depend on the fraction) restored
+    rotation = out[out.index("] rotation-0.1:"):out.index("] context-0.1-x2:")]
+    assert "Running stage 'finetune_pretrained@0'" in rotation, rotation
+    for restored in ("split@", "pretrain@", "finetune_scratch@"):
+        assert f"Running stage '{restored}" not in rotation, rotation
     again = run([sys.executable, "-m", "study", "run"], repo).stdout  # all recorded: it only reports
     assert "Running stage" not in again and "[6/6] rotation-0.5-probe: recorded" in again, again
     sessions = json.loads((repo / "metrics" / "study_run.json").read_text())["sessions"]
@@ -381,6 +375,9 @@ def test_the_study_command_runs_what_is_left_and_reports_it_by_the_protocol(stud
     assert sorted(records) == ["context-0.1", "context-0.1-x2", "context-1", "rotation-0.1", "rotation-0.5-probe",
                                "rotation-1"]
     assert records["context-0.1-x2"]["params"]["finetune"]["epochs_by_fraction"] == [[0.1, 6]]
+    pretext = records["rotation-0.1"]["compare"]["pretext"]
+    assert (pretext["task"], pretext["chance"], set(pretext["controls"])) == ("rotation", 0.25, {"shuffled"})
+    assert 0 <= pretext["final_heldout"] <= 1
     assert sorted(records["rotation-0.5-probe"]["probes"]) == ["0", "1"] and "compare" not in records["rotation-0.5-probe"]
     assert records["context-0.1"]["machine"]["cores"] >= 1 and records["context-0.1"]["wall_seconds"] > 0
     assert [(p_["experiment"], p_["seeds"]) for p_ in records["rotation-1"]["parts"]] == [("rotation-1-s0", [0]),
