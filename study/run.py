@@ -237,9 +237,18 @@ def commit_staged(message: str) -> None:
         git("commit", "-q", "-m", message)
 
 
+def committed_as_recorded(subject: str) -> bool:
+    """Whether a commit of this branch has `subject` (the primary arm's files, as `record` commits them) and those
+    files are unchanged since: then there is nothing to apply again, and no need of the primary's experiment, which
+    only the machine that ran it holds."""
+    commit = git("log", "-1", "--format=%H", "--fixed-strings", f"--grep={subject}").strip()
+    return bool(commit) and not git("diff", "--name-only", commit, "HEAD", "--", *ARM_FILES).strip()
+
+
 def record(protocol: Protocol, partial: bool = False) -> None:
     """The finished study's last commit: the primary arm's params.yaml, dvc.lock, summary and figures (applied with
-    `dvc exp apply`: run it on the machine whose experiments hold the primary), so the branch's params.yaml,
+    `dvc exp apply`: run it on the machine whose experiments hold the primary; once committed and unchanged, not
+    applied again, so a later record runs on any machine), so the branch's params.yaml,
     dvc.lock and `dvc metrics show` are the primary arm's; then the report and its documents. `partial`: once the
     primary arm is recorded, the same with the report of the arms recorded so far (a study that spans sessions)."""
     protocol.check_final()
@@ -257,15 +266,18 @@ def record(protocol: Protocol, partial: bool = False) -> None:
                         f"--part-minutes` above its estimate, after `git rm -r {record_path(primary.name)}`)")
     if git("status", "--porcelain", "--untracked-files=no"):
         raise UserError("the working tree has uncommitted changes to tracked files: commit or stash them first")
-    exp = experiment_ref(made["baseline"], made["experiment"])
-    if subprocess.run(["dvc", "exp", "apply", exp]).returncode != 0:
-        raise UserError(f"`dvc exp apply {exp}` failed: run `python -m study record` where the primary arm ran")
-    git("add", "-f", *[f for f in ARM_FILES if Path(f).exists()])
-    git("add", "-u", "--", "*.gitignore")  # the outputs' ignore lists DVC keeps (one line a seed's checkpoint)
-    # nothing staged on a later --partial: the primary's files were committed by the first
-    commit_staged(f"study: the primary arm {primary.name}'s params, lock and figures (experiment "
-                  f"{made['experiment']} of {made['baseline'][:7]}, protocol sha1 {protocol.digest[:12]})")
-    git("checkout", "--", ".")  # the rest of the experiment's tree (its code, its hardware.yaml) back to this commit's
+    subject = (f"study: the primary arm {primary.name}'s params, lock and figures (experiment {made['experiment']} "
+               f"of {made['baseline'][:7]}, protocol sha1 {protocol.digest[:12]})")
+    if committed_as_recorded(subject):  # a later record: on a machine without the primary's experiment too
+        print(f"the primary arm {primary.name}'s files: committed as recorded, unchanged since", flush=True)
+    else:
+        exp = experiment_ref(made["baseline"], made["experiment"])
+        if subprocess.run(["dvc", "exp", "apply", exp]).returncode != 0:
+            raise UserError(f"`dvc exp apply {exp}` failed: run `python -m study record` where the primary arm ran")
+        git("add", "-f", *[f for f in ARM_FILES if Path(f).exists()])
+        git("add", "-u", "--", "*.gitignore")  # the outputs' ignore lists DVC keeps (one line a seed's checkpoint)
+        commit_staged(subject)  # nothing staged where these files were already the primary's
+        git("checkout", "--", ".")  # the rest of the experiment's tree (its code, its hardware.yaml) back to this commit's
     report = subprocess.run([sys.executable, "-m", "study", "report", "--protocol", str(protocol.path),
                              *(["--partial"] if missing else [])])
     if report.returncode != 0:

@@ -323,6 +323,17 @@ def test_a_partial_record_commits_the_primary_arm_and_reports_what_has_run(proto
     staged["now"] = ""  # a later --partial with nothing new (the primary committed, no arm since): no empty commits
     run_study.record(protocol, partial=True)
     assert not [c for c in calls if c[:2] == ("git", "commit")] and any("report" in c for c in calls)
+    # a machine without the primary's experiment (a later session's): its files committed as recorded and unchanged
+    # since are not applied again; changed since, they are (and that needs the experiment)
+    for changed in ("", "dvc.lock\n"):
+        calls.clear()
+        answers = {"log": "0123abc\n", "diff": changed}
+        monkeypatch.setattr(run_study, "git", lambda *a, answers=answers: calls.append(("git", *a)) or answers.get(a[0], ""))
+        run_study.record(protocol, partial=True)
+        assert ("git", "log", "-1", "--format=%H", "--fixed-strings", f"--grep={subjects[0]}") in calls
+        assert ("git", "diff", "--name-only", "0123abc", "HEAD", "--", *run_study.ARM_FILES) in calls
+        applied = [c for c in calls if c[:3] == ("dvc", "exp", "apply")]
+        assert bool(applied) == bool(changed) and any("report" in c for c in calls), calls
     calls.clear()  # a primary assembled from parts (study/parts.py) is no one experiment to apply: refused
     monkeypatch.setattr(run_study, "done_arms", lambda p: {"context-0.1": primary | {"parts": [{}, {}]}})
     with pytest.raises(UserError, match="the primary arm context-0.1 ran in parts: no one experiment holds"):
