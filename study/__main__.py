@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 # command -> (module, the arguments it stands for)
@@ -28,6 +29,14 @@ COMMANDS = {
 }
 
 
+def take_ctrl_c() -> None:
+    """Stop on Ctrl-C (SIGINT) however the command was started: a background job of a script (`nohup ... &`
+    without job control) starts with SIGINT ignored, and what it runs (`dvc exp run` and its stages, a budget
+    search's fine-tunes) would ignore it too; `kill -INT` to the process group would then stop nothing."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
@@ -36,6 +45,7 @@ def main(argv: list[str]) -> None:
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     module, implied = COMMANDS[argv[0]]
     sys.argv = [f"python -m study {argv[0]}", *implied, *argv[1:]]
+    take_ctrl_c()
     importlib.import_module(module).cli()
 
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -343,14 +342,6 @@ def reattach(branch: str) -> None:
         git("symbolic-ref", "HEAD", f"refs/heads/{branch}")
 
 
-def take_ctrl_c() -> None:
-    """Stop on Ctrl-C (SIGINT) however this was started: a background job of a script (`nohup ... &` without job
-    control) starts with SIGINT ignored, and its `dvc exp run` and stages would inherit that; `kill -INT` to the
-    process group would then stop nothing."""
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def run_child(cmd: list[str], grace_seconds: float = 120) -> int:
     """Run `cmd` and return its exit code. On Ctrl-C, which the child in this process group gets too, wait up to
     `grace_seconds` for it to finish its own cleanup (DVC restores HEAD and its stage locks) instead of killing it
@@ -487,7 +478,6 @@ def main(argv: list[str] | None = None) -> None:
         return
     protocol.check_final()
     branch = current_branch()
-    take_ctrl_c()
     try:
         run_arms(protocol, arms, False, not args.no_commit, ran, branch, args.part_minutes)
     except BaseException:  # an arm failed, or Ctrl-C: this invocation's wall clock still counts

@@ -390,8 +390,8 @@ def test_ctrl_c_lets_the_running_arm_clean_up_before_the_study_stops(tmp_path):
     from pathlib import Path
 
     # started with SIGINT ignored, as a script's background job is (and as one run of the suite found its worker):
-    # `study run` takes it back (take_ctrl_c), or Ctrl-C would stop the arm's child and the study would go on
-    driver = ("import sys\nfrom study.run import run_child, take_ctrl_c\ntake_ctrl_c()\ntry:\n"
+    # `python -m study` takes it back (take_ctrl_c), or Ctrl-C would stop the arm's child and the study would go on
+    driver = ("import sys\nfrom study.__main__ import take_ctrl_c\nfrom study.run import run_child\ntake_ctrl_c()\ntry:\n"
               "    run_child([sys.executable, '-c', sys.argv[1]])\nexcept KeyboardInterrupt:\n    sys.exit(130)\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     ignored = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731 (in the driver, before its exec)
