@@ -335,8 +335,8 @@ def render(study: dict) -> str:
         f"{r['summary']['final_train']:.3f}, {pretext_heldout(r['summary'])}" for r in study["ssl"]) + ".",
         "", "**What this does not show.** Each seed is a replicate of the whole chain (labelled subset, "
         "pretraining, fine-tune), so the intervals cover all three; a result that is neither a gain nor "
-        "equivalence is no evidence of no effect. One dataset, one backbone, one recipe and one machine's "
-        "numerics: the numbers say nothing about others.", "",
+        "equivalence is no evidence of no effect. One dataset, one backbone, one recipe, and the numerics of the "
+        "machines the cost table names: the numbers say nothing about others.", "",
         f"![label efficiency](../{FIGURES['label_efficiency'].as_posix()})",
         f"![validation curves per fraction](../{FIGURES['curves'].as_posix()})"]
     return "\n".join(lines) + "\n"

@@ -111,13 +111,18 @@ def fp32_replicate(protocol: Protocol, primary: dict, precision: str | None, rep
 
 def ssl_rows(arms: list[dict], metric: str) -> list[dict]:
     """Per pretext, the three ways the SSL libraries report a pretraining: linear probe and kNN accuracy of the
-    frozen features (pretrained and random extractor, test, mean over the seeds of its reference arm: the one with
-    most seeds and, of those, most labels, which the probe and kNN train on), and the fine-tuned gain at each
-    fraction it was fine-tuned at."""
+    frozen features (pretrained and random extractor, test, mean over the seeds of its reference arm, whose labels
+    the probe and kNN train on: at the largest share every pretext was fine-tuned at, so that the pretexts compare
+    on the same labels, else at its own arm with most seeds and, of those, most labels), and the fine-tuned gain at
+    each fraction it was fine-tuned at."""
+    pretexts = list(dict.fromkeys(a["pretext"] for a in arms))
+    shared = set.intersection(*({a["fraction"] for a in arms if a["pretext"] == p} for p in pretexts)) if len(
+        pretexts) > 1 else set()
     rows = []
-    for pretext in dict.fromkeys(a["pretext"] for a in arms):
+    for pretext in pretexts:
         mine = [a for a in arms if a["pretext"] == pretext]
-        ref = max(mine, key=lambda a: (len(a["seeds"]), a["fraction"]))
+        ref = max(mine, key=lambda a: (a["fraction"] == max(shared, default=None), a.get("budget_factor", 1) == 1,
+                                       len(a["seeds"]), a["fraction"]))
         t = ref["tests"]
         rows.append({
             "pretext": pretext, "seeds": ref["seeds"], "summary": ref["pretext_summary"],

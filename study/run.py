@@ -85,12 +85,17 @@ def command(protocol: Protocol, arm: Arm, part: list[int] | None = None) -> list
 def done_arms(protocol: Protocol) -> dict[str, dict]:
     """The arms the working tree's record holds under this protocol, by arm name."""
     records = read_records()
-    for name, record in records.items():
+    made_under(protocol, {record_path(name): r for name, r in records.items()})
+    return {name: r for name, r in records.items() if name in {a.name for a in protocol.arms}}
+
+
+def made_under(protocol: Protocol, records: dict) -> None:
+    """Refuse, naming the first, any record (by its path) made under a protocol other than `protocol`."""
+    for path, record in records.items():
         if record["protocol_sha1"] != protocol.digest:
-            raise UserError(f"{record_path(name)} was made under protocol sha1 {record['protocol_sha1'][:12]}, not "
+            raise UserError(f"{path} was made under protocol sha1 {record['protocol_sha1'][:12]}, not "
                             f"{protocol.path}'s ({protocol.digest[:12]}): a new protocol is a new study; move the old "
                             f"records away (git rm -r {RECORDS})")
-    return {name: r for name, r in records.items() if name in {a.name for a in protocol.arms}}
 
 
 def rates(protocol: Protocol, done: dict[str, dict]) -> tuple[dict[str, float], str]:
@@ -177,11 +182,7 @@ def record_arm(protocol: Protocol, arm: Arm, commit: bool, wall_seconds: float) 
 def done_parts(protocol: Protocol, arm: Arm) -> dict[int, dict]:
     """The seeds of `arm` the record holds in parts (study/parts.py) under this protocol."""
     parts = read_parts(arm.name)
-    for seed, part in parts.items():
-        if part["protocol_sha1"] != protocol.digest:
-            raise UserError(f"{part_path(arm.name, seed)} was made under protocol sha1 {part['protocol_sha1'][:12]}, "
-                            f"not {protocol.path}'s ({protocol.digest[:12]}): a new protocol is a new study; move the "
-                            f"old records away (git rm -r {RECORDS})")
+    made_under(protocol, {part_path(arm.name, seed): part for seed, part in parts.items()})
     return {s: p for s, p in parts.items() if s in arm.seeds}
 
 

@@ -72,6 +72,23 @@ def test_a_seeds_logs_are_recorded_byte_for_byte_and_an_altered_one_is_refused(p
         study_parts.read_parts("context-0.1")
 
 
+def test_a_part_or_record_of_another_protocol_is_refused_by_its_path(protocol, tmp_path):
+    write_logs(tmp_path, [3])
+    exp = {"name": "context-0.1-s3", "baseline": "ab" * 20, "finished": 7, "params": {"seeds": [3]}}
+    study_parts.write_parts("context-0.1", [3], exp, protocol.digest, MACHINE, 60.0)
+    arm = protocol.arm("context", 0.1)
+    assert sorted(run_study.done_parts(protocol, arm)) == [3]
+    study_parts.write_parts("context-0.1", [3], exp, "f" * 40, MACHINE, 60.0)  # a renewed study's part
+    with pytest.raises(UserError, match=r"^metrics/arms/parts/context-0.1/seed3.json was made under protocol sha1 "
+                                        r"ffffffffffff, not .*a new protocol is a new study"):
+        run_study.done_parts(protocol, arm)
+    record = tmp_path / "metrics" / "arms" / "context-0.1.json"
+    record.write_text(json.dumps({"arm": "context-0.1", "experiment": "context-0.1", "baseline": "ab" * 20,
+                                  "finished": 7, "protocol_sha1": "e" * 40, "machine": MACHINE, "params": {}}))
+    with pytest.raises(UserError, match=r"^metrics/arms/context-0.1.json was made under protocol sha1 eeeeeeeeeeee"):
+        run_study.done_arms(protocol)
+
+
 def test_a_part_of_a_seed_whose_runs_did_not_finish_is_refused(protocol, tmp_path):
     write_logs(tmp_path, [0])
     (tmp_path / paths.probe_result(0)).unlink()

@@ -184,8 +184,13 @@ def test_the_report_tests_the_declared_endpoints_only(protocol):
         (one["difference"]["ci_high"] - one["difference"]["ci_low"]) / 2)
     assert study["protocol"]["sha1"] == protocol.digest and study["missing_arms"] == []
     assert [r["pretext"] for r in study["ssl"]] == ["context", "rotation"]
-    # probe and kNN from each pretext's arm with most seeds and, of those, most labels (context: 10 %, not 1 %)
+    # probe and kNN at the largest share both pretexts were fine-tuned at (10 %), though context's 1 % arm has as
+    # many seeds and its 100 % arm more labels; with more seeds at 1 % still at 10 %: the pretexts on the same labels
     assert [r["fraction"] for r in study["ssl"]] == [0.1, 0.1]
+    more_at_1 = [a | {"seeds": list(range(9))} if a["fraction"] == 0.01 else a for a in study["arms"]]
+    assert [r["fraction"] for r in study_module.ssl_rows(more_at_1, PRIMARY)] == [0.1, 0.1]
+    alone = study_module.ssl_rows([a for a in more_at_1 if a["pretext"] == "context"], PRIMARY)  # no other pretext yet
+    assert [(r["pretext"], r["fraction"]) for r in alone] == [("context", 0.01)]  # its arm with most seeds
     # each piece of work once: 2 pretexts' pretrainings (max over their arms), scratch once per fraction
     pretrain, scratch = 1200 + 1200, 400 + 400 + 300  # 300 s a pretraining, 100 s a fine-tune, per seed
     rest = sum((300 + 200) * n + 50 - 300 * n - 100 * n for n in (4, 4, 3, 4))  # pretrained runs and the rest
