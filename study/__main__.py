@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+from collections.abc import Callable
 
 # command -> (module, the arguments it stands for)
 COMMANDS = {
@@ -45,8 +46,18 @@ def main(argv: list[str]) -> None:
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
     module, implied = COMMANDS[argv[0]]
     sys.argv = [f"python -m study {argv[0]}", *implied, *argv[1:]]
+    run_command(importlib.import_module(module).cli)
+
+
+def run_command(cli: Callable[[], None]) -> None:
+    """`cli()` with Ctrl-C taken back; stopped by it (what was running has said where it stopped), exit 130 with
+    one line, not a traceback."""
     take_ctrl_c()
-    importlib.import_module(module).cli()
+    try:
+        cli()
+    except KeyboardInterrupt:
+        print("study: stopped by Ctrl-C", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

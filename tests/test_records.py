@@ -391,16 +391,19 @@ def test_ctrl_c_lets_the_running_arm_clean_up_before_the_study_stops(tmp_path):
 
     # started with SIGINT ignored, as a script's background job is (and as one run of the suite found its worker):
     # `python -m study` takes it back (take_ctrl_c), or Ctrl-C would stop the arm's child and the study would go on
-    driver = ("import sys\nfrom study.__main__ import take_ctrl_c\nfrom study.run import run_child\ntake_ctrl_c()\ntry:\n"
-              "    run_child([sys.executable, '-c', sys.argv[1]])\nexcept KeyboardInterrupt:\n    sys.exit(130)\n")
+    # (run_command, as every `python -m study` command is run), then exits 130 in one line, no traceback
+    driver = ("import sys\nfrom study.__main__ import run_command\nfrom study.run import run_child\n"
+              "run_command(lambda: run_child([sys.executable, '-c', sys.argv[1]]))\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     ignored = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731 (in the driver, before its exec)
     proc = subprocess.Popen([sys.executable, "-c", driver, CHILD], cwd=tmp_path, env=env, start_new_session=True,
-                            preexec_fn=ignored)
+                            preexec_fn=ignored, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while not (tmp_path / "started").exists():
         assert time.time() < deadline and proc.poll() is None, "the child never started"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=30) == 130
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "study: stopped by Ctrl-C", err
+    assert "Traceback" not in err, err
     assert (tmp_path / "cleaned").read_text() == "yes"
