@@ -116,13 +116,13 @@ def ssl_rows(arms: list[dict], metric: str) -> list[dict]:
     on the same labels, else at its own arm with most seeds and, of those, most labels), and the fine-tuned gain at
     each fraction it was fine-tuned at."""
     pretexts = list(dict.fromkeys(a["pretext"] for a in arms))
-    shared = set.intersection(*({a["fraction"] for a in arms if a["pretext"] == p} for p in pretexts)) if len(
-        pretexts) > 1 else set()
+    shared = max(set.intersection(*({a["fraction"] for a in arms if a["pretext"] == p} for p in pretexts)),
+                 default=None) if len(pretexts) > 1 else None
     rows = []
     for pretext in pretexts:
         mine = [a for a in arms if a["pretext"] == pretext]
-        ref = max(mine, key=lambda a: (a["fraction"] == max(shared, default=None), a.get("budget_factor", 1) == 1,
-                                       len(a["seeds"]), a["fraction"]))
+        ref = max(mine, key=lambda a: (a["fraction"] == shared, a.get("budget_factor", 1) == 1, len(a["seeds"]),
+                                       a["fraction"]))
         t = ref["tests"]
         rows.append({
             "pretext": pretext, "seeds": ref["seeds"], "summary": ref["pretext_summary"],
