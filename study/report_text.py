@@ -47,7 +47,18 @@ def verdict(e: dict, protocol: dict) -> str:
         return (f"no: {gain}, equivalent to no gain within ±{margin:g} (p = {p_value(eq_p)}"
                 + ("" if e["primary"] else ", Holm") + ")")
     return (f"not shown either way: {gain}, neither a significant gain nor equivalence within ±{margin:g} "
-            f"(its seeds had power {e['power']['detect_margin']:.2f} to detect a gain of {margin:g})")
+            f"({power_text(e, margin)})")
+
+
+def power_text(e: dict, margin: float) -> str:
+    """An inconclusive endpoint's power to detect a gain of the margin: as planned at the assumed spread and, where
+    the seeds' own spread differs, at that one (what the planned figure was worth)."""
+    planned, seen = e["power"], e.get("power_observed")
+    text = (f"its {e['n']} seeds were planned for power {planned['detect_margin']:.2f} to detect a gain of "
+            f"{margin:g} at a spread of {planned['assumed_sd']:.4f}")
+    if seen is None or f"{seen['sd']:.4f}" == f"{planned['assumed_sd']:.4f}":
+        return text
+    return text + f"; at the {seen['sd']:.4f} they showed, {seen['detect_margin']:.2f}"
 
 
 def capped(e: dict, proto: dict) -> str:
@@ -279,15 +290,18 @@ def render(study: dict) -> str:
     lines += ["", f"**Power**, declared in the protocol before the runs (the standard deviation of a seed's paired "
               f"gain assumed per fraction: {proto['sd_source']}):", "",
               "| endpoint | seeds | assumed sd | power to detect a gain of the margin | "
-              "power to show equivalence (true gain 0) | observed sd |", "|---|---|---|---|---|---|"]
+              "power to show equivalence (true gain 0) | observed sd | power at the observed sd: gain, equivalence |",
+              "|---|---|---|---|---|---|---|"]
     for e in study["endpoints"]:
         observed = num(e["difference"]["std"]) if e["run"] else "not run"
+        seen = e.get("power_observed")
+        seen = "" if seen is None else f"{seen['detect_margin']:.2f}, {seen['show_equivalence']:.2f}"
         if e["power"]["assumed_sd"] is None:  # seeds and spread left to the budget search, not made yet
-            lines.append(f"| {e['pretext']} at {pct(e['fraction'])} | not chosen yet | | | | {observed} |")
+            lines.append(f"| {e['pretext']} at {pct(e['fraction'])} | not chosen yet | | | | {observed} | {seen} |")
             continue
         lines.append(f"| {e['pretext']} at {pct(e['fraction'])} | {e['power']['seeds']} | "
                      f"{e['power']['assumed_sd']:.4f} | {e['power']['detect_margin']:.2f} | "
-                     f"{e['power']['show_equivalence']:.2f} | {observed} |")
+                     f"{e['power']['show_equivalence']:.2f} | {observed} | {seen} |")
     if "probes" in study:  # studies before the per-arm record have none
         lines += ["", "**Frozen features at every label share** (test accuracy, mean over seeds [95 % interval]: a "
                   "logistic-regression probe and a weighted kNN (k 20) on the frozen extractor, random and pretrained, "
