@@ -213,6 +213,9 @@ def test_the_plain_answers_follow_the_protocols_rules(protocol):
         f"spread of 0.0060; at the 0.0100 they showed, {power_paired(3, 0.01, 0.01):.2f})")
     as_planned = full | {"power_observed": full["power_observed"] | {"sd": 0.006}}
     assert verdict(as_planned, proto).endswith("at a spread of 0.0060)")  # no second figure where they agree
+    unplanned = full | {"power": full["power"] | {"assumed_sd": None, "detect_margin": None}}
+    assert verdict(unplanned, proto).endswith(f"power {power_paired(3, 0.01, 0.01):.2f} to detect a gain of 0.01 at "
+                                              "the spread they showed, 0.0100)")
     readme = render_answer(study)
     assert readme.startswith("- **Does context pretraining help at 10% of the labels** (the primary endpoint)? yes")
     assert "- At 1%? no:" in readme and "- Fine-tuned from **rotation** at 10%? yes" in readme
