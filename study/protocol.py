@@ -151,8 +151,12 @@ class Protocol:
             return {"seeds": n, "assumed_sd": None, "expected_half_width": None, "detect_margin": None,
                     "show_equivalence": None}
         half = float(stats.t.ppf(1 - self.alpha / 2, n - 1)) * sd / math.sqrt(n) if n > 1 else None
-        return {"seeds": n, "assumed_sd": sd, "expected_half_width": half,
-                "detect_margin": power_paired(n, sd, self.margin, self.alpha),
+        return {"seeds": n, "assumed_sd": sd, "expected_half_width": half, **self.power_at(n, sd)}
+
+    def power_at(self, n: int, sd: float) -> dict[str, float]:
+        """The power of `n` seeds whose paired gains spread by `sd`: of the paired test to detect a gain of the
+        margin, and of the equivalence test to show no gain (true difference 0)."""
+        return {"detect_margin": power_paired(n, sd, self.margin, self.alpha),
                 "show_equivalence": power_equivalence(n, sd, self.margin, self.alpha)}
 
     def summary(self) -> dict[str, Any]:

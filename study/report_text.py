@@ -53,16 +53,16 @@ def verdict(e: dict, protocol: dict) -> str:
 def power_text(e: dict, margin: float) -> str:
     """An inconclusive endpoint's power to detect a gain of the margin: as planned at the assumed spread and, where
     the seeds' own spread differs, at that one (what the planned figure was worth)."""
-    planned, seen = e["power"], e.get("power_observed")
+    planned, seen, sd = e["power"], e.get("power_observed"), e["difference"]["std"]
     if planned["assumed_sd"] is None:  # no spread was planned: what the seeds showed alone
         return ("its seeds' power was not planned" if seen is None else
                 f"its {e['n']} seeds had power {seen['detect_margin']:.2f} to detect a gain of {margin:g} at the "
-                f"spread they showed, {seen['sd']:.4f}")
+                f"spread they showed, {sd:.4f}")
     text = (f"its {e['n']} seeds were planned for power {planned['detect_margin']:.2f} to detect a gain of "
             f"{margin:g} at a spread of {planned['assumed_sd']:.4f}")
-    if seen is None or f"{seen['sd']:.4f}" == f"{planned['assumed_sd']:.4f}":
+    if seen is None or f"{sd:.4f}" == f"{planned['assumed_sd']:.4f}":
         return text
-    return text + f"; at the {seen['sd']:.4f} they showed, {seen['detect_margin']:.2f}"
+    return text + f"; at the {sd:.4f} they showed, {seen['detect_margin']:.2f}"
 
 
 def capped(e: dict, proto: dict) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 
 from selfsup.analysis.endpoints import LABELS
 from study.protocol import Protocol, arm_estimates, check_experiment, ordered, protocol_file_at
-from selfsup.analysis.stats import holm, mean_ci, power_equivalence, power_paired, tost
+from selfsup.analysis.stats import holm, mean_ci, tost
 from selfsup.config import hardware_knobs
 from selfsup.core import paths
 from selfsup.core.params import UserError
@@ -74,19 +74,11 @@ def endpoint_entry(protocol: Protocol, endpoint, arm: dict | None) -> dict:
                 "differences": diffs, "equivalence": tost(diffs, protocol.margin, protocol.alpha),
                 "half_width": None if t["difference"]["ci_low"] is None
                 else (t["difference"]["ci_high"] - t["difference"]["ci_low"]) / 2,
-                "power_observed": observed_power(diffs, protocol)})
+                # what the seeds could show at the spread they came out with, beside the power planned at the
+                # assumed one: described, not a test; none under two seeds or with no spread (no t test either)
+                "power_observed": protocol.power_at(len(diffs), t["difference"]["std"])
+                if t["difference"]["std"] else None})
     return out
-
-
-def observed_power(diffs: list[float], protocol: Protocol) -> dict | None:
-    """What the seeds could show at the spread they came out with, beside the power planned at the assumed one:
-    described, not a test (a spread measured on the same seeds is itself noisy). None under two seeds or with no
-    spread (identical gains: no t test either)."""
-    sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
-    if sd == 0:
-        return None
-    return {"sd": sd, "detect_margin": power_paired(len(diffs), sd, protocol.margin, protocol.alpha),
-            "show_equivalence": power_equivalence(len(diffs), sd, protocol.margin, protocol.alpha)}
 
 
 def judge(endpoints: list[dict], alpha: float) -> list[dict]:

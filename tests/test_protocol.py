@@ -205,13 +205,13 @@ def test_the_plain_answers_follow_the_protocols_rules(protocol):
     assert verdict(low, proto).startswith("no: +0.0003") and "equivalent to no gain within ±0.01" in verdict(low, proto)
     assert verdict(full, proto).startswith("not shown either way") and "power" in verdict(full, proto)
     # its power as planned (assumed sd 0.006) and at the spread its 3 seeds showed (sd 0.01): both said
-    assert full["power_observed"]["sd"] == pytest.approx(0.01)
+    assert full["difference"]["std"] == pytest.approx(0.01)
     assert full["power_observed"]["detect_margin"] == pytest.approx(power_paired(3, 0.01, 0.01))
     assert full["power_observed"]["show_equivalence"] == pytest.approx(power_equivalence(3, 0.01, 0.01))
     assert verdict(full, proto).endswith(
         f"(its 3 seeds were planned for power {power_paired(3, 0.006, 0.01):.2f} to detect a gain of 0.01 at a "
         f"spread of 0.0060; at the 0.0100 they showed, {power_paired(3, 0.01, 0.01):.2f})")
-    as_planned = full | {"power_observed": full["power_observed"] | {"sd": 0.006}}
+    as_planned = full | {"difference": full["difference"] | {"std": 0.006}}
     assert verdict(as_planned, proto).endswith("at a spread of 0.0060)")  # no second figure where they agree
     unplanned = full | {"power": full["power"] | {"assumed_sd": None, "detect_margin": None}}
     assert verdict(unplanned, proto).endswith(f"power {power_paired(3, 0.01, 0.01):.2f} to detect a gain of 0.01 at "
